@@ -1,0 +1,3 @@
+from firmware_py.cli.main import main
+
+raise SystemExit(main())

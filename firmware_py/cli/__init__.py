@@ -1,0 +1,1 @@
+"""The `kaoclock` command line: one module per command group."""

@@ -1,0 +1,52 @@
+"""Entry point of the `kaoclock` command.
+
+Each command group lives in its own module exposing ``register(subparsers)``;
+a command's handler takes the parsed arguments and returns an exit status.
+Errors derived from :class:`KaoclockError` end the command with their message
+on stderr and their own exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from firmware_py import __version__
+from firmware_py.errors import KaoclockError
+
+# Command-group modules, in the order `kaoclock --help` lists them.
+COMMAND_MODULES = [
+    "firmware_py.cli.run_cmd",
+    "firmware_py.cli.config_cmd",
+    "firmware_py.cli.models_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaoclock", description="Face-recognition time clock and door reader.")
+    parser.add_argument("--version", action="version", version=f"kaoclock {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KaoclockError as exc:
+        print(f"kaoclock: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,1 @@
+"""One module per config section; each room owns its file."""

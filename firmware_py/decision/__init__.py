@@ -1,0 +1,1 @@
+"""Decision: per-track state machine, its outcome, and the ports it drives."""

@@ -1,0 +1,72 @@
+"""Shared fixtures.
+
+Real inputs only: the fetched model files, photos that ship inside PyPI
+packages (matplotlib's grace_hopper.jpg, scikit-image's astronaut.png), and
+the shared face data set when ``KAOCLOCK_DATA`` points at it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own device state directory, never the user's."""
+    home = tmp_path_factory.mktemp("kaoclock-home")
+    monkeypatch.setenv("KAOCLOCK_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The directory `kaoclock models fetch` filled (device/bootstrap.sh --dev does it)."""
+    from firmware_py.config import load
+
+    d = load(None).models.dir
+    from firmware_py.models.manifest import load_manifest
+
+    manifest = load_manifest()
+    missing = [m.name for m in manifest.select() if m.location == "fetched" and not m.path(d).is_file()]
+    if missing:
+        pytest.fail(f"models {missing} are not fetched into {d}: run device/bootstrap.sh --dev")
+    return d
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared real-face data set; tests that need it skip without it."""
+    env = os.environ.get("KAOCLOCK_DATA")
+    if not env:
+        pytest.skip("KAOCLOCK_DATA is not set (point it at the shared face data set)")
+    root = Path(env)
+    if not root.is_dir():
+        pytest.fail(f"KAOCLOCK_DATA={env} is not a directory")
+    return root
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_path() -> Path:
+    """A real portrait photo (512x600 JPEG) that ships inside matplotlib."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def grace_hopper(grace_hopper_path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(grace_hopper_path).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real portrait photo (512x512 RGB) that ships inside scikit-image."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
