@@ -1,0 +1,1 @@
+"""Vision: detection, tracking, landmarks, alignment and the face embedder."""
