@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "firmware_py.cli.run_cmd",
     "firmware_py.cli.config_cmd",
     "firmware_py.cli.models_cmd",
+    "firmware_py.cli.eval_cmd",
+    "firmware_py.cli.bench_cmd",
 ]
 
 

@@ -1,0 +1,20 @@
+"""`kaoclock eval ...`: accuracy evaluations on real data that print JSON.
+
+Each evaluation lives in its own room's module exposing
+``register(eval_subparsers)``; list it in :data:`EVAL_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+EVAL_MODULES: list[str] = []
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy evaluations on real data (JSON on stdout)")
+    esub = p.add_subparsers(dest="eval_command", metavar="EVAL")
+    esub.required = True
+    for name in EVAL_MODULES:
+        importlib.import_module(name).register(esub)
