@@ -10,6 +10,7 @@ from firmware_py.config.sections.device import DeviceConfig
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.vision import VisionConfig
 
 
 @dataclass(frozen=True)
@@ -20,5 +21,6 @@ class Config(Section):
     device: DeviceConfig = setting(default_factory=DeviceConfig, doc="This reader's identity and state directory.")
     models: ModelsConfig = setting(default_factory=ModelsConfig, doc="Model files.")
     camera: CameraConfig = setting(default_factory=CameraConfig, doc="Frame source.")
+    vision: VisionConfig = setting(default_factory=VisionConfig, doc="Face detection, tracking, landmarks, alignment and quality limits.")
     liveness: LivenessConfig = setting(default_factory=LivenessConfig, doc="Presentation-attack detection.")
     logging: LoggingConfig = setting(default_factory=LoggingConfig, doc="Logging.")
