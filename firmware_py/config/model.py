@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from firmware_py.config.schema import Section, setting
 from firmware_py.config.sections.camera import CameraConfig
+from firmware_py.config.sections.decision import DecisionConfig
 from firmware_py.config.sections.device import DeviceConfig
+from firmware_py.config.sections.gallery import GalleryConfig
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.recognition import RecognitionConfig
 
 
 @dataclass(frozen=True)
@@ -22,3 +25,6 @@ class Config(Section):
     camera: CameraConfig = setting(default_factory=CameraConfig, doc="Frame source.")
     liveness: LivenessConfig = setting(default_factory=LivenessConfig, doc="Presentation-attack detection.")
     logging: LoggingConfig = setting(default_factory=LoggingConfig, doc="Logging.")
+    recognition: RecognitionConfig = setting(default_factory=RecognitionConfig, doc="Embedding and 1:N matching.")
+    decision: DecisionConfig = setting(default_factory=DecisionConfig, doc="Per-track decision state machine.")
+    gallery: GalleryConfig = setting(default_factory=GalleryConfig, doc="Encrypted template store.")
