@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "firmware_py.cli.models_cmd",
     "firmware_py.cli.eval_cmd",
     "firmware_py.cli.bench_cmd",
+    "firmware_py.cli.enroll_cmd",
+    "firmware_py.cli.gallery_cmd",
 ]
 
 
