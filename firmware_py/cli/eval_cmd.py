@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EVAL_MODULES: list[str] = []
+EVAL_MODULES: list[str] = [
+    "firmware_py.eval.lfw",
+    "firmware_py.eval.identify",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

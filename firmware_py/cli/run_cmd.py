@@ -1,25 +1,64 @@
-"""`kaoclock run`: the reader's main job."""
+"""`kaoclock run`: the reader's main job (without --config: the embedded demo)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from firmware_py.config import load
+from firmware_py.config import load, with_changes
 from firmware_py.models.manifest import ModelError, load_manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the reader (without --config: the embedded demo)")
-    p.add_argument("--config", help="TOML config file (default: the embedded demo configuration)")
+    p = sub.add_parser(
+        "run",
+        help="run the reader (without --config: the embedded demo)",
+        description="Run the reader until stopped (SIGTERM / SIGINT). Without --config: the embedded demo, which enrols a person "
+        "from a photo shipped in a PyPI package, replays a walk-up and prints each decision with its reason, then finishes.",
+    )
+    p.add_argument("--config", help="TOML config file (default: the embedded demo)")
+    p.add_argument("--source", type=Path, help="replay this video file or image folder instead of the configured camera / the demo walk-up")
+    p.add_argument("--jsonl", help="also write each decision as a JSON line to this file ('-' = stdout)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
+def check_models(cfg) -> None:  # type: ignore[no-untyped-def]
     manifest = load_manifest()
     bad = [r for r in (manifest.check_file(m.name, cfg.models.dir) for m in manifest.select(["runtime"])) if not r.ok]
     if bad:
         raise ModelError("refusing to start:\n" + "\n".join(f"  - {r.problem}" for r in bad))
-    print(f"kaoclock: config ok, {len(manifest.select(['runtime']))} runtime model(s) verified in {cfg.models.dir}")
-    print("kaoclock: the recognition pipeline is not built yet; nothing more to run")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        from firmware_py.pipeline.demo import run_demo
+
+        check_models(load(None))
+        result = run_demo(source=args.source, jsonl=args.jsonl)
+        return 0 if result.frames else 1
+    cfg = load(args.config)
+    if args.source is not None:
+        cfg = with_changes(cfg, {"camera.backend": "replay", "camera.source": str(args.source)})
+    if cfg.models.verify_on_start:
+        check_models(cfg)
+    from firmware_py.capture.factory import from_config as camera_from_config
+    from firmware_py.decision.sinks import ConsoleSink, JsonLinesSink
+    from firmware_py.events import EventBus
+    from firmware_py.pipeline.build import build_pipeline
+    from firmware_py.pipeline.daemon import Daemon
+
+    bus = EventBus()
+    pipeline, choice = build_pipeline(cfg, bus=bus)
+    print(
+        f"kaoclock: {cfg.device.id} at {cfg.device.site}: {pipeline.gallery.persons} person(s), {len(pipeline.gallery)} template(s); "
+        f"threshold {choice.value:.3f} ({choice.source}); liveness {cfg.liveness.policy}",
+        flush=True,
+    )
+    sinks: list = [ConsoleSink()]
+    if args.jsonl:
+        sinks.append(JsonLinesSink(None if args.jsonl == "-" else args.jsonl))
+    daemon = Daemon(camera_from_config(cfg, bus), pipeline, sinks, bus=bus)
+    daemon.install_signal_handlers()
+    daemon.run(max_frames=args.max_frames)
     return 0
