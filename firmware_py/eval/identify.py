@@ -170,9 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-gallery", type=int, help="keep the first G enrolled identities (sorted)")
     p.add_argument("--calibrate-fpir", type=float, help="also report the threshold `gallery calibrate` would set from this gallery for this FPIR")
     p.add_argument("--config", help="TOML config file (threshold, front-end and embedder settings)")
-    p.add_argument(
-        "--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)"
-    )
+    p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_identify)
 

@@ -117,9 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, required=True, help="LFW folder (with images/<name>/<name>_NNNN.jpg)")
     p.add_argument("--pairs", type=Path, required=True, help="pairs file (pairs.txt or pairsDevTrain.txt)")
     p.add_argument("--config", help="TOML config file (front-end and embedder settings)")
-    p.add_argument(
-        "--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)"
-    )
+    p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_lfw)
 
