@@ -39,6 +39,7 @@ def test_templates_are_encrypted_at_rest_and_key_is_private(paths):
         assert blob not in raw
         assert blob[:16] not in raw  # not even a fragment of a descriptor
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert key.read_bytes() not in raw
     # and the store decrypts them back exactly
     with GalleryStore.open(db, key) as store:

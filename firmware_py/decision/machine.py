@@ -119,6 +119,11 @@ class DecisionMachine:
                 out.append(d)
         return out
 
+    def is_decided(self, track_id: int) -> bool:
+        """Whether the track already has its decision (its further frames need no embedding)."""
+        tr = self._tracks.get(track_id)
+        return tr is not None and tr.decided
+
     @property
     def active_tracks(self) -> list[int]:
         return [t for t, tr in self._tracks.items() if not tr.decided]

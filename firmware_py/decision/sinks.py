@@ -38,7 +38,7 @@ def describe(d: Decision) -> str:
         ev.append(f"liveness {d.liveness.policy}" + ("" if d.liveness.score is None else f" {d.liveness.score:.2f}"))
     if d.accepted:
         return f"{clock}  ACCEPT  {who}  [{', '.join(ev)}]  track {d.track_id}"
-    best = f"best guess {who}" if d.person_id else "no candidate"
+    best = f"nearest enrolled: {who}" if d.person_id else "no candidate"
     return f"{clock}  REJECT  {d.reason}: {d.detail}  ({best}; {', '.join(ev)})  track {d.track_id}"
 
 

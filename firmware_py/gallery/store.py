@@ -186,6 +186,9 @@ class GalleryStore:
             raise GalleryError(f"no gallery at {db_path}; enrol someone first (`kaoclock enroll`) or check [gallery] path")
         key = load_or_create_key(Path(key_path), create=not exists)
         db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not exists:
+            # Names are stored in clear (templates are sealed): the file is for this user only.
+            os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA secure_delete = ON")

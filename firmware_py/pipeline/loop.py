@@ -114,7 +114,9 @@ class RecognitionPipeline:
             self.liveness.observe(obs, frame)
         t_embed = t_match = 0.0
         obs = analysis.primary  # the nearest face wins
-        if obs is not None:
+        if obs is not None and self.machine.is_decided(obs.track_id):
+            res.track_id = obs.track_id  # decided walk-up: no embedding until the person leaves
+        elif obs is not None:
             res.track_id = obs.track_id
             ok, why = quality_verdict(obs.quality, self.quality_limits) if self.quality_gate else (obs.chip is not None, "")
             if ok and obs.chip is not None:
