@@ -63,7 +63,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     from firmware_py.decision.machine import DecisionParams
     from firmware_py.gallery.blas import limit_blas_threads
     from firmware_py.gallery.store import GalleryMatrix
-    from firmware_py.pipeline.build import build_analyzer
+    from firmware_py.pipeline.build import build_analyzer, live_quality_limits
     from firmware_py.pipeline.embedding import describe, load_embedder
     from firmware_py.pipeline.loop import RecognitionPipeline, stage_percentiles
 
@@ -97,6 +97,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         cfg.recognition.min_margin,
         DecisionParams.from_config(cfg),
         mirror=cfg.recognition.mirror_average,
+        quality_limits=live_quality_limits(cfg, analyzer),
     )
     # Warm-up on a few frames (interpreter allocation, caches), then a fresh tracker.
     for img in frames[:3]:
@@ -110,6 +111,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         cfg.recognition.min_margin,
         DecisionParams.from_config(cfg),
         mirror=cfg.recognition.mirror_average,
+        quality_limits=live_quality_limits(cfg, analyzer),
     )
     gc.collect()
     results = []

@@ -7,6 +7,7 @@ scope and threshold.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,18 @@ def build_analyzer(cfg: Any, enrolment: bool = False) -> Any:
     if enrolment:
         cfg = with_changes(cfg, ENROL_DETECTOR)
     return FaceAnalyzer.from_config(cfg)
+
+
+def live_quality_limits(cfg: Any, analyzer: Any) -> Any:
+    """The [vision.quality] limits with the gate's own, more lenient, size and sharpness minimums."""
+    rc = cfg.recognition
+    base = analyzer.quality_limits
+    return dataclasses.replace(
+        base,
+        min_face_px=rc.live_min_face_px,
+        min_interocular_px=min(base.min_interocular_px, rc.live_min_face_px * 0.3),
+        min_sharpness=rc.live_min_sharpness,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ def build_pipeline(
     analyzer = analyzer or build_analyzer(cfg)
     gallery = store.load_matrix(cfg.device.site, embedder.version)
     choice = choose_threshold(cfg, store, embedder.version)
+    live_limits = live_quality_limits(cfg, analyzer)
     versions = {"gallery": f"{gallery.gallery_version}:{gallery.content_hash[:12]}"}
     pipeline = RecognitionPipeline(
         analyzer,
@@ -81,5 +95,6 @@ def build_pipeline(
         bus=bus,
         mirror=cfg.recognition.mirror_average,
         model_versions=versions,
+        quality_limits=live_limits,
     )
     return pipeline, choice

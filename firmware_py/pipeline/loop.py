@@ -71,11 +71,11 @@ class RecognitionPipeline:
         mirror: bool = False,
         model_versions: dict[str, str] | None = None,
         lost_after_s: float = 1.5,
-        quality_gate: bool = True,
+        quality_limits: Any | None = None,
     ) -> None:
         self.analyzer = analyzer
-        self.quality_limits = getattr(analyzer, "quality_limits", None)
-        self.quality_gate = quality_gate
+        # Live frames are gated more leniently than enrolment photos (see [recognition] live_*).
+        self.quality_limits = quality_limits if quality_limits is not None else getattr(analyzer, "quality_limits", None)
         self.embedder = embedder
         self.mirror = mirror
         self.bus = bus or EventBus()
@@ -118,7 +118,7 @@ class RecognitionPipeline:
             res.track_id = obs.track_id  # decided walk-up: no embedding until the person leaves
         elif obs is not None:
             res.track_id = obs.track_id
-            ok, why = quality_verdict(obs.quality, self.quality_limits) if self.quality_gate else (obs.chip is not None, "")
+            ok, why = quality_verdict(obs.quality, self.quality_limits)
             if ok and obs.chip is not None:
                 a = time.perf_counter()
                 desc = describe(self.embedder, obs.chip, self.mirror)[0]

@@ -33,3 +33,15 @@ class RecognitionConfig(Section):
     mirror_average: bool = setting(
         False, doc="Average the descriptor of the chip and of its mirror image (two embedder runs per face; see the gallery README)."
     )
+    live_min_face_px: float = setting(
+        60.0,
+        ge=8.0,
+        le=2000.0,
+        doc="At the gate, frames whose face is narrower than this are not matched ('low_quality'); enrolment uses [vision.quality].",
+    )
+    live_min_sharpness: float = setting(
+        0.15,
+        ge=0.0,
+        le=10.0,
+        doc="At the gate, frames sharper than this are matched (webcam frames measure 0.25-0.45; enrolment asks [vision.quality] min_sharpness).",
+    )
