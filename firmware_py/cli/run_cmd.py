@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", type=Path, help="replay this video file or image folder instead of the configured camera / the demo walk-up")
     p.add_argument("--jsonl", help="also write each decision as a JSON line to this file ('-' = stdout)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--fetch-demo-assets", action="store_true", help="only download and verify the demo's photos, then exit (bootstrap does this)")
     p.set_defaults(func=cmd_run)
 
 
@@ -31,6 +32,12 @@ def check_models(cfg) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.fetch_demo_assets:
+        from firmware_py.pipeline.demo_assets import ensure_demo_assets
+
+        for name, path in ensure_demo_assets(load(args.config).models.dir).items():
+            print(f" present  demo:{name}  {path}")
+        return 0
     if args.config is None:
         from firmware_py.pipeline.demo import run_demo
 
