@@ -20,7 +20,7 @@ class ChipEmbedder(Protocol):
 
 def embedder_entry_name(manifest: Any) -> str:
     """The manifest's runtime embedder: a runtime model with a 128-D output whose name says embedder."""
-    names = [m.name for m in manifest.select(["runtime"]) if "embed" in m.name or m.extra.get("kind") == "embedder"]
+    names = [m.name for m in manifest.select(["runtime"]) if "embed" in m.name or "resnet" in m.name or m.extra.get("kind") == "embedder"]
     if not names:
         raise ModelError(
             "no runtime embedder in models/manifest.toml: the int8 embedder has not been built into this tree "
@@ -30,7 +30,12 @@ def embedder_entry_name(manifest: Any) -> str:
 
 
 def load_embedder(cfg: Any) -> Embedder:
-    """The int8 embedder the reader runs, verified against the manifest."""
+    """The int8 embedder the reader runs, verified against the manifest (the models room's loader when present)."""
+    from firmware_py.vision import embedder as vision_embedder
+
+    loader = getattr(vision_embedder, "load_embedder", None)
+    if loader is not None:
+        return loader(cfg)  # type: ignore[no-any-return]
     manifest = load_manifest()
     entry = manifest.entry(embedder_entry_name(manifest))
     path = manifest.require(entry.name, cfg.models.dir, verify=cfg.models.verify_on_start)
