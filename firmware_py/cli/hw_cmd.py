@@ -123,9 +123,9 @@ def _watch_inputs(cfg: Config, bench: object, seconds: float) -> int:
         print(f"{time.strftime('%H:%M:%S')}  {role:<13} {_where(cfg, role):<18} {closed_txt if closed else open_txt}", flush=True)
 
     for role, dev in fitted.items():
-        show(role, dev.is_pressed)
-        dev.when_pressed = lambda r=role: show(r, True)
-        dev.when_released = lambda r=role: show(r, False)
+        show(role, dev.is_active)
+        dev.when_activated = lambda r=role: show(r, True)
+        dev.when_deactivated = lambda r=role: show(r, False)
     print(f"watching {len(fitted)} input(s) for {seconds:g} s: press each button, open and close the door and the lid ...", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         time.sleep(seconds)

@@ -125,8 +125,8 @@ class ButtonDirection:
         self._last: tuple[Direction, float] | None = None
 
     def start(self) -> None:
-        self._buttons[0].when_pressed = lambda: self._pressed("in")
-        self._buttons[1].when_pressed = lambda: self._pressed("out")
+        self._buttons[0].when_activated = lambda: self._pressed("in")
+        self._buttons[1].when_activated = lambda: self._pressed("out")
 
     def stop(self) -> None:
         from firmware_py.gpio.devices import detach

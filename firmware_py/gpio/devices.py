@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpiozero import LED, Button, Buzzer, OutputDevice
+from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
 from firmware_py.config import Config, ConfigError
 from firmware_py.gpio.factory import make_pin_factory
@@ -22,8 +22,10 @@ LED_ROLES = {"green": "led_green", "red": "led_red", "amber": "led_amber"}
 class GateDevices:
     """Relay, LEDs, buzzer and inputs; a role that is not fitted is ``None``.
 
-    Every input is a :class:`gpiozero.Button` with the internal pull-up, so a
-    switch wired between the GPIO and GND reads *pressed* while closed.
+    Every input is a :class:`gpiozero.DigitalInputDevice` with the internal
+    pull-up, so a switch wired between the GPIO and GND reads *active* while
+    closed.  (Not :class:`gpiozero.Button`: its hold-time thread polls ten
+    times a second per input, which a door contact does not need.)
     """
 
     factory: Any
@@ -32,11 +34,11 @@ class GateDevices:
     relay: OutputDevice | None = None
     leds: dict[str, LED] = field(default_factory=dict)
     buzzer: Buzzer | None = None
-    button_in: Button | None = None
-    button_out: Button | None = None
-    door_contact: Button | None = None
-    rex: Button | None = None
-    tamper: Button | None = None
+    button_in: DigitalInputDevice | None = None
+    button_out: DigitalInputDevice | None = None
+    door_contact: DigitalInputDevice | None = None
+    rex: DigitalInputDevice | None = None
+    tamper: DigitalInputDevice | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, factory: Any = None) -> GateDevices:
@@ -59,7 +61,7 @@ class GateDevices:
                 dev.buzzer = Buzzer(pins["buzzer"], pin_factory=factory)
             for role in ("button_in", "button_out", "door_contact", "rex", "tamper"):
                 if role in pins:
-                    setattr(dev, role, Button(pins[role], pull_up=True, bounce_time=BOUNCE_S, pin_factory=factory))
+                    setattr(dev, role, DigitalInputDevice(pins[role], pull_up=True, bounce_time=BOUNCE_S, pin_factory=factory))
         except Exception:
             dev.close()
             raise
@@ -98,4 +100,4 @@ def detach(*devices: Any) -> None:
         warnings.simplefilter("ignore", CallbackSetToNone)
         for dev in devices:
             if dev is not None and not dev.closed:
-                dev.when_pressed = dev.when_released = None
+                dev.when_activated = dev.when_deactivated = None

@@ -146,9 +146,9 @@ class GpioDoor:
         self._stopping = False
         if self._contact is not None:
             on_closed, on_opened = (self._door_closed, self._door_opened) if self._contact_nc else (self._door_opened, self._door_closed)
-            self._contact.when_pressed = on_closed
-            self._contact.when_released = on_opened
-            is_open = self._contact.is_pressed != self._contact_nc
+            self._contact.when_activated = on_closed
+            self._contact.when_deactivated = on_opened
+            is_open = self._contact.is_active != self._contact_nc
             if is_open:  # open at start: nobody can say whether it was forced; watch how long it stays open
                 with self._cond:
                     self._open = True
@@ -158,12 +158,12 @@ class GpioDoor:
             else:
                 self._open = False
         if self._rex is not None:
-            self._rex.when_pressed = self._rex_pressed
+            self._rex.when_activated = self._rex_pressed
         if self._tamper is not None:
             on_shut, on_open = (self._tamper_shut, self._tamper_opened) if self._tamper_nc else (self._tamper_opened, self._tamper_shut)
-            self._tamper.when_pressed = on_shut
-            self._tamper.when_released = on_open
-            if self._tamper.is_pressed != self._tamper_nc:
+            self._tamper.when_activated = on_shut
+            self._tamper.when_deactivated = on_open
+            if self._tamper.is_active != self._tamper_nc:
                 self._tamper_opened()
             else:
                 self._tampered = False
