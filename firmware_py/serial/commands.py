@@ -14,10 +14,11 @@ import difflib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_origin
 
 from firmware_py.config import Config, ConfigError, get_value, parse_value, with_changes
 from firmware_py.config.loader import is_secret
+from firmware_py.config.schema import Problem, Section, section_fields
 from firmware_py.errors import KaoclockError
 
 
@@ -112,6 +113,30 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield key, v
 
 
+def _check_key(key: str) -> None:
+    """Refuse a dotted key the schema does not have (a key inside a table such as gpio.pins.X is the schema's to judge)."""
+    cls: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: tp for f, tp in section_fields(cls)}
+        if part not in fields:
+            close = difflib.get_close_matches(part, sorted(fields), n=1)
+            hint = f"did you mean {'.'.join([*parts[:i], close[0]])!r}? " if close else ""
+            raise ConfigError([Problem(key, "unknown key", f"{hint}list the keys with `kaoclock config example`")])
+        tp = fields[part]
+        if get_origin(tp) is dict:
+            if i >= len(parts) - 2:
+                return
+            break
+        if isinstance(tp, type) and issubclass(tp, Section):
+            cls = tp
+            continue
+        if i == len(parts) - 1:
+            return
+        break
+    raise ConfigError([Problem(key, "is not a setting", "name one key, e.g. camera.width")])
+
+
 # ---------------------------------------------------------------- built-ins
 
 
@@ -181,7 +206,7 @@ def cmd_config(s: SessionLike, args: list[str]) -> Iterable[str]:
     if len(args) >= 3 and args[0] == "set":
         key, text = args[1], " ".join(args[2:])
         current = s.ctx.get_config()
-        get_value(current, key)  # an unknown key is refused by name before anything else
+        _check_key(key)  # an unknown key is refused by name before anything else
         new = with_changes(current, {key: parse_value(text, key)})  # ConfigError: printed, nothing applied
         apply = _need(s.ctx.apply_config, "changing the configuration")
         value = get_value(new, key)
