@@ -96,7 +96,7 @@ def console(tmp_path: Path):
 
 
 def test_a_technician_session(console) -> None:
-    term, con, clock, events, cfg_path, factory, ring = console
+    term, _con, clock, events, cfg_path, factory, ring = console
     types = lambda: [e.type for e in events]  # noqa: E731
     assert "technician console" in term.read_until(b"passphrase: ")
 
