@@ -174,3 +174,34 @@ def test_missing_outputs_are_skipped() -> None:
     finally:
         fb.stop()
         dev.close()
+
+
+def test_readme_table_is_the_code_table() -> None:
+    from firmware_py.paths import HW_DIR
+
+    assert table_markdown() in (HW_DIR / "README.md").read_text()
+
+
+def test_led_test_walks_every_pattern_and_restores_state() -> None:
+    from firmware_py.gpio.bench import led_test
+
+    cfg = Config()
+    dev, fb = make(cfg)
+    fb.start()
+    try:
+        fb.show("offline")
+        shown: list[str] = []
+        preview = fb.preview
+
+        def spy(name: str, seconds: float) -> None:
+            preview(name, seconds)
+            shown.append(fb.state)  # what the engine now shows
+
+        fb.preview = spy  # type: ignore[method-assign]
+        lines = list(led_test(fb, 0.05))
+        assert [ln.split(":")[0] for ln in lines[:-1]] == list(PATTERNS)
+        assert shown == list(PATTERNS)
+        assert fb.state == "offline" and lines[-1] == "done: back to offline"
+    finally:
+        fb.stop()
+        dev.close()

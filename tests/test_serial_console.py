@@ -230,3 +230,38 @@ def test_line_assembler_framing() -> None:
     assert ed.feed("héx\x7f\x7fy\r".encode()) == [Edit(erase=1), Edit(erase=1), Line("hy")]
     assert ed.feed(b"junk\x03") == [Edit(cancelled=True)]
     assert ed.feed(b"\x1b[Dok\r") == [Line("ok")]
+
+
+def test_kaoclock_console_command_on_a_pty(tmp_path: Path) -> None:
+    """`kaoclock console --device PTY --config FILE` as a technician starts it, until SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    cfg_path = tmp_path / "kaoclock.toml"
+    cfg_path.write_text(f'[device]\nid = "gate-9"\ndata_dir = "{tmp_path}"\n')
+    PassphraseStore(tmp_path).set(PASS)
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_py", "console", "--device", os.ttyname(slave), "--config", str(cfg_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            term = Terminal(master)
+            term.read_until(b"passphrase: ", timeout=30)
+            assert "logged in" in term.cmd(PASS)
+            assert "device.id: gate-9" in term.cmd("status")
+            assert "ok: door.pulse_s = 5.0" in term.cmd("config set door.pulse_s 5")
+            assert load(cfg_path).door.pulse_s == 5.0
+            assert "console.config_changed" in term.cmd("log 50")  # events reach the recent log
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert f"kaoclock console on {os.ttyname(slave)} at 115200 8N1" in err
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -24,6 +24,7 @@ def led_test(feedback: GpioFeedback, seconds: float = 2.0) -> Iterator[str]:
         yield f"{name}: {p.colour}, {p.rhythm}, beeps: {p.beeps}"
         feedback.preview(name, seconds)
         time.sleep(seconds)
+    feedback.show("idle")  # ends the last preview; conditions (offline, fault) stay as they were
     yield f"done: back to {feedback.state}"
 
 
