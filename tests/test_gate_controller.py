@@ -261,3 +261,24 @@ def test_two_factor_face_without_card_times_out(gate) -> None:
     assert "gate.card_missing" in g.types()
     assert g.edge.feedback.state == "rejected_other"
     assert g.pulses() == 0 and g.recorder.rows() == []
+
+
+def test_bench_gate_prints_its_measurements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from firmware_py.cli.main import main
+
+    assert main(["bench", "gate", "--n", "5", "--dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 5 and out["dir"] == str(tmp_path)
+    assert out["record_ms_p50"] > 0 and out["decision_to_relay_ms_p50"] >= out["record_ms_p50"]
+    assert abs(out["pulse_s_measured"] - out["pulse_s_configured"]) < 0.2
+
+
+def test_a_damaged_direction_file_is_a_fault_not_a_guess(gate, tmp_path: Path) -> None:
+    g = gate({"direction.mode": "auto"})
+    (tmp_path / "direction.sqlite").write_bytes(b"this is not a database" * 100)
+    g.edge.controller.on_decision(accept())
+    g.settle()
+    assert "gate.direction_failed" in g.types() and g.edge.feedback.state == "fault"
+    assert g.pulses() == 0 and g.recorder.rows() == []

@@ -98,7 +98,7 @@ class GateController:
         self._pending_face: tuple[Decision, float] | None = None  # face+card: accepted face waiting for its card
         self._pending_card: tuple[str, str, float] | None = None  # face+card: (card, person, deadline) waiting for the face
         self._card_punch_at: dict[str, float] = {}
-        self._record_fault = False
+        self._faults: set[str] = set()  # fault details this gate raised; a stored punch clears them
         self.counts = {"accepted": 0, "rejected": 0, "record_failed": 0, "cards": 0, "dropped": 0}
 
     # ------------------------------------------------------------ inputs (any thread, never block)
@@ -271,9 +271,27 @@ class GateController:
 
     # ------------------------------------------------------------ the accept path
 
+    def _raise_fault(self, detail: str) -> None:
+        self._faults.add(detail)
+        self._feedback.show("fault", detail)
+
+    def _clear_faults(self) -> None:
+        clear = getattr(self._feedback, "clear", None)  # the Feedback port has no clear(); GpioFeedback does
+        if clear is not None:
+            for detail in self._faults:
+                clear("fault", detail)
+        self._faults.clear()
+
     def _accept(self, d: Decision) -> bool:
         """Direction, durable punch, then door and green; False when nothing was signalled."""
-        direction = self._direction.direction_for(d, self._direction_timeout)
+        try:
+            direction = self._direction.direction_for(d, self._direction_timeout)
+        except Exception as exc:  # e.g. the auto-direction file is damaged: no guess, no punch, a technician is told
+            log.exception("gate: no direction for %s", d.person_id)
+            self.counts["rejected"] += 1
+            self._raise_fault("direction unavailable")
+            self._bus.emit_new("gate.direction_failed", "fault", person_id=d.person_id, error=f"{type(exc).__name__}: {exc}")
+            return False
         if direction is None:
             self.counts["rejected"] += 1
             self._bus.emit_new("gate.no_direction", person_id=d.person_id)
@@ -284,16 +302,11 @@ class GateController:
         except Exception as exc:
             # The punch is not stored: no green, no door, and a technician must hear of it.
             self.counts["record_failed"] += 1
-            self._record_fault = True
             log.exception("gate: punch for %s could not be stored", d.person_id)
-            self._feedback.show("fault", RECORD_FAULT)
+            self._raise_fault(RECORD_FAULT)
             self._bus.emit_new("punch.record_failed", "fault", person_id=d.person_id, direction=direction, error=f"{type(exc).__name__}: {exc}")
             return False
-        if self._record_fault:
-            self._record_fault = False
-            clear = getattr(self._feedback, "clear", None)
-            if clear is not None:
-                clear("fault", RECORD_FAULT)
+        self._clear_faults()
         try:
             confirm = getattr(self._direction, "confirm", None)
             if confirm is not None:
