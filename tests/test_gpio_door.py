@@ -193,3 +193,20 @@ def test_stop_relocks_at_once(rig) -> None:
     assert r.dev.relay.pin.state is True
     r.door.stop()
     assert r.dev.relay.pin.state is False
+
+
+def test_the_simulated_board_starts_quiet() -> None:
+    """The embedded demo (mock pins) starts with the door and the lid shut: no alarm without a cause."""
+    cfg = Config()
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(events.append)
+    dev = GateDevices.from_config(cfg)  # gpio.pin_factory = "mock" by default
+    door = GpioDoor.from_config(cfg, bus, dev)
+    door.start()
+    try:
+        assert door.status()["door"] == "closed" and door.status()["tamper"] == "closed"
+        assert not [e for e in events if e.severity in ("alarm", "warning")]
+    finally:
+        door.stop()
+        dev.close()

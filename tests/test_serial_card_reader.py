@@ -131,3 +131,35 @@ def test_card_fallback_end_to_end_from_serial_to_relay(pty_pair, tmp_path: Path,
         assert wait_for(lambda: any(s.state for s in edge.devices.relay.pin.states))
     finally:
         edge.stop()
+
+
+def test_unplugged_adapter_is_reopened(tmp_path: Path) -> None:
+    """A USB adapter that disappears and comes back (same /dev path): the reader reconnects by itself."""
+    link = tmp_path / "ttyUSB0"
+    m1, s1 = os.openpty()
+    link.symlink_to(os.ttyname(s1))
+    bus = EventBus()
+    types: list[str] = []
+    bus.subscribe(lambda e: types.append(e.type), "card_reader.")
+    cards: list[str] = []
+    reader = SerialCardReader(lambda: serial.Serial(str(link), 9600, timeout=0.05), CardFrames(cards.append), bus)
+    reader.start()
+    m2 = s2 = -1
+    try:
+        assert wait_for(lambda: reader.service.connected)
+        os.write(m1, b"1111\r\n")
+        assert wait_for(lambda: cards == ["1111"])
+        os.close(s1)
+        os.close(m1)  # unplugged: reads on the port now fail
+        assert wait_for(lambda: "card_reader.port_lost" in types)
+        m2, s2 = os.openpty()
+        link.unlink()
+        link.symlink_to(os.ttyname(s2))  # plugged back in
+        assert wait_for(lambda: types.count("card_reader.port_open") >= 2, 10)
+        os.write(m2, b"2222\r\n")
+        assert wait_for(lambda: cards == ["1111", "2222"])
+    finally:
+        reader.stop()
+        for fd in (m2, s2):
+            if fd >= 0:
+                os.close(fd)

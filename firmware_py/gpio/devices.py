@@ -65,7 +65,15 @@ class GateDevices:
         except Exception:
             dev.close()
             raise
+        if type(factory).__name__ == "MockFactory":
+            dev._rest_mock_inputs(cfg)
         return dev
+
+    def _rest_mock_inputs(self, cfg: Config) -> None:
+        """Simulated pins start like a quiet site: door and lid shut (the pull-ups alone would read them open)."""
+        for dev, wiring in ((self.door_contact, cfg.door.contact), (self.tamper, cfg.door.tamper)):
+            if dev is not None:
+                dev.pin.drive_low() if wiring == "nc" else dev.pin.drive_high()
 
     def outputs(self) -> dict[str, Any]:
         """Feedback outputs by name: ``green``, ``red``, ``amber``, ``buzzer``."""

@@ -29,7 +29,6 @@ from firmware_py.serial.service import SerialService
 
 log = logging.getLogger(__name__)
 
-STX, ETX = "\x02", "\x03"
 BAD_FRAME_EVENT_EVERY_S = 1.0
 
 
