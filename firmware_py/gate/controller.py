@@ -128,7 +128,10 @@ class GateController:
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued (a punch in progress completes), then stop."""
         if self._thread is not None:
-            self._queue.put(("stop", None))
+            try:
+                self._queue.put(("stop", None), timeout=timeout)
+            except queue.Full:
+                log.error("gate: queue still full after %.0f s; stopping without finishing it", timeout)
             self._thread.join(timeout)
             self._thread = None
 

@@ -98,8 +98,9 @@ class GpioFeedback:
             if state in ("offline", "fault"):
                 self._conditions[state].add(detail or state)
                 self._set_background(now)
-                if state == "fault":  # a new fault is shown at once, over any moment
+                if state == "fault" and self._moment is not None:  # a new fault is shown at once, over any moment
                     self._moment = None
+                    self._t0 = now
             elif state == "idle":
                 self._moment = None
                 self._t0 = now
