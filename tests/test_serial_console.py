@@ -265,3 +265,43 @@ def test_kaoclock_console_command_on_a_pty(tmp_path: Path) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_daemon_console_with_the_gate(tmp_path: Path) -> None:
+    """What the daemon wires: the gate's status and relay test behind the console, on a pty."""
+    from firmware_py.config import Config, with_changes
+    from firmware_py.gate.edge import GateEdge
+    from firmware_py.serial.console import daemon_console
+
+    class NullRecorder:
+        def record(self, decision, direction):  # never called here
+            raise AssertionError
+
+    master, slave = os.openpty()
+    cfg = with_changes(Config(), {"device.data_dir": str(tmp_path), "console.device": os.ttyname(slave), "direction.mode": "fixed-in"})
+    assert daemon_console(with_changes(cfg, {"console.device": ""}), EventBus(), get_config=lambda: cfg) is None
+    PassphraseStore(tmp_path).set(PASS)
+    bus = EventBus()
+    edge = GateEdge.from_config(cfg, bus, NullRecorder(), pin_factory=MockFactory(revision="c03114"))
+    edge.start()
+    con = daemon_console(cfg, bus, get_config=lambda: cfg, status=lambda: {"pipeline": {"fps": 14.8}}, gallery_count=lambda: 31, edge=edge)
+    assert con is not None
+    con.start()
+    try:
+        term = Terminal(master)
+        term.read_until(b"passphrase: ")
+        term.cmd(PASS)
+        status = term.cmd("status")
+        assert "pipeline.fps: 14.8" in status and "door.lock: fail-secure" in status and "gate.direction: fixed-in" in status
+        assert "31 people enrolled" in term.cmd("gallery count")
+        assert "refused" in term.cmd("config set door.pulse_s 99")
+        assert "not available" in term.cmd("config set door.pulse_s 4")  # this daemon gave no apply hook
+        relay = edge.devices.relay.pin
+        relay.clear_states()
+        term.cmd("test relay 0.3")
+        assert relay.states[1].state is True
+    finally:
+        con.stop()
+        edge.stop()
+        os.close(master)
+        os.close(slave)

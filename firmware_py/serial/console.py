@@ -238,3 +238,49 @@ class SerialConsole:
 
     def stop(self) -> None:
         self.service.stop()
+
+
+def daemon_console(
+    cfg: Config,
+    bus: EventBus,
+    *,
+    get_config: Callable[[], Config],
+    apply_config: Callable[[Config, dict[str, Any]], str | None] | None = None,
+    status: Callable[[], dict[str, Any]] | None = None,
+    gallery_count: Callable[[], int] | None = None,
+    edge: Any = None,
+    registry: CommandRegistry | None = None,
+) -> SerialConsole | None:
+    """The console the daemon runs, or ``None`` when ``console.device`` is empty.
+
+    ``status`` is merged with the gate's (``edge``: a :class:`~firmware_py.gate.edge.GateEdge`),
+    whose relay / LED / buzzer tests the console uses; the recent log is the
+    process's ring buffer (installed here if it is not yet).
+    """
+    if not cfg.console.device:
+        return None
+    from firmware_py import __version__
+    from firmware_py.serial.ring_log import install
+
+    ring = install()
+    hooks = edge.console_hooks() if edge is not None else {}
+    edge_status = hooks.pop("status", None)
+
+    def merged_status() -> dict[str, Any]:
+        out: dict[str, Any] = {"firmware": __version__, "device": {"id": get_config().device.id, "site": get_config().device.site}}
+        if status is not None:
+            out.update(status())
+        if edge_status is not None:
+            out.update(edge_status())
+        return out
+
+    ctx = ConsoleContext(
+        version=__version__,
+        get_config=get_config,
+        apply_config=apply_config,
+        status=merged_status,
+        gallery_count=gallery_count,
+        log_lines=ring.lines,
+        **hooks,
+    )
+    return SerialConsole.from_config(cfg, bus, ctx, registry=registry)
