@@ -100,3 +100,16 @@ def test_custom_pinmap_file_is_checked(tmp_path: Path) -> None:
     cfg = with_changes(Config(), {"gpio.pinmap": str(good)})
     assert load_pinmap(cfg.gpio.pinmap).roles["tamper"] == 26
     assert load(None).gpio.pin_factory == "mock"  # the demo never touches real pins
+
+
+def test_readme_wiring_table_matches_the_pin_maps() -> None:
+    from firmware_py.paths import HW_DIR
+
+    rows = {}
+    for line in (HW_DIR / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0] in ROLES:
+            rows[cells[0]] = (int(cells[1]), int(cells[2]))
+    for name in ("rpi4", "rpi5"):
+        pm = load_pinmap(name)
+        assert rows == {role: (g, pm.physical(g)) for role, g in pm.roles.items()}
