@@ -133,6 +133,10 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         "rss_mb_peak": round(rss_mb_peak(), 1),
         "gallery": len(gal),
         "frames_with_face": sum(1 for r in results if r.faces),
+        # The embedder runs until a walk-up is decided, not on every frame: its frames separately.
+        "frames_embedded": sum(1 for r in results if r.embedded),
+        "frame_ms_p50_embedded": pct([r.frame_ms for r in results if r.embedded], 50),
+        "frame_ms_p50_not_embedded": pct([r.frame_ms for r in results if not r.embedded], 50),
         "decisions": [{"reason": d.reason, "person": d.person_id, "distance": d.distance} for d in decisions],
         "embedder": embedder.version,
         "threads": cfg.models.threads,

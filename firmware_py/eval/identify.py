@@ -137,11 +137,13 @@ def run(  # type: ignore[no-untyped-def]
         "nonmated": len(proto.nonmated),
         "rank1": round(float(m_ok.mean()), 4) if len(m_ok) else None,
         "fnir_at_fpir": {},
+        "threshold_at_fpir": {},
     }
     for f in TARGETS:
         t = threshold_at_fpir(n_d, float(f)) if len(n_d) else float("inf")
         fnir, _ = rates(t, m_ok, m_d, n_d)
         out["fnir_at_fpir"][f] = round(fnir, 4)
+        out["threshold_at_fpir"][f] = round(t, 4)
     t0 = cfg.recognition.threshold
     fnir, fpir = rates(t0, m_ok, m_d, n_d)
     out["default_threshold"] = {"value": t0, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}

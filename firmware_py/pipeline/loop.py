@@ -44,6 +44,7 @@ class FrameResult:
     decisions: list[Decision] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)  # analyzer stages + embed, match, decide
     invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder)
+    embedded: bool = False  # whether the embedder ran (not on decided tracks or unusable frames)
     frame_ms: float = 0.0
 
 
@@ -126,6 +127,7 @@ class RecognitionPipeline:
                 res.match = self.matcher.match(desc)
                 c = time.perf_counter()
                 t_embed, t_match = (b - a) * 1e3, (c - b) * 1e3
+                res.embedded = True
                 invoke_ms += t_embed
                 d = self.machine.observe(obs.track_id, ts, res.match)
             else:

@@ -31,7 +31,8 @@ class RecognitionConfig(Section):
         0.04, ge=0.0, le=1.0, doc="Distance gap the best person must keep to the second-best; smaller is 'ambiguous', not a match."
     )
     mirror_average: bool = setting(
-        False, doc="Average the descriptor of the chip and of its mirror image (two embedder runs per face; see the gallery README)."
+        True,
+        doc="Average the descriptors of the chip and of its mirror image (two embedder runs per face; better on lfw-dev, see gallery/README.md).",
     )
     live_min_face_px: float = setting(
         60.0,
