@@ -95,7 +95,7 @@ class DlibReader:
         start = self.pos
         n = self.int(f"{what} (length)", 8, signed=False)
         if n > max_len:
-            raise self.error(what, f"a length of {n}", start)
+            raise self.error(what, f"a length of {n} ({self._peek_hex(start)})", start)
         raw = bytes(self._take(n, what))
         try:
             return raw.decode("ascii")
@@ -105,14 +105,11 @@ class DlibReader:
     def expect_string(self, expected: str | tuple[str, ...], what: str) -> str:
         """A layer's version tag; refuses anything but ``expected``."""
         options = (expected,) if isinstance(expected, str) else expected
+        want = f"{what}: the string {' or '.join(repr(o) for o in options)}"
         start = self.pos
-        try:
-            got = self.string(what)
-        except ModelError:
-            self.pos = start
-            raise self.error(f"{what}: the string {' or '.join(repr(o) for o in options)}", self._peek_hex(start), start) from None
+        got = self.string(want, max_len=max(len(o) for o in options))
         if got not in options:
-            raise self.error(f"{what}: the string {' or '.join(repr(o) for o in options)}", repr(got), start)
+            raise self.error(want, repr(got), start)
         return got
 
     def expect_int(self, expected: int | tuple[int, ...], what: str) -> int:
