@@ -10,6 +10,7 @@ import argparse
 import importlib
 
 EVAL_MODULES: list[str] = [
+    "firmware_py.vision.evaluate",
     "firmware_py.eval.lfw",
     "firmware_py.eval.identify",
 ]
