@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_py.gallery.calibration import calibrate, impostor_distances, pairwise_rate_for, threshold_for
+from firmware_py.gallery.calibration import calibrate, impostor_distances, impostor_scores, pairwise_rate_for, threshold_for
 from firmware_py.gallery.matcher import Matcher
 from firmware_py.gallery.store import GalleryError, GalleryMatrix
 
@@ -29,7 +29,7 @@ def _gallery(rows, ids, names=None):
 def test_known_person_matches_and_stranger_is_unknown(real):
     g, g_mirror, a = real
     rng = np.random.default_rng(0)
-    distractors = [a + rng.normal(0, 0.12, 128).astype(np.float32) for _ in range(30)]  # far from grace
+    distractors = [a + rng.normal(0, 0.03, 128).astype(np.float32) for _ in range(30)]  # a crowd of look-alikes, far from grace
     m = Matcher(_gallery([g, *distractors], ["grace", *[f"p{i:02d}" for i in range(30)]]), threshold=0.5, min_margin=0.04)
     hit = m.match(g_mirror)
     assert hit.verdict == "match" and hit.person_id == "grace" and hit.name == "GRACE"
@@ -70,8 +70,9 @@ def test_calibration_reaches_its_target_on_synthetic_normal_impostors():
     ids = np.array([f"p{i}" for i in range(40)] * 2, dtype=object)
     gal = _gallery(rows, ids.tolist())
     cal = calibrate(gal, 0.01)
-    imp = impostor_distances(gal)
-    assert len(imp) == cal.impostor_pairs == (80 * 79) // 2 - 40
+    assert len(impostor_distances(gal)) == (80 * 79) // 2 - 40  # template pairs of different people
+    imp = impostor_scores(gal)  # as the matcher scores them: person pairs, both directions
+    assert len(imp) == cal.impostor_pairs == 40 * 39
     # The pairwise rate the threshold implies, applied over 40 people, is about the target FPIR.
     p = float(np.mean(imp < cal.threshold))
     assert p <= pairwise_rate_for(0.01, 40) * 3
@@ -85,3 +86,23 @@ def test_calibration_needs_enough_people(real):
     g, _g_mirror, a = real
     with pytest.raises(GalleryError, match="at least 3 people"):
         calibrate(_gallery([g, a], ["grace", "astro"]), 0.01)
+
+
+def test_cohort_normalisation_penalises_hubs_and_keeps_the_distance_scale():
+    rng = np.random.default_rng(3)
+    crowd = rng.normal(0, 0.03, (20, 128)).astype(np.float32)  # a dense crowd: each is a "hub" for strangers
+    loner = np.full(128, 0.08, np.float32)  # someone far from everybody
+    rows = np.concatenate([crowd, loner[None]])
+    ids = [f"c{i:02d}" for i in range(20)] + ["loner"]
+    m = Matcher(_gallery(rows, ids), threshold=0.5)
+    raw = Matcher(_gallery(rows, ids), threshold=0.5, normalise=False)
+    assert m.normalised and not raw.normalised
+    # brute-force density of the loner: mean distance to its 5 nearest others
+    brute = np.sort(np.linalg.norm(crowd - loner, axis=1))[:5].mean()
+    assert m.density[m._persons.tolist().index("loner")] == pytest.approx(brute, rel=1e-4)
+    # A probe as far (raw) from a crowd member as from the loner scores worse against the crowd member.
+    probe_c = crowd[0] + rng.normal(0, 0.02, 128).astype(np.float32)
+    probe_l = loner + (probe_c - crowd[0])
+    assert raw.match(probe_c).distance == pytest.approx(raw.match(probe_l).distance, abs=1e-4)  # same raw distance
+    assert m.match(probe_c).distance > m.match(probe_l).distance + 0.05  # the hub's match counts for less
+    assert m.match(probe_l).person_id == "loner" and m.match(probe_c).person_id == "c00"

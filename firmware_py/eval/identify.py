@@ -83,20 +83,6 @@ def build_protocol(ids: dict[str, list[Path]], max_gallery: int | None = None) -
     return Protocol(enrolled, [templates[n] for n in enrolled], mated, nonmated)
 
 
-def top1(gallery: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the nearest template, its distance) per probe; one template per identity."""
-    g2 = np.einsum("ij,ij->i", gallery, gallery)
-    idx = np.empty(len(probes), int)
-    dist = np.empty(len(probes), np.float32)
-    for s in range(0, len(probes), 1024):
-        q = probes[s : s + 1024]
-        d2 = g2[None, :] - 2 * q @ gallery.T + np.einsum("ij,ij->i", q, q)[:, None]
-        i = np.argmin(d2, axis=1)
-        idx[s : s + 1024] = i
-        dist[s : s + 1024] = np.sqrt(np.maximum(d2[np.arange(len(q)), i], 0))
-    return idx, dist
-
-
 def rates(t: float, mated_ok: np.ndarray, mated_d: np.ndarray, nonmated_d: np.ndarray) -> tuple[float, float]:
     """(FNIR, FPIR) at threshold t (pass = distance <= t)."""
     fpir = float((nonmated_d <= t).mean()) if len(nonmated_d) else 0.0
@@ -114,10 +100,17 @@ def threshold_at_fpir(nonmated_d: np.ndarray, target: float) -> float:
 
 
 def run(  # type: ignore[no-untyped-def]
-    root: Path, cfg, people: Path | None = None, max_gallery: int | None = None, calibrate_fpir: float | None = None, mirror: bool | None = None
+    root: Path,
+    cfg,
+    people: Path | None = None,
+    max_gallery: int | None = None,
+    calibrate_fpir: float | None = None,
+    mirror: bool | None = None,
+    normalise: bool = True,
 ) -> dict:
     from firmware_py.eval.stills import describer_from_config
     from firmware_py.gallery.calibration import calibrate
+    from firmware_py.gallery.matcher import Matcher
     from firmware_py.gallery.store import GalleryMatrix
 
     proto = build_protocol(identity_folders(root, people), max_gallery)
@@ -127,10 +120,12 @@ def run(  # type: ignore[no-untyped-def]
     g = np.array([desc.of(p) for p in proto.templates], np.float32)
     mp = np.array([desc.of(p) for p, _ in proto.mated], np.float32).reshape(-1, 128)
     nm = np.array([desc.of(p) for p in proto.nonmated], np.float32).reshape(-1, 128)
-    m_idx, m_d = top1(g, mp) if len(mp) else (np.zeros(0, int), np.zeros(0))
-    _, n_d = top1(g, nm) if len(nm) else (None, np.zeros(0))
-    truth = {n: i for i, n in enumerate(proto.enrolled)}
-    m_ok = np.array([m_idx[j] == truth[n] for j, (_, n) in enumerate(proto.mated)], bool)
+    # Scored exactly as the reader scores (the product Matcher, cohort normalisation included).
+    gm = GalleryMatrix(g, np.array(proto.enrolled, dtype=object), {}, describer.embedder.version, 0, "")
+    matcher = Matcher(gm, threshold=cfg.recognition.threshold, normalise=normalise)
+    m_ids, m_d = matcher.match_many(mp)
+    _, n_d = matcher.match_many(nm)
+    m_ok = np.array([m_ids[j] == n for j, (_, n) in enumerate(proto.mated)], bool)
     out: dict = {
         "gallery": len(proto.enrolled),
         "mated": len(proto.mated),
@@ -148,7 +143,6 @@ def run(  # type: ignore[no-untyped-def]
     fnir, fpir = rates(t0, m_ok, m_d, n_d)
     out["default_threshold"] = {"value": t0, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
     if calibrate_fpir is not None:
-        gm = GalleryMatrix(g, np.array(proto.enrolled, dtype=object), {}, describer.embedder.version, 0, "")
         cal = calibrate(gm, calibrate_fpir)
         fnir, fpir = rates(cal.threshold, m_ok, m_d, n_d)
         out["calibrated_threshold"] = {
@@ -158,6 +152,7 @@ def run(  # type: ignore[no-untyped-def]
             "fpir": round(fpir, 4),
             "method": cal.method,
         }
+    out["cohort_normalised"] = matcher.normalised
     out["detection_failures"] = desc.detection_failures
     out["embedder"] = describer.embedder.version
     out["mirror_average"] = describer.mirror
@@ -173,6 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate-fpir", type=float, help="also report the threshold `gallery calibrate` would set from this gallery for this FPIR")
     p.add_argument("--config", help="TOML config file (threshold, front-end and embedder settings)")
     p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
+    p.add_argument("--raw", action="store_true", help="raw distances, without the matcher's cohort normalisation (for comparison)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_identify)
 
@@ -180,5 +176,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_identify(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     mirror = None if args.mirror == "config" else args.mirror == "on"
-    print(json.dumps(run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror), indent=2))
+    print(json.dumps(run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror, not args.raw), indent=2))
     return 0

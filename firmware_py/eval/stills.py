@@ -66,6 +66,16 @@ def centre_chip(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((150, 150), Image.BILINEAR, box=box))
 
 
+def _front_end_code_hash() -> str:
+    """Hash of the front-end's source: a code change invalidates cached descriptors."""
+    import firmware_py.vision as vision
+
+    h = hashlib.sha256()
+    for f in sorted([*Path(vision.__file__).parent.glob("*.py"), Path(__file__), Path(__file__).parent.parent / "pipeline" / "embedding.py"]):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class StillDescriber:
     """Describe still images with a front-end analyzer and an embedder."""
 
@@ -73,7 +83,11 @@ class StillDescriber:
         self.analyzer = analyzer
         self.embedder = embedder
         self.mirror = mirror
-        key = json.dumps({"embedder": embedder.version, "mirror": mirror, "settings": settings or {}, "v": 1}, sort_keys=True, default=str)
+        key = json.dumps(
+            {"embedder": embedder.version, "mirror": mirror, "settings": settings or {}, "code": _front_end_code_hash(), "v": 1},
+            sort_keys=True,
+            default=str,
+        )
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -32,6 +32,29 @@ from firmware_py.gallery.store import Calibration, GalleryError, GalleryMatrix
 MIN_PERSONS = 3
 
 
+def impostor_scores(gallery: GalleryMatrix) -> np.ndarray:
+    """Cohort-normalised scores between different enrolled people, as the matcher would score them.
+
+    Person i seen as a probe against person j: their nearest template distance,
+    minus gamma * (density_j - centre) (j's hub correction) and minus
+    beta * (density_i - centre) (i's own cohort, approximated by its density).
+    """
+    from firmware_py.gallery.matcher import Matcher
+
+    m = Matcher(gallery, threshold=1.0)
+    if not m.normalised:
+        return impostor_distances(gallery)
+    starts = np.append(m._starts, len(m._g))
+    dp = np.empty((m.persons, m.persons), np.float64)
+    for i in range(m.persons):
+        rows = m._g[starts[i] : starts[i + 1]]
+        d2 = m._sq[None, :] - 2.0 * rows @ m._g.T + np.einsum("ij,ij->i", rows, rows)[:, None]
+        dp[i] = np.sqrt(np.maximum(np.minimum.reduceat(d2, m._starts, axis=1).min(axis=0), 0.0))
+    adj = dp - m.gamma * (m.density[None, :] - m._centre) - m.beta * (m.density[:, None] - m._centre)
+    off = ~np.eye(m.persons, dtype=bool)
+    return adj[off]
+
+
 def impostor_distances(gallery: GalleryMatrix) -> np.ndarray:
     """Distances between every pair of templates that belong to different people."""
     g = gallery.matrix.astype(np.float64)
@@ -78,7 +101,7 @@ def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None 
             f"calibration needs templates of at least {MIN_PERSONS} people of embedder {gallery.embedder_version} in scope; "
             f"the gallery has {persons}: enrol more people first"
         )
-    imp = impostor_distances(gallery)
+    imp = impostor_scores(gallery)
     t, method = threshold_for(imp, target_fpir, persons)
     if ceiling is not None and t > ceiling:
         t, method = ceiling, method + f"; capped at the configured threshold {ceiling}"

@@ -8,7 +8,7 @@ from typing import Literal
 from firmware_py.config.schema import Section, setting
 
 # Calibrated on lfw-dev (firmware_py/gallery/README.md, "Default threshold").
-DEFAULT_THRESHOLD = 0.42
+DEFAULT_THRESHOLD = 0.32
 
 
 @dataclass(frozen=True)
