@@ -10,6 +10,10 @@ from firmware_py.config.sections.device import DeviceConfig
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.mqtt import MqttConfig
+from firmware_py.config.sections.outbox import OutboxConfig
+from firmware_py.config.sections.punch import PunchConfig
+from firmware_py.config.sections.telemetry import TelemetryConfig
 
 
 @dataclass(frozen=True)
@@ -22,3 +26,7 @@ class Config(Section):
     camera: CameraConfig = setting(default_factory=CameraConfig, doc="Frame source.")
     liveness: LivenessConfig = setting(default_factory=LivenessConfig, doc="Presentation-attack detection.")
     logging: LoggingConfig = setting(default_factory=LoggingConfig, doc="Logging.")
+    mqtt: MqttConfig = setting(default_factory=MqttConfig, doc="MQTT link to the backend.")
+    outbox: OutboxConfig = setting(default_factory=OutboxConfig, doc="Durable outbox of punches.")
+    punch: PunchConfig = setting(default_factory=PunchConfig, doc="Signed punches.")
+    telemetry: TelemetryConfig = setting(default_factory=TelemetryConfig, doc="Health reporting.")
