@@ -70,3 +70,13 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    """A real mosquitto on a free loopback port (plain listener), stopped after the test."""
+    from firmware_py.mqtt.devbroker import LocalBroker
+
+    broker = LocalBroker(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
