@@ -15,8 +15,8 @@ from jwcrypto import jws as jc_jws
 from firmware_py.cli.main import main
 from firmware_py.decision.outcome import Decision, LivenessVerdict
 from firmware_py.events import EventBus
-from firmware_py.keys.jws import PUNCH_TYP, JwsError, peek, verify
 from firmware_py.keys.jwk import load_public_keys
+from firmware_py.keys.jws import PUNCH_TYP, JwsError, peek, verify
 from firmware_py.keys.store import device_key_path, load_private_key
 from firmware_py.outbox.store import Outbox
 from firmware_py.paths import MQTT_CONTRACT

@@ -235,3 +235,70 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class Capture:
+    """A plain paho subscriber that records every message (topic, payload, retain) under ``topic_filter``."""
+
+    def __init__(
+        self, url: str, topic_filter: str = "kaoclock/#", *, tls: tuple[str, str, str] | None = None, protocol: int = 5, persistent: bool = False
+    ) -> None:
+        """``persistent``: keep a broker session (with a broker that has persistence, nothing published
+        while this capture is disconnected, e.g. across a broker restart, is missed)."""
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        from firmware_py.mqtt.link import BrokerUrl
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        u = BrokerUrl.parse(url)
+        proto = MQTTProtocolVersion.MQTTv5 if protocol == 5 else MQTTProtocolVersion.MQTTv311
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"capture-{time.monotonic_ns()}", protocol=proto)
+        self.client.reconnect_delay_set(0.05, 0.3)
+        props = None
+        if persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 600
+        if tls:
+            self.client.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
+        subscribed = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(topic_filter, 1)
+        if persistent:
+            self.client.connect(u.host, u.port, clean_start=False, properties=props)
+        else:
+            self.client.connect(u.host, u.port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise BrokerError(f"capture: no SUBACK from {url}")
+
+    def _on_message(self, client: object, userdata: object, msg: object) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))  # type: ignore[attr-defined]
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: object, timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+        """Wait until ``predicate(messages)`` is true; return the matching messages so far."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):  # type: ignore[operator]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"capture: condition not met within {timeout} s; got {[m[0] for m in self.messages][-20:]}")
+                self._cond.wait(left)
+            return list(self.messages)
+
+    def on(self, channel: str) -> list[tuple[str, bytes, bool]]:
+        with self._cond:
+            return [m for m in self.messages if m[0].endswith("/" + channel)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -23,23 +23,47 @@ class EventType:
 
 
 CATALOGUE: dict[str, EventType] = {
-    "decision.reject": EventType("warning", "decision", "reason, detail, track_id, person_id, distance, threshold, frames", "a walk-up was rejected (ambiguous, cooldown, low_quality, timeout, model_mismatch)"),
+    "decision.reject": EventType(
+        "warning",
+        "decision",
+        "reason, detail, track_id, person_id, distance, threshold, frames",
+        "a walk-up was rejected (ambiguous, cooldown, low_quality, timeout, model_mismatch)",
+    ),
     "decision.unknown_face": EventType("info", "decision", "reason, detail, track_id, distance, threshold, frames", "a face matched nobody enrolled"),
-    "decision.spoof_attempt": EventType("alarm", "decision", "reason, detail, track_id, person_id, liveness{policy, score, threshold, cues, reason}", "liveness rejected the presentation (photo, screen, replay)"),
+    "decision.spoof_attempt": EventType(
+        "alarm",
+        "decision",
+        "reason, detail, track_id, person_id, liveness{policy, score, threshold, cues, reason}",
+        "liveness rejected the presentation (photo, screen, replay)",
+    ),
     "punch.recorded": EventType("info", "punch", "id, seq, direction, ts", "a punch is durable in the outbox (the person is in the punch, not here)"),
-    "outbox.high_water": EventType("alarm", "outbox", "depth, capacity, high_water", "the outbox passed its high-water mark: the backend has not acknowledged punches for a while"),
+    "outbox.high_water": EventType(
+        "alarm",
+        "outbox",
+        "depth, capacity, high_water",
+        "the outbox passed its high-water mark: the backend has not acknowledged punches for a while",
+    ),
     "outbox.normal": EventType("info", "outbox", "depth, capacity", "the outbox fell below half its high-water mark again"),
     "outbox.full": EventType("fault", "outbox", "depth, capacity", "the outbox is full: new punches are refused (none queued is dropped)"),
     "outbox.store_failed": EventType("fault", "outbox", "error, path", "a punch could not be written durably (disk full, I/O error)"),
-    "outbox.publish_refused": EventType("fault", "outbox", "id, topic, reason, retry_in_s", "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized); it stays queued"),
+    "outbox.publish_refused": EventType(
+        "fault", "outbox", "id, topic, reason, retry_in_s", "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized); it stays queued"
+    ),
     "outbox.drain_failed": EventType("fault", "outbox", "error", "the drainer hit a storage error; it retries"),
-    "link.offline": EventType("warning", "mqtt", "broker, error, queued", "the broker is unreachable; punches are queued (the 'offline' feedback state); published after the reconnect"),
+    "link.offline": EventType(
+        "warning",
+        "mqtt",
+        "broker, error, queued",
+        "the broker is unreachable; punches are queued (the 'offline' feedback state); published after the reconnect",
+    ),
     "link.online": EventType("info", "mqtt", "broker, protocol, queued", "connected to a broker"),
     "command.executed": EventType("info", "mqtt", "id, cmd", "a signed command ran"),
     "command.refused": EventType("warning", "mqtt", "id, cmd, reason, detail", "a command was refused (see command_results for the reason codes)"),
     "camera.lost": EventType("fault", "capture", "backend, detail", "the camera stopped delivering frames"),
     "camera.recovered": EventType("info", "capture", "backend, detail", "frames flow again"),
-    "camera.no_face": EventType("warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked, moved or dark?)"),
+    "camera.no_face": EventType(
+        "warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked, moved or dark?)"
+    ),
     "door.held_open": EventType("alarm", "gpio", "seconds", "the door contact shows the door open too long"),
     "door.forced": EventType("alarm", "gpio", "", "the door opened without a grant"),
     "tamper.triggered": EventType("alarm", "gpio", "", "the tamper input fired"),

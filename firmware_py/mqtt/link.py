@@ -183,6 +183,7 @@ class MqttLink:
         self._generation = 0
         self._connected = threading.Condition()
         self._is_connected = False
+        self._ready = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._downgraded: set[BrokerUrl] = set()
@@ -233,9 +234,9 @@ class MqttLink:
 
     def wait_connected(self, timeout: float) -> int | None:
         with self._connected:
-            if not self._is_connected:
+            if not self._ready:
                 self._connected.wait(timeout)
-            return self._generation if self._is_connected else None
+            return self._generation if self._ready else None
 
     # ------------------------------------------------------------ publishing
 
@@ -430,8 +431,7 @@ class MqttLink:
         self._session = s
         with self._connected:
             self._generation += 1
-            self._is_connected = True
-            self._connected.notify_all()
+            self._is_connected = True  # publish() works from here on ...
         self._connections += 1
         self._set_state(True, str(s.url), s.protocol, None)
         log.info("mqtt: connected to %s (MQTT %s)", s.url, s.protocol)
@@ -440,6 +440,9 @@ class MqttLink:
                 fn(self)
             except Exception:
                 log.exception("mqtt on_connect callback failed")
+        with self._connected:
+            self._ready = True  # ... and wait_connected() returns once the birth message is out
+            self._connected.notify_all()
         s.closed.wait()
         if self._stop.is_set() and s.client.is_connected():
             for fn in list(self._before_disconnect):
@@ -449,6 +452,7 @@ class MqttLink:
                     log.exception("mqtt before_disconnect callback failed")
         with self._connected:
             self._is_connected = False
+            self._ready = False
         if self._stop.is_set():
             return _STOPPED, "stopped"
         return _LOST, f"connection to {s.url} lost: {s.close_reason}"
