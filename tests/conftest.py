@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -85,13 +86,13 @@ def mosquitto(tmp_path: Path):
 class ContractChecker:
     """Checks a published MQTT message against the contract in mqtt/ (JSON Schemas, JWS header and claims)."""
 
-    JSON_CHANNELS = {
+    JSON_CHANNELS: ClassVar[dict[str, str]] = {
         "status": "status.schema.json",
         "telemetry": "telemetry.schema.json",
         "events": "event.schema.json",
         "command_results": "command-result.schema.json",
     }
-    JWS_CHANNELS = {"punch": "punch-claims.schema.json", "commands": "command-claims.schema.json"}
+    JWS_CHANNELS: ClassVar[dict[str, str]] = {"punch": "punch-claims.schema.json", "commands": "command-claims.schema.json"}
 
     def __init__(self) -> None:
         import json

@@ -4,6 +4,7 @@ checked against the contract's schemas."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -93,12 +94,12 @@ def test_failover_birth_punches_telemetry_events_goodbye(tmp_path: Path, mosquit
         assert [p["id"] for p in punches] == ids and [p["seq"] for p in punches] == [1, 2, 3]
         birth = status_of(cap)[0]
         assert (birth["state"], birth["reason"], birth["protocol"]) == ("online", "connected", "5")
-        tele = contract.check(*[(t, p) for t, p, _ in msgs if t.endswith("/telemetry")][0])
+        tele = contract.check(*next((t, p) for t, p, _ in msgs if t.endswith("/telemetry")))
         assert tele["link"]["connected"] is True and tele["link"]["broker"] == str(BrokerUrl.parse(mosquitto.url))
         assert tele["outbox"]["capacity"] == cfg.outbox.capacity and tele["last_punch"]["id"] == ids[-1]
         assert tele["clock"]["source"] in ("adjtimex", "unknown")
         assert set(tele["unavailable"]) == {"pipeline", "gallery", "camera"}  # not wired in this test, and said so
-        spoof = [json.loads(p) for t, p, _ in cap.on("events") if b"spoof" in p][0]
+        spoof = next(json.loads(p) for t, p, _ in cap.on("events") if b"spoof" in p)
         assert spoof["severity"] == "alarm" and spoof["data"]["liveness"]["reason"] == "moire pattern of a screen"
         # The offline signal while the first (dead) broker was tried, then online with the queue size.
         types = dev.types()
@@ -205,7 +206,7 @@ def test_mqtt_311_forced(tmp_path: Path, mosquitto: LocalBroker, contract: Any) 
     try:
         (pid,) = dev.punch(1)
         msgs = cap.wait_for(lambda m: any(t.endswith("/punch") for t, _, _ in m))
-        assert contract.check(*[(t, p) for t, p, _ in msgs if t.endswith("/punch")][0])["id"] == pid
+        assert contract.check(*next((t, p) for t, p, _ in msgs if t.endswith("/punch")))["id"] == pid
         cap.wait_for(lambda m: any(t.endswith("/status") for t, _, _ in m))
         assert status_of(cap)[0]["protocol"] == "3.1.1"
     finally:
@@ -255,10 +256,8 @@ class V311OnlyProxy:
                 pass
             finally:
                 for s in (a, b):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         threading.Thread(target=pump, args=(up, conn), daemon=True).start()
         pump(conn, up)
@@ -275,7 +274,7 @@ def test_auto_falls_back_to_311_when_broker_refuses_5(tmp_path: Path, mosquitto:
     try:
         (pid,) = dev.punch(1)
         msgs = cap.wait_for(lambda m: any(t.endswith("/punch") for t, _, _ in m))
-        assert contract.check(*[(t, p) for t, p, _ in msgs if t.endswith("/punch")][0])["id"] == pid
+        assert contract.check(*next((t, p) for t, p, _ in msgs if t.endswith("/punch")))["id"] == pid
         assert proxy.levels[:2] == [5, 4]  # tried 5, refused, went straight to 3.1.1 (level 4)
         cap.wait_for(lambda m: any(t.endswith("/status") for t, _, _ in m))
         assert status_of(cap)[0]["protocol"] == "3.1.1"

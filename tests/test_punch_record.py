@@ -98,7 +98,7 @@ def test_punch_verifies_with_pyjwt_and_jwcrypto_from_exported_jwk(device: dict, 
     assert claims_problem(claims) is None
 
     # A tampered token fails in the independent library too.
-    h, p, s = token.split(".")
+    h, _p, s = token.split(".")
     forged = jwt.api_jws.PyJWS().encode(json.dumps(claims | {"person": "emp-9999"}).encode(), key=None, algorithm="none")
     with pytest.raises(jwt.InvalidTokenError):
         jwt.decode(h + "." + forged.split(".")[1] + "." + s, key=jwt.PyJWK(device["jwk"]), algorithms=["EdDSA"])
