@@ -18,7 +18,6 @@ from firmware_py.backend.attendance import book
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
-from firmware_py.backend.verify import verify_punch
 from firmware_py.cli.main import main
 from firmware_py.decision.outcome import Decision
 from firmware_py.keys.jwk import KeyFileError, b64url_decode, b64url_encode, public_jwk
@@ -151,7 +150,21 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
     assert main(["backend", "devices", "list", "--home", str(home)]) == 0
     assert "site-a/reader-1" in capsys.readouterr().out
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_py", "backend", "consume", "--home", str(home), "--broker", mosquitto.url, "--count", "2", "--client-id", "cli-1"],
+        [
+            sys.executable,
+            "-m",
+            "firmware_py",
+            "backend",
+            "consume",
+            "--home",
+            str(home),
+            "--broker",
+            mosquitto.url,
+            "--count",
+            "2",
+            "--client-id",
+            "cli-1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

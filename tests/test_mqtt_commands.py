@@ -174,7 +174,13 @@ def test_no_key_handler_errors_busy_and_submit(rig: dict, backend_key: Ed25519Pr
 
     results: list[dict] = []
     proc = CommandProcessor(
-        rig["proc"].registry, rig["proc"].keys, NonceStore(tmp_path / "n3.sqlite"), site=SITE, device=DEVICE, publish_result=results.append, queue_size=2
+        rig["proc"].registry,
+        rig["proc"].keys,
+        NonceStore(tmp_path / "n3.sqlite"),
+        site=SITE,
+        device=DEVICE,
+        publish_result=results.append,
+        queue_size=2,
     )
     for _ in range(3):  # the worker is not started: the queue fills up
         proc.submit(cmd(backend_key, "ping").encode())
@@ -200,7 +206,9 @@ def test_registry_rules() -> None:
         raise CommandRefused("nope", "a handler refuses like this")
 
 
-def test_commands_over_the_broker_with_the_backend_cli(tmp_path: Path, mosquitto: LocalBroker, contract: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_over_the_broker_with_the_backend_cli(
+    tmp_path: Path, mosquitto: LocalBroker, contract: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = tmp_path / "device"
     bhome = tmp_path / "backend"
     init_private_key(device_key_path(home))
@@ -210,7 +218,14 @@ def test_commands_over_the_broker_with_the_backend_cli(tmp_path: Path, mosquitto
     jwk_file.write_text(capsys.readouterr().out.split("\n", 1)[1])
     cfg = with_changes(
         load(None),
-        {"device.data_dir": str(home), "device.site": SITE, "device.id": DEVICE, "mqtt.enabled": True, "mqtt.brokers": [mosquitto.url], "mqtt.command_max_bytes": 2048},
+        {
+            "device.data_dir": str(home),
+            "device.site": SITE,
+            "device.id": DEVICE,
+            "mqtt.enabled": True,
+            "mqtt.brokers": [mosquitto.url],
+            "mqtt.command_max_bytes": 2048,
+        },
     )
     cfg_file = tmp_path / "k.toml"
     cfg_file.write_text(f'[device]\ndata_dir = "{home}"\n')
