@@ -186,6 +186,7 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
         pub.loop_stop()
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [(x["status"], x["reason"]) for x in lines] == [("stored", None), ("duplicate", None), ("rejected", "malformed"), ("stored", None)]
     assert main(["backend", "rejects", "--home", str(home)]) == 0

@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
@@ -48,6 +50,7 @@ CHILD = textwrap.dedent(
     recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
     link = DeviceLink.from_config(cfg, bus, outbox=outbox)
     link.start()
+    print("READY", flush=True)
     if mode == "punch":
         rnd = random.Random()
         for i in range(100000):
@@ -63,6 +66,16 @@ CHILD = textwrap.dedent(
         print("DRAINED" if outbox.depth() == 0 else f"LEFT {outbox.depth()}", flush=True)
     """
 )
+
+
+def collect(stream: Any, lines: list[str], ready: threading.Event) -> None:
+    for raw in stream:
+        line = raw.decode().strip()
+        if line == "READY":
+            ready.set()
+        elif line:
+            lines.append(line)
+    stream.close()
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -85,16 +98,26 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     enqueued: list[str] = []
     try:
         for cycle in range(KILLS):
-            out_path = tmp_path / f"child-{cycle}.out"
-            with out_path.open("w") as out:
-                child = subprocess.Popen([sys.executable, str(script), str(home), broker.url, "punch"], stdout=out, stderr=subprocess.PIPE, env=env)
-                time.sleep(0.25 + rnd.random() * 0.6)  # sometimes during start-up, mostly mid-traffic
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-                err = child.stderr.read().decode() if child.stderr else ""
-                child.stderr and child.stderr.close()
+            child = subprocess.Popen(
+                [sys.executable, str(script), str(home), broker.url, "punch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+            lines: list[str] = []
+            ready = threading.Event()
+            reader = threading.Thread(target=collect, args=(child.stdout, lines, ready), daemon=True)
+            reader.start()
+            if cycle % 6 == 5:
+                time.sleep(rnd.random() * 0.3)  # now and then: during start-up
+            else:
+                assert ready.wait(30), "the publishing process did not start"
+                time.sleep(rnd.random() * 0.5)  # mostly: mid-traffic
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            reader.join(10)
+            err = child.stderr.read().decode() if child.stderr else ""
+            if child.stderr:
+                child.stderr.close()
             assert "Traceback" not in err, err
-            enqueued += [line.strip() for line in out_path.read_text().splitlines() if line.strip()]
+            enqueued += [line for line in lines if line != "READY"]
             if cycle % BROKER_RESTART_EVERY == BROKER_RESTART_EVERY - 1:
                 broker.restart()  # queued messages and the backend's session survive (persistence)
         # A last, clean run drains whatever is still queued.
