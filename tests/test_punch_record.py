@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import jwt
@@ -173,3 +174,32 @@ def test_recorder_from_config_and_events(device: dict) -> None:
     schema("punch-claims.schema.json").validate(claims)
     assert [e.type for e in seen] == ["punch.recorded"] and seen[0].data["id"] == pid
     assert outbox.stats().last_punch == {"id": pid, "ts": claims["ts"], "seq": 1}
+
+
+def test_punch_service_for_the_daemon(tmp_path: Path, mosquitto: Any, contract: Any) -> None:
+    from firmware_py.config import load, with_changes
+    from firmware_py.mqtt.devbroker import Capture
+    from firmware_py.punch.service import PunchService
+
+    home = tmp_path / "home"
+    demo = with_changes(load(None), {"device.data_dir": str(home)})
+    bus = EventBus()
+    offline = PunchService.from_config(demo, bus, create_key=True)  # the embedded demo: no broker
+    assert offline.link is None and offline.commands is None
+    offline.start()
+    pid = offline.recorder.record(accepted(), "in")
+    offline.stop()
+    cfg = with_changes(demo, {"mqtt.enabled": True, "mqtt.brokers": [mosquitto.url]})
+    cap = Capture(mosquitto.url)
+    service = PunchService.from_config(cfg, bus, create_key=True, pipeline=lambda: {"fps": 9.5, "stages": {}, "last_face_ts": None})
+    service.commands.register("gallery.snapshot", lambda ctx: {"ok": True})
+    service.start()
+    try:
+        msgs = cap.wait_for(lambda m: any(t.endswith("/punch") for t, _, _ in m) and any(t.endswith("/telemetry") for t, _, _ in m))
+        punch = contract.check(*next((t, p) for t, p, _ in msgs if t.endswith("/punch")))
+        assert punch["id"] == pid  # queued in the demo, delivered once a broker was configured
+        tele = contract.check(*next((t, p) for t, p, _ in msgs if t.endswith("/telemetry")))
+        assert tele["pipeline"]["fps"] == 9.5
+    finally:
+        service.stop()
+        cap.close()
