@@ -180,6 +180,7 @@ class MqttLink:
         self._on_state: list[Callable[[LinkState], None]] = []
         self._before_disconnect: list[Callable[[MqttLink], None]] = []
         self._session: _Session | None = None
+        self._attempting: _Session | None = None
         self._generation = 0
         self._connected = threading.Condition()
         self._is_connected = False
@@ -293,9 +294,10 @@ class MqttLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Say goodbye (``before_disconnect``), disconnect cleanly and end the supervisor."""
         self._stop.set()
-        s = self._session
-        if s is not None:
-            s.closed.set()
+        for s in (self._session, self._attempting):
+            if s is not None:
+                s.closed.set()
+                s.connack.set()  # also end a wait for CONNACK
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -351,6 +353,7 @@ class MqttLink:
         st = self.settings
         client = self._new_client(protocol)
         s = _Session(client, url, protocol)
+        self._attempting = s
         if url.tls:
             try:
                 client.tls_set(
