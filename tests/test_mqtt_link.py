@@ -77,7 +77,7 @@ def status_of(capture: Capture) -> list[dict]:
 
 def test_failover_birth_punches_telemetry_events_goodbye(tmp_path: Path, mosquitto: LocalBroker, contract: Any) -> None:
     dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens here: the link must fail over
-    cfg = device_cfg(tmp_path / "home", [dead, mosquitto.url])
+    cfg = device_cfg(tmp_path / "home", [dead, mosquitto.url], **{"telemetry.interval_s": 1.0})
     dev = Device(cfg)
     ids = dev.punch(3)  # recorded while offline: they wait in the outbox
     cap = Capture(mosquitto.url)
@@ -115,6 +115,7 @@ def test_failover_birth_punches_telemetry_events_goodbye(tmp_path: Path, mosquit
         while dev.outbox.depth() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert dev.outbox.depth() == 0
+        cap.wait_for(lambda m: sum(t.endswith("/telemetry") for t, _, _ in m) >= 2, timeout=5)  # periodic, every interval_s
     finally:
         dev.link.stop()
     cap.wait_for(lambda m: any(b'"shutdown"' in p for t, p, _ in m if t.endswith("/status")))
@@ -302,3 +303,17 @@ def test_config_refuses_bad_mqtt_settings() -> None:
     keys = {p.key for p in exc.value.problems}
     assert keys == {"mqtt.brokers[0]", "mqtt.cert_file", "mqtt.reconnect_min_s"}
     assert BrokerUrl.parse("mqtts://[::1]:8883").tls and str(BrokerUrl.parse("broker:1884")) == "mqtt://broker:1884"
+
+
+def test_backoff_doubles_caps_and_jitters() -> None:
+    from firmware_py.mqtt.link import backoff_delay
+
+    lows = [backoff_delay(f, 0.5, 30, lambda: 0.0) for f in range(8)]
+    highs = [backoff_delay(f, 0.5, 30, lambda: 1.0) for f in range(8)]
+    assert highs == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert lows == [h / 2 for h in highs]
+    import random
+
+    rnd = random.Random(1)
+    samples = {round(backoff_delay(3, 0.5, 30, rnd.random), 3) for _ in range(50)}
+    assert len(samples) > 40 and all(2.0 <= x <= 4.0 for x in samples)

@@ -119,6 +119,13 @@ class LinkState:
     last_error: str | None
 
 
+def backoff_delay(failures: int, min_s: float, max_s: float, rnd: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before the next attempt: doubling per failure, capped, with "equal jitter"
+    (uniform in [base/2, base]) so that a fleet reconnecting after a broker restart spreads out."""
+    base = min(max_s, min_s * 2 ** min(failures, 20))
+    return base / 2 + rnd() * base / 2
+
+
 # Outcomes of one connection attempt.
 _LOST, _FAILED, _REFUSED_PROTOCOL, _STOPPED = "lost", "failed", "refused_protocol", "stopped"
 
@@ -324,8 +331,7 @@ class MqttLink:
                 failures += 1
                 index += 1  # fail over to the next URL
             self._set_state(False, str(url), None, error)
-            base = min(self.settings.reconnect_max_s, self.settings.reconnect_min_s * 2 ** min(failures, 20))
-            delay = base / 2 + random.random() * base / 2  # "equal jitter": spread a fleet's reconnects
+            delay = backoff_delay(failures, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
             log.info("mqtt: %s (%s); next attempt in %.2f s", outcome, error, delay)
             self._stop.wait(delay)
 
