@@ -67,19 +67,41 @@ def device(_isolated_home: Path, capsys: pytest.CaptureFixture[str]) -> dict:
     return {"key": load_private_key(device_key_path(_isolated_home)), "jwk": jwk, "home": _isolated_home}
 
 
-def test_punch_verifies_with_pyjwt_and_jwcrypto_from_exported_jwk(device: dict, tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "o.sqlite")
+def test_punch_from_the_broker_verifies_with_pyjwt_and_jwcrypto(device: dict, mosquitto: Any) -> None:
+    from firmware_py.config import load, with_changes
+    from firmware_py.mqtt.devbroker import Capture
+    from firmware_py.mqtt.service import DeviceLink
+
+    cfg = with_changes(
+        load(None),
+        {
+            "device.data_dir": str(device["home"]),
+            "device.site": "site-a",
+            "device.id": "reader-1",
+            "mqtt.enabled": True,
+            "mqtt.brokers": [mosquitto.url],
+        },
+    )
+    bus = EventBus()
+    outbox = Outbox.from_config(cfg, bus)
     rec = SignedPunchRecorder(outbox, device["key"], site="site-a", device="reader-1", clock_synced=lambda: True, timezone="Asia/Tokyo")
     pid = rec.record(accepted(), "in")
-    (msg,) = outbox.pending()
-    assert msg.id == pid and msg.topic == "kaoclock/v1/site-a/reader-1/punch"
-    token = msg.payload.decode()
+    cap = Capture(mosquitto.url, "kaoclock/v1/+/+/punch")
+    link = DeviceLink.from_config(cfg, bus, outbox=outbox)
+    link.start()
+    try:
+        ((topic, payload, _retain),) = cap.wait_for(lambda m: len(m) >= 1)
+    finally:
+        link.stop()
+        cap.close()
+    assert topic == "kaoclock/v1/site-a/reader-1/punch"
+    token = payload.decode()  # exactly what a backend receives
 
-    # PyJWT, given only the exported JWK
+    # PyJWT, given only the JWK printed by `kaoclock keys export --jwk`
     claims = jwt.decode(token, key=jwt.PyJWK(device["jwk"]), algorithms=["EdDSA"])
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "EdDSA", "kid": device["jwk"]["kid"], "typ": PUNCH_TYP}
-    # jwcrypto, given only the exported JWK
+    # jwcrypto, given only the same JWK
     obj = jc_jws.JWS()
     obj.deserialize(token)
     obj.verify(jc_jwk.JWK(**device["jwk"]))
