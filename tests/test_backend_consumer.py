@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,11 +177,14 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
     try:
-        time.sleep(1.0)  # the consumer's session and shared subscription are persistent, but let it subscribe first
+        watchdog = threading.Timer(30, proc.kill)  # never hang the suite on a stuck consumer
+        watchdog.start()
+        assert "consuming punches" in proc.stderr.readline()  # connected and subscribed
         first = reader.punch()
         for t in (first, first, b"junk", reader.punch("emp-2", "out")):
             pub.publish(reader.topic, t, qos=1).wait_for_publish(5)
         out, err = proc.communicate(timeout=20)
+        watchdog.cancel()
     finally:
         pub.disconnect()
         pub.loop_stop()

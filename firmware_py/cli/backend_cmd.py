@@ -182,6 +182,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
         site=args.site,
     )
     try:
+        while link.wait_connected(0.5) is None:
+            if stop.is_set():
+                break
+        else:
+            print(f"consuming punches from {', '.join(brokers)} (group {args.group})", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
     finally:

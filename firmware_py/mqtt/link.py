@@ -435,8 +435,13 @@ class MqttLink:
             self._session = None if self._session is s else self._session
 
     def _connected_session(self, s: _Session) -> tuple[str, str]:
-        for flt, qos, _h in self._handlers:
-            s.client.subscribe(flt, qos)
+        if self._handlers:
+            # Subscribe and wait for the SUBACKs, so "connected" means "receiving" too.
+            subacked = threading.Event()
+            s.client.on_subscribe = lambda *a: subacked.set()
+            s.client.subscribe([(flt, qos) for flt, qos, _h in self._handlers])
+            if not subacked.wait(self.settings.connect_timeout_s):
+                log.warning("mqtt: no SUBACK from %s within %s s", s.url, self.settings.connect_timeout_s)
         self._session = s
         with self._connected:
             self._generation += 1
