@@ -109,7 +109,7 @@ def test_punch_from_the_broker_verifies_with_pyjwt_and_jwcrypto(device: dict, mo
 
     assert claims["id"] == pid and claims["seq"] == 1
     assert claims["ts"] == "2026-01-01T00:00:00.123Z" and claims["tz"] == "Asia/Tokyo"
-    assert claims["person"] == "emp-0042" and claims["direction"] == "in"
+    assert claims["person"] == "emp-0042" and claims["direction"] == "in" and claims["method"] == "face"
     assert claims["match"] == {"distance": 0.412, "threshold": 0.55, "margin": 0.13, "frames": 5}
     assert claims["liveness"] == {"policy": "passive", "passed": True, "score": 0.93, "threshold": 0.5}
     assert claims["models"] == {"embedder": "dlib-int8-1", "detector": "blazeface-0.6"}
@@ -225,3 +225,13 @@ def test_punch_service_for_the_daemon(tmp_path: Path, mosquitto: Any, contract: 
     finally:
         service.stop()
         cap.close()
+
+
+def test_card_punch_has_method_and_null_scores(device: dict, tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite")
+    rec = SignedPunchRecorder(outbox, device["key"], site="s", device="d")
+    rec.record(Decision(True, "match", -1, person_id="emp-3", method="card", detail="card-only entry"), "in")
+    claims = peek(outbox.pending()[0].payload)[1]
+    assert claims["method"] == "card" and claims["match"] == {"distance": None, "threshold": None, "margin": None, "frames": 0}
+    schema("punch-claims.schema.json").validate(claims)
+    assert claims_problem(claims) is None and claims_problem(claims | {"method": "pin"}) is not None

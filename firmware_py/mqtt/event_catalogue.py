@@ -59,14 +59,20 @@ CATALOGUE: dict[str, EventType] = {
     "link.online": EventType("info", "mqtt", "broker, protocol, queued", "connected to a broker"),
     "command.executed": EventType("info", "mqtt", "id, cmd", "a signed command ran"),
     "command.refused": EventType("warning", "mqtt", "id, cmd, reason, detail", "a command was refused (see command_results for the reason codes)"),
-    "camera.lost": EventType("fault", "capture", "backend, detail", "the camera stopped delivering frames"),
-    "camera.recovered": EventType("info", "capture", "backend, detail", "frames flow again"),
-    "camera.no_face": EventType(
-        "warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked, moved or dark?)"
-    ),
-    "door.held_open": EventType("alarm", "gpio", "seconds", "the door contact shows the door open too long"),
-    "door.forced": EventType("alarm", "gpio", "", "the door opened without a grant"),
-    "tamper.triggered": EventType("alarm", "gpio", "", "the tamper input fired"),
+    "camera.lost": EventType("fault", "capture", "source, error, retry_in_s", "the camera stopped delivering frames (once per outage)"),
+    "camera.stalled": EventType("warning", "capture", "source, no_frame_for_s, retry_in_s", "no frame for a while; the camera is being reopened"),
+    "camera.recovered": EventType("info", "capture", "source, outage_s, attempts", "frames flow again"),
+    "camera.no_face": EventType("warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked, moved or dark?)"),
+    "gate.accepted": EventType("info", "gate", "person_id, direction, punch_id, method", "the door was released for a recorded punch"),
+    "punch.record_failed": EventType("fault", "gate", "person_id, direction, error", "a punch could not be stored: no green, no door"),
+    "card.unknown": EventType("warning", "gate", "card (masked)", "a card nobody is enrolled with"),
+    "card.mismatch": EventType("alarm", "gate", "card (masked), card_person, face_person", "card and face belong to different people"),
+    "door.held_open": EventType("alarm", "gpio", "open_s, limit_s", "the door contact shows the door open too long"),
+    "door.forced_open": EventType("alarm", "gpio", "-", "the door opened without a grant"),
+    "tamper": EventType("alarm", "gpio", "state", "the tamper input fired (the housing was opened)"),
+    "tamper.cleared": EventType("info", "gpio", "state", "the tamper input is closed again"),
+    "console.locked_out": EventType("alarm", "serial", "failures, seconds", "too many failed logins on the technician console"),
+    "console.config_changed": EventType("warning", "serial", "key, value", "a technician changed the configuration on the console"),
 }
 
 

@@ -59,6 +59,8 @@ def build_claims(
         raise ValueError("punch: the accepted decision names no person")
     if direction not in ("in", "out"):
         raise ValueError(f"punch: direction must be 'in' or 'out', got {direction!r}")
+    if decision.method not in ("face", "card", "face+card"):
+        raise ValueError(f"punch: method must be face, card or face+card, got {decision.method!r}")
     lv = decision.liveness
     return {
         "v": CLAIMS_VERSION,
@@ -70,6 +72,7 @@ def build_claims(
         "tz": timezone,  # the site's IANA zone: the attendance day of this punch is its local date there
         "person": decision.person_id,
         "direction": direction,
+        "method": decision.method,  # face, card (fallback) or face+card (two-factor)
         "match": {
             "distance": _num(decision.distance, "distance"),
             "threshold": _num(decision.threshold, "threshold"),
@@ -109,6 +112,8 @@ def claims_problem(c: Any) -> str | None:
         return "'person' is not a non-empty string (at most 128 characters)"
     if c.get("direction") not in ("in", "out"):
         return "'direction' is not 'in' or 'out'"
+    if c.get("method") not in ("face", "card", "face+card"):
+        return "'method' is not 'face', 'card' or 'face+card'"
     try:
         if not isinstance(c.get("ts"), str):
             raise ValueError
