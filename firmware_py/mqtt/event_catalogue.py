@@ -62,7 +62,7 @@ CATALOGUE: dict[str, EventType] = {
     "camera.lost": EventType("fault", "capture", "source, error, retry_in_s", "the camera stopped delivering frames (once per outage)"),
     "camera.stalled": EventType("warning", "capture", "source, no_frame_for_s, retry_in_s", "no frame for a while; the camera is being reopened"),
     "camera.recovered": EventType("info", "capture", "source, outage_s, attempts", "frames flow again"),
-    "camera.no_face": EventType("warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked, moved or dark?)"),
+    "camera.no_face": EventType("warning", "telemetry", "since, idle_s", "no face seen for [telemetry] no_face_alarm_s (camera blocked or moved?)"),
     "gate.accepted": EventType("info", "gate", "person_id, direction, punch_id, method", "the door was released for a recorded punch"),
     "punch.record_failed": EventType("fault", "gate", "person_id, direction, error", "a punch could not be stored: no green, no door"),
     "card.unknown": EventType("warning", "gate", "card (masked)", "a card nobody is enrolled with"),
