@@ -170,7 +170,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}-{os.getpid()}"
+    client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]
     link = consumer.connect(
         brokers,
         group=args.group,
