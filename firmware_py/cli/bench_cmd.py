@@ -12,6 +12,7 @@ import importlib
 BENCH_MODULES: list[str] = [
     "firmware_py.outbox.bench",
     "firmware_py.gate.bench",
+    "firmware_py.vision.bench",
 ]
 
 
