@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES: list[str] = []
+BENCH_MODULES: list[str] = [
+    "firmware_py.gate.bench",
+    "firmware_py.vision.bench",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
