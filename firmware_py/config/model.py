@@ -19,7 +19,11 @@ from firmware_py.config.sections.gpio import GpioConfig, check_hardware
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.mqtt import MqttConfig
+from firmware_py.config.sections.outbox import OutboxConfig
+from firmware_py.config.sections.punch import PunchConfig
 from firmware_py.config.sections.recognition import RecognitionConfig
+from firmware_py.config.sections.telemetry import TelemetryConfig
 from firmware_py.config.sections.vision import VisionConfig
 
 
@@ -40,6 +44,10 @@ class Config(Section):
     direction: DirectionConfig = setting(default_factory=DirectionConfig, doc="Punch direction.")
     console: ConsoleConfig = setting(default_factory=ConsoleConfig, doc="Technician serial console.")
     card_reader: CardReaderConfig = setting(default_factory=CardReaderConfig, doc="Serial card reader.")
+    mqtt: MqttConfig = setting(default_factory=MqttConfig, doc="MQTT link to the backend.")
+    outbox: OutboxConfig = setting(default_factory=OutboxConfig, doc="Durable outbox of punches.")
+    punch: PunchConfig = setting(default_factory=PunchConfig, doc="Signed punches.")
+    telemetry: TelemetryConfig = setting(default_factory=TelemetryConfig, doc="Health reporting.")
     recognition: RecognitionConfig = setting(default_factory=RecognitionConfig, doc="Embedding and 1:N matching.")
     decision: DecisionConfig = setting(default_factory=DecisionConfig, doc="Per-track decision state machine.")
     gallery: GalleryConfig = setting(default_factory=GalleryConfig, doc="Encrypted template store.")
