@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EVAL_MODULES: list[str] = []
+EVAL_MODULES: list[str] = ["firmware_py.liveness.evaluate"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
