@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("firmware_py.vision.analyzer", reason="the vision room's FaceAnalyzer is not merged into this branch yet")
+from firmware_py.config import load, with_changes
+from firmware_py.liveness.evaluate import run_presentation
+from firmware_py.liveness.frontend import FrontEnd
+from firmware_py.liveness.presentations import Presentation, read_manifest
+from firmware_py.liveness.stage import LivenessDetector
 
-from firmware_py.config import load, with_changes  # noqa: E402
-from firmware_py.liveness.evaluate import run_presentation  # noqa: E402
-from firmware_py.liveness.frontend import FrontEnd  # noqa: E402
-from firmware_py.liveness.presentations import Presentation, read_manifest  # noqa: E402
-from firmware_py.liveness.stage import LivenessDetector  # noqa: E402
+pytest.importorskip("firmware_py.vision.analyzer", reason="the vision room's FaceAnalyzer is not merged into this branch yet")
 
 pytestmark = pytest.mark.data
 
@@ -94,7 +94,8 @@ def test_strict_policy_demands_a_blink(dev: dict[str, Presentation], front: Fron
 
 def test_eval_command_prints_the_iso_json(data_root: Path, tmp_path: Path) -> None:
     rows = (data_root / "liveness-dev.csv").read_text().splitlines()
-    keep = [rows[0]] + [r for r in rows[1:] if r.split(",")[0] in {"replaycrop-fake-600", "replaycrop-real-200", "nuaa-ImposterRaw-0009_01_00_01-seq"}]
+    wanted = {"replaycrop-fake-600", "replaycrop-real-200", "nuaa-ImposterRaw-0009_01_00_01-seq"}
+    keep = [rows[0]] + [r for r in rows[1:] if r.split(",")[0] in wanted]
     manifest = data_root / "liveness-dev.csv"
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(r.split(",")[0] for r in keep[1:]) + "\n")
