@@ -42,13 +42,13 @@ class LivenessConfig(Section):
     def check(self) -> Iterator[Problem]:
         if self.strict_threshold < self.threshold:
             yield Problem(
-                "liveness.strict_threshold",
+                "strict_threshold",
                 f"{self.strict_threshold} is below liveness.threshold {self.threshold}: strict would be looser than passive",
                 f"set liveness.strict_threshold >= {self.threshold}",
             )
         if self.strict_window_s < self.passive_window_s:
             yield Problem(
-                "liveness.strict_window_s",
+                "strict_window_s",
                 f"{self.strict_window_s} s is shorter than liveness.passive_window_s {self.passive_window_s} s",
                 f"set liveness.strict_window_s >= {self.passive_window_s}",
             )
