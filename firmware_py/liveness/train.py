@@ -83,7 +83,7 @@ def pick_threshold(scores: NDArray[np.float64], kinds: NDArray[np.str_]) -> floa
         worst = max(r[k] / GOALS.get(k, 0.02) for k in r)
         if worst < best - 1e-12:
             best, best_thr = worst, float(thr)
-    return round(best_thr, 2)
+    return round(best_thr, 2) + 0.0  # never -0.0
 
 
 def units(presentations: list[Presentation], split: dict[str, int]) -> dict[str, str]:
