@@ -24,6 +24,9 @@ COMMAND_MODULES = [
     "firmware_py.cli.models_cmd",
     "firmware_py.cli.eval_cmd",
     "firmware_py.cli.bench_cmd",
+    "firmware_py.cli.hw_cmd",
+    "firmware_py.cli.console_cmd",
+    "firmware_py.cli.card_cmd",
 ]
 
 
