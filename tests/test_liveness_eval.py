@@ -132,3 +132,39 @@ def test_cli_refuses_a_bad_manifest_with_a_clear_message(tmp_path: Path) -> None
     )
     assert r.returncode == 2
     assert "missing column" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astronaut: np.ndarray, grace_hopper_path: Path) -> None:
+    """The whole path (vision front-end, tracker, stage, ISO figures) on a live photo and a synthetic screen re-capture."""
+    import json
+
+    from tests.test_liveness_cues import screen_moire
+
+    Image.fromarray(astronaut).save(tmp_path / "live.png")
+    Image.fromarray(screen_moire(astronaut)).save(tmp_path / "screen.png")
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(10):
+        Image.fromarray(astronaut).save(seq / f"f_{i}.png")
+    m = write(tmp_path, "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n")
+    details = tmp_path / "d.jsonl"
+    cmd = [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(m), "--json", "--details", str(details)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 3 and out["fta"] == {"live": 0, "attack": 0}
+    assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
+    assert out["by_kind"]["frames"]["bpcer"] == 0.0
+    assert out["policy"] == "passive" and out["threshold"] == 0.0 and out["ms_per_frame"] > 0
+    rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    assert "screen or halftone" in rows["screen"]["reason"]
+    assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    b = subprocess.run(
+        [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert b.returncode == 0, b.stderr
+    bench = json.loads(b.stdout)
+    assert bench["frames"] == 30 and bench["verdicts"] >= 1 and bench["ms_per_frame"]["p50"] > 0
