@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EVAL_MODULES: list[str] = ["firmware_py.liveness.evaluate"]
+EVAL_MODULES: list[str] = [
+    "firmware_py.vision.evaluate",
+    "firmware_py.liveness.evaluate",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
