@@ -89,7 +89,7 @@ class _Track:
     first_ts: float
     last_ts: float
     logits: list[float] = field(default_factory=list)
-    contributions: list[dict[str, float]] = field(default_factory=list)
+    feature_sum: NDArray[np.float64] | None = None  # the mean feature vector explains the mean logit (linear model)
     points: list[NDArray[np.floating]] = field(default_factory=list)
     ears: list[float] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)
@@ -161,7 +161,7 @@ class LivenessDetector:
             assert self.model is not None
             x = frame_features(image, box)
             tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_LOGIT, MAX_FRAME_LOGIT)))
-            tr.contributions.append(self.model.contributions(x))
+            tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
             tr.peaks.append(float(x[HF_PEAK]))
         if points is not None:
             p = np.asarray(points, np.float64)
@@ -208,7 +208,10 @@ class LivenessDetector:
         p = self.params
         thr = self._threshold()
         score = float(np.mean(tr.logits))
-        groups = {g: float(np.mean([c[g] for c in tr.contributions])) for g in tr.contributions[0]}
+        assert self.model is not None and tr.feature_sum is not None
+        # The model is linear, so the group contributions of the mean feature
+        # vector are the mean of the per-frame contributions (before clipping).
+        groups = self.model.contributions(tr.feature_sum / len(tr.logits))
         cues: dict[str, float] = {"texture": round(score, 4)}
         cues.update({f"texture.{g}": round(v, 4) for g, v in groups.items()})
         peak = float(np.median(tr.peaks))

@@ -163,10 +163,15 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def texture_features(crop: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """The colour / specular / frequency / LBP cue vector (order: :data:`FEATURE_NAMES`) of one crop."""
+def texture_features(
+    crop: NDArray[np.uint8], planes: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]] | None = None
+) -> NDArray[np.float64]:
+    """The colour / specular / frequency / LBP cue vector (order: :data:`FEATURE_NAMES`) of one crop.
+
+    ``planes``: the crop's (Y, Cb, Cr) when the caller already has them.
+    """
     rgb = crop.astype(np.float32)
-    y, cb, cr = _ycbcr(rgb)
+    y, cb, cr = planes if planes is not None else _ycbcr(rgb)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     mx = np.maximum(np.maximum(r, g), b)  # a reduction over the 3-long axis is ~10x slower
     mn = np.minimum(np.minimum(r, g), b)
