@@ -130,3 +130,31 @@ def test_int8_parity_on_held_out_lfw(models_dir: Path, data_root: Path, referenc
     assert lfw["n"] >= 140 and lfw["pairs"] > 50
     assert lfw["cosine_min"] >= 0.998 and lfw["cosine_mean"] >= 0.9995
     assert lfw["decisions_flipped"] <= 0.01 * lfw["pairs"]
+
+
+def test_fixed_crops_without_dlib_still_agree(models_dir: Path, reference: ReferenceEmbedder) -> None:
+    """The no-dlib path of `models verify`: documented fixed crops of the same photos."""
+    got, desc = package_photo_chips(None)
+    assert "fixed crops" in desc and set(got) == {"grace_hopper", "astronaut"}
+    arr = np.stack(list(got.values()))
+    assert compare(load_embedder(models_dir).embed(arr), reference.embed(arr))["cosine_min"] >= 0.999
+
+
+@pytest.mark.data
+def test_lfw_split_keeps_calibration_people_apart(data_root: Path) -> None:
+    from firmware_py.models.lfw import calibration_pool, lfw_root, verification_pairs
+
+    root = lfw_root(data_root)
+    pairs, images = verification_pairs(root, 200)
+    assert len(images) >= 200 and len(set(images)) == len(images)
+    assert [p.same for p in pairs[:4]] == [True, False, True, False]
+    person = lambda rel: rel.split("/")[1]  # noqa: E731
+    calib_people = {person(r) for r in calibration_pool(root)}
+    assert len(calib_people) > 1500 and not calib_people & {person(r) for r in images}
+
+
+@pytest.mark.data
+def test_lfw_centre_crops_without_dlib(models_dir: Path, data_root: Path, reference: ReferenceEmbedder) -> None:
+    p = embedder_parity(load_embedder(models_dir), reference, None, data_root, min_lfw=40)
+    assert "centre 150x150 crop" in p["source"] and "fixed crops" in p["source"]
+    assert p["subsets"]["lfw"]["n"] >= 40 and p["cosine_min"] >= 0.998

@@ -10,6 +10,7 @@ import argparse
 import importlib
 
 BENCH_MODULES: list[str] = [
+    "firmware_py.outbox.bench",
     "firmware_py.gate.bench",
     "firmware_py.vision.bench",
     "firmware_py.liveness.bench",

@@ -17,6 +17,10 @@ from firmware_py.config.sections.gpio import GpioConfig, check_hardware
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.mqtt import MqttConfig
+from firmware_py.config.sections.outbox import OutboxConfig
+from firmware_py.config.sections.punch import PunchConfig
+from firmware_py.config.sections.telemetry import TelemetryConfig
 from firmware_py.config.sections.vision import VisionConfig
 
 
@@ -37,6 +41,10 @@ class Config(Section):
     direction: DirectionConfig = setting(default_factory=DirectionConfig, doc="Punch direction.")
     console: ConsoleConfig = setting(default_factory=ConsoleConfig, doc="Technician serial console.")
     card_reader: CardReaderConfig = setting(default_factory=CardReaderConfig, doc="Serial card reader.")
+    mqtt: MqttConfig = setting(default_factory=MqttConfig, doc="MQTT link to the backend.")
+    outbox: OutboxConfig = setting(default_factory=OutboxConfig, doc="Durable outbox of punches.")
+    punch: PunchConfig = setting(default_factory=PunchConfig, doc="Signed punches.")
+    telemetry: TelemetryConfig = setting(default_factory=TelemetryConfig, doc="Health reporting.")
 
     def check(self) -> Iterator[Problem]:
         yield from check_hardware(self)
