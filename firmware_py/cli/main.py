@@ -24,6 +24,9 @@ COMMAND_MODULES = [
     "firmware_py.cli.models_cmd",
     "firmware_py.cli.eval_cmd",
     "firmware_py.cli.bench_cmd",
+    "firmware_py.cli.health_cmd",
+    "firmware_py.cli.update_cmd",
+    "firmware_py.cli.release_cmd",
 ]
 
 

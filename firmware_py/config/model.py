@@ -10,6 +10,8 @@ from firmware_py.config.sections.device import DeviceConfig
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
+from firmware_py.config.sections.service import ServiceConfig
+from firmware_py.config.sections.update import UpdateConfig
 
 
 @dataclass(frozen=True)
@@ -22,3 +24,5 @@ class Config(Section):
     camera: CameraConfig = setting(default_factory=CameraConfig, doc="Frame source.")
     liveness: LivenessConfig = setting(default_factory=LivenessConfig, doc="Presentation-attack detection.")
     logging: LoggingConfig = setting(default_factory=LoggingConfig, doc="Logging.")
+    update: UpdateConfig = setting(default_factory=UpdateConfig, doc="Signed release updates (A/B slots).")
+    service: ServiceConfig = setting(default_factory=ServiceConfig, doc="systemd readiness and watchdog.")
