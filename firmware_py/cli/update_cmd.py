@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then commit it or roll back automatically. Run as root on a reader.",
     )
     p.add_argument("bundle", nargs="?", type=Path, help="release bundle file (from `kaoclock release build`)")
-    p.add_argument("--config", type=Path, help="config file (on a reader /etc/kaoclock/kaoclock.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=_env_config(),
+        help="config file (default $KAOCLOCK_CONFIG; on a reader /etc/kaoclock/kaoclock.toml)",
+    )
     act = p.add_mutually_exclusive_group()
     act.add_argument("--status", action="store_true", help="show the slots, what runs, and any update in progress")
     act.add_argument("--rollback", action="store_true", help="go back to the release in the other slot")
@@ -35,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="with --rollback: switch even to a slot not known to be good")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_update)
+
+
+def _env_config() -> Path | None:
+    """$KAOCLOCK_CONFIG: set by the unit and by the reader's /usr/local/bin/kaoclock."""
+    env = os.environ.get("KAOCLOCK_CONFIG")
+    return Path(env) if env else None
 
 
 def _config(args: argparse.Namespace) -> Config:

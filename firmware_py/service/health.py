@@ -96,8 +96,10 @@ def check_models(cfg: Config) -> Check:
             for d in interp.get_input_details():
                 interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
             interp.invoke()
-        except (ModelError, ValueError, RuntimeError) as exc:
-            return Check("models", "fail", f"{entry.name}: cannot load or run {result.path}: {exc}", permanent=True)
+        except ModelError as exc:
+            return Check("models", "fail", f"{entry.name}: {exc}", permanent=True)
+        except (ValueError, RuntimeError) as exc:
+            return Check("models", "fail", f"{entry.name}: cannot run {result.path}: {exc}", permanent=True)
         done.append(entry.name)
     return Check("models", "ok", f"{len(done)} runtime model(s) verified and loaded: {', '.join(done)}")
 

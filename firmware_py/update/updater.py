@@ -375,6 +375,8 @@ class Updater:
         self.statefile.save(st)
         crashpoint("before-switch")
         self.store.set_current(target)
+        st.note("switched", slot=target, version=p.version)
+        self.statefile.save(st)
         self.say(f"switched to slot {target} ({p.version}); restarting the service ({self.control.description})")
         crashpoint("after-switch")
         ok, detail = self.control.restart()
