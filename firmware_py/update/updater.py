@@ -494,6 +494,10 @@ class Updater:
                 self.store.set_current(com)
             self._commit(st, com, None)
             return Outcome("committed", com, p.version, "an interrupted commit was finished")
+        if p.verdict:
+            # Killed while rolling back: the decision was made; finish it.
+            self._rollback_trial(st, p.verdict)
+            return Outcome("rolled-back", com, p.from_version, p.verdict)
         if p.phase != "trial" or cur != p.slot:
             if cur != com:
                 self.store.set_current(com)
@@ -505,9 +509,6 @@ class Updater:
             self.statefile.save(st)
             self.say(f"{reason}; slot {com} ({p.from_version}) stays; run the update again")
             return Outcome("abandoned", com, p.from_version, reason)
-        if p.verdict:
-            self._rollback_trial(st, p.verdict)
-            return Outcome("rolled-back", com, p.from_version, p.verdict)
         p.boots += 1
         self.statefile.save(st)
         if p.boots > self.settings.max_boot_attempts:
