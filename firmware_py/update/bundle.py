@@ -458,6 +458,16 @@ def _read_head(path: Path, trusted: TrustedKeys, limits: Limits) -> tuple[Bundle
     return manifest, signature, signer, members
 
 
+def _check_complete(path: Path) -> None:
+    """Read a gzip bundle to its end: a cut-off trailer or a CRC error is refused even when every file verified."""
+    with path.open("rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(path, "rb") as gz:
+        while gz.read(_CHUNK):
+            pass
+
+
 def verify_bundle(path: Path, trusted: TrustedKeys, limits: Limits = Limits()) -> VerifiedBundle:
     """Check a bundle completely without writing anything; BundleError names the first problem."""
     path = Path(path)
@@ -483,6 +493,7 @@ def verify_bundle(path: Path, trusted: TrustedKeys, limits: Limits = Limits()) -
             if digest != entry.sha256:
                 raise BundleError(f"bundle file {entry.path} has sha256 {digest}, its signed manifest says {entry.sha256}: tampered")
             seen.add(entry.path)
+        _check_complete(path)
     missing = sorted(set(by_path) - seen)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""

@@ -82,18 +82,28 @@ class VenvStore:
         target = self.path(key)
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_tree(target)  # a half-built venv from an interrupted install
+        offline = ["--no-index", "--find-links", str(wheels_dir), "--only-binary=:all:", "--disable-pip-version-check", "-q"]
+        # Resolve first (seconds, nothing created): wheels that cannot satisfy the requirements are refused early.
+        dry_run = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", *offline, *requirements]
+        dry = subprocess.run(dry_run, capture_output=True, text=True)
+        if dry.returncode != 0:
+            self._refuse(dry)
         cmd = [self.python, "-m", "venv"]
         if subprocess.run([self.python, "-c", "import picamera2"], capture_output=True).returncode == 0:
             cmd.append("--system-site-packages")  # Raspberry Pi OS ships picamera2 as an apt package
         subprocess.run([*cmd, str(target)], check=True, capture_output=True)
-        pip = [str(target / "bin" / "python"), "-m", "pip", "install", "--no-index", "--find-links", str(wheels_dir)]
-        pip += ["--only-binary=:all:", "--disable-pip-version-check", "--no-cache-dir", "-q", *requirements]
-        res = subprocess.run(pip, capture_output=True, text=True)
+        install = [str(target / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", *offline, *requirements]
+        res = subprocess.run(install, capture_output=True, text=True)
         if res.returncode != 0:
             remove_tree(target)
-            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-            raise BundleError(f"the bundle's wheels do not provide its requirements: {tail}; rebuild it with complete wheels. Nothing was switched.")
+            self._refuse(res)
         atomic_write_json(target / MARKER, {"key": key, "requirements": requirements, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    @staticmethod
+    def _refuse(res: subprocess.CompletedProcess[str]) -> None:
+        lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
+        tail = " | ".join(lines[-2:])
+        raise BundleError(f"the bundle's wheels do not provide its requirements: {tail}; rebuild it with complete wheels. Nothing was switched.")
 
     def adopt(self, venv: Path, requirements: list[str] | tuple[str, ...]) -> str:
         """Use an existing venv (built by install.sh, or a checkout's) for ``requirements``."""
