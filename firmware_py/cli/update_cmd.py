@@ -86,6 +86,16 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.bundle is None and not any(actions):
         raise UsageError("nothing to do: give a BUNDLE to install, or --status, --rollback, --recover (see kaoclock update --help)")
     cfg = _config(args)
+    try:
+        return _run(args, cfg)
+    except PermissionError as exc:
+        from firmware_py.update.errors import UpdateError
+
+        where = exc.filename or exc
+        raise UpdateError(f"{where}: permission denied; updates change /opt/kaoclock and restart the service: run as root (sudo)") from None
+
+
+def _run(args: argparse.Namespace, cfg: Config) -> int:
     updater = build_updater(args, cfg)
     if args.status:
         return _print_status(updater.status(), args.json)

@@ -52,7 +52,7 @@ class CommandControl:
         try:
             res = subprocess.run(self.command, shell=True, capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            return False, f"restart command did not finish within {self.timeout:.0f} s"
+            return False, f"restart command did not finish within {self.timeout:g} s"
         if res.returncode != 0:
             return False, f"restart command exited {res.returncode}: {(res.stderr or res.stdout).strip()[-300:]}"
         return True, "restarted by command"
