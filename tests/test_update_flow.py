@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,13 @@ def test_status_reports_slots_pending_and_history(reader: Reader) -> None:
 def test_a_second_first_install_is_refused_politely(reader: Reader) -> None:
     out = reader.updater().init(reader.tree("0.9.0"))
     assert out.action == "already-installed" and out.version == "0.1.0"
+
+
+def test_a_first_install_killed_between_its_links_is_completed_by_running_it_again(reader: Reader) -> None:
+    (reader.opt / "committed").unlink()  # current -> a, committed missing: killed between the two links
+    out = reader.updater().init(reader.tree("0.9.0"))
+    assert out.action == "already-installed" and out.version == "0.1.0"
+    assert (reader.link("current"), reader.link("committed")) == ("a", "a")
+    (reader.opt / "slots" / "a" / ".kaoclock" / "slot.json").unlink()  # a never-finished slot a
+    out = reader.updater().init(reader.tree("0.9.0"), venv=Path(sys.prefix))
+    assert out.action == "installed" and out.version == "0.9.0" and reader.link("committed") == "a"

@@ -108,6 +108,14 @@ class SlotStore:
         self.path(slot)
         atomic_symlink(self.root / "committed", f"slots/{slot}")
 
+    def unlink(self, name: str) -> None:
+        if name not in ("current", "committed"):
+            raise UpdateError(f"unknown link {name!r}")
+        link = self.root / name
+        if link.is_symlink():
+            link.unlink()
+            fsync_dir(self.root)
+
     # -------------------------------------------------------- contents
 
     def meta(self, slot: str) -> SlotMeta | None:

@@ -245,11 +245,16 @@ class Updater:
     def init(self, source: Path, venv: Path | None = None) -> Outcome:
         """Install the first release into slot a (from a bundle, or unsigned from a checkout)."""
         with self._exclusive("install the first release"):
-            com = self.store.committed()
-            if com is not None and self.store.meta(com) is not None:
-                meta = self.store.meta(com)
-                return Outcome("already-installed", com, meta.version if meta else None, "use `kaoclock update BUNDLE` to change the release")
+            cur, com = self.store.current(), self.store.committed()
+            for slot in (com, cur):
+                meta = self.store.meta(slot) if slot else None
+                if slot and meta:
+                    if com != slot:
+                        self.store.set_committed(slot)  # a first install killed between its two links
+                    return Outcome("already-installed", slot, meta.version, "use `kaoclock update BUNDLE` to change the release")
             self.store.ensure_layout()
+            self.store.unlink("current")  # links left by a first install killed before it completed
+            self.store.unlink("committed")
             slot = "a"
             self.store.wipe(slot)
             target = self.store.path(slot)
