@@ -53,7 +53,7 @@ def test_the_service_unit_has_notify_watchdog_restart_limits_and_hardening() -> 
     assert values(unit["Service"], "ReadWritePaths") == ["/var/lib/kaoclock"]  # the data dir only
     assert svc["CapabilityBoundingSet"] == ""
     # The boot check runs privileged from the committed release; the daemon from the current one.
-    assert svc["ExecStartPre"].startswith("+/opt/kaoclock/committed/device/bin/kaoclock update --boot-check")
+    assert svc["ExecStartPre"].startswith("-+/opt/kaoclock/committed/device/bin/kaoclock update --boot-check")
     assert svc["ExecStart"].startswith("/opt/kaoclock/current/device/bin/kaoclock run")
     assert "Environment" in svc and any(v.startswith("KAOCLOCK_HOME=/var/lib/kaoclock") for v in values(unit["Service"], "Environment"))
     path = parse_unit(DEVICE / "kaoclock-update.path")

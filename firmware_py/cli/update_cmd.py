@@ -121,6 +121,9 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
             for c in outcome.health.checks:
                 if c.get("status") == "fail":
                     print(f"  fail  {c.get('name')}: {c.get('detail')}")
+    if args.boot_check:
+        # Whatever it decided, the slot to start is settled: let the service start.
+        return 0
     return outcome.exit_code
 
 

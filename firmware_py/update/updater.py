@@ -69,6 +69,8 @@ class Settings:
     max_bundle_bytes: int = 512 << 20
     service_user: str = ""
     retry_interval: float = 2.0
+    # An attempt started before the deadline may take this long, so a slow board is not cut short mid-check.
+    min_attempt_seconds: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: Any, config_path: Path | None) -> Settings:
@@ -414,7 +416,8 @@ class Updater:
                 last = HealthReport.failed(f"service: {svc_detail}")
             else:
                 self.say(f"health check of slot {slot}, attempt {attempt} ({remaining:.0f} s left)")
-                last = self.health.run(self.store.launcher(slot), remaining, on_started=lambda: crashpoint(crash_name))
+                timeout = max(remaining, self.settings.min_attempt_seconds)
+                last = self.health.run(self.store.launcher(slot), timeout, on_started=lambda: crashpoint(crash_name))
                 if last.ok or last.permanent:
                     return last
             self.say(f"  not healthy yet: {last.summary}")
