@@ -12,6 +12,6 @@ The pieces, from the outside in:
   switch, restart, health check, then commit or roll back.
 * :mod:`.staging` receives a bundle in chunks (for the signed MQTT command).
 
-Importing this package pulls in nothing beyond the standard library, so the
-install script can use :mod:`.requirements` before any venv exists.
+This package's ``__init__`` and :mod:`.requirements` need only the standard
+library, so the install script can use them before any venv exists.
 """

@@ -254,20 +254,20 @@ class Updater:
                     if com != slot:
                         self.store.set_committed(slot)  # a first install killed between its two links
                     return Outcome("already-installed", slot, meta.version, "use `kaoclock update BUNDLE` to change the release")
+            source = Path(source)
+            vb = None if source.is_dir() else verify_bundle(source, self.trusted, self.limits)  # before touching anything
             self.store.ensure_layout()
             self.store.unlink("current")  # links left by a first install killed before it completed
             self.store.unlink("committed")
             slot = "a"
             self.store.wipe(slot)
             target = self.store.path(slot)
-            source = Path(source)
-            if source.is_dir():
+            if vb is None:
                 self.say(f"installing the checkout {source} into slot {slot} (unsigned)")
                 manifest = copy_tree_files(source, target)
                 raw, sig, sha, signer = manifest.to_bytes(), b"", "", "unsigned"
                 wheels = None
             else:
-                vb = verify_bundle(source, self.trusted, self.limits)
                 self.say(f"bundle {source.name}: release {vb.manifest.version}, signed by {vb.signer}, {len(vb.manifest.files)} files verified")
                 extract_bundle(vb, target, self.trusted)
                 manifest, raw, sig, sha, signer = vb.manifest, vb.manifest.raw, vb.signature, vb.sha256, vb.signer
