@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES: list[str] = []
+BENCH_MODULES: list[str] = [
+    "firmware_py.gate.bench",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from firmware_py.config.schema import Section, setting
+from firmware_py.config.schema import Problem, Section, setting
 from firmware_py.config.sections.camera import CameraConfig
+from firmware_py.config.sections.card_reader import CardReaderConfig
+from firmware_py.config.sections.console import ConsoleConfig
 from firmware_py.config.sections.device import DeviceConfig
+from firmware_py.config.sections.direction import DirectionConfig
+from firmware_py.config.sections.door import DoorConfig
+from firmware_py.config.sections.feedback import FeedbackConfig
+from firmware_py.config.sections.gpio import GpioConfig, check_hardware
 from firmware_py.config.sections.liveness import LivenessConfig
 from firmware_py.config.sections.logging import LoggingConfig
 from firmware_py.config.sections.models import ModelsConfig
 from firmware_py.config.sections.service import ServiceConfig
 from firmware_py.config.sections.update import UpdateConfig
+from firmware_py.config.sections.vision import VisionConfig
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,17 @@ class Config(Section):
     device: DeviceConfig = setting(default_factory=DeviceConfig, doc="This reader's identity and state directory.")
     models: ModelsConfig = setting(default_factory=ModelsConfig, doc="Model files.")
     camera: CameraConfig = setting(default_factory=CameraConfig, doc="Frame source.")
+    vision: VisionConfig = setting(default_factory=VisionConfig, doc="Face detection, tracking, landmarks, alignment and quality limits.")
     liveness: LivenessConfig = setting(default_factory=LivenessConfig, doc="Presentation-attack detection.")
     logging: LoggingConfig = setting(default_factory=LoggingConfig, doc="Logging.")
+    gpio: GpioConfig = setting(default_factory=GpioConfig, doc="GPIO back end and pins.")
+    door: DoorConfig = setting(default_factory=DoorConfig, doc="Door lock and sensors.")
+    feedback: FeedbackConfig = setting(default_factory=FeedbackConfig, doc="Status LEDs and buzzer.")
+    direction: DirectionConfig = setting(default_factory=DirectionConfig, doc="Punch direction.")
+    console: ConsoleConfig = setting(default_factory=ConsoleConfig, doc="Technician serial console.")
+    card_reader: CardReaderConfig = setting(default_factory=CardReaderConfig, doc="Serial card reader.")
     update: UpdateConfig = setting(default_factory=UpdateConfig, doc="Signed release updates (A/B slots).")
     service: ServiceConfig = setting(default_factory=ServiceConfig, doc="systemd readiness and watchdog.")
+
+    def check(self) -> Iterator[Problem]:
+        yield from check_hardware(self)

@@ -1,0 +1,230 @@
+"""FaceAnalyzer: frame in, tracked faces out, the nearest one landmarked, aligned and measured.
+
+One call per frame::
+
+    analyzer = FaceAnalyzer.from_config(cfg)
+    for frame in latest.frames():
+        for obs in analyzer.analyze(frame):
+            if obs.chip is not None:          # the primary (nearest) face
+                descriptor = embedder.embed(obs.chip)
+        for track in analyzer.last.ended:     # walk-ups that are over
+            ...
+
+Stages: ``detect`` (BlazeFace, letterbox to NMS) -> ``track`` (IoU) ->
+``landmarks`` (FaceMesh on the nearest face) -> ``align`` (the 150x150 chip)
+-> ``quality``.  Other faces are tracked but not landmarked or aligned:
+the nearest face is the one at the reader.
+
+Every call records its timings in :attr:`FaceAnalyzer.last` (an
+:class:`Analysis`): ``stages_ms`` per stage, ``invoke_ms`` per model (the
+part of ``detect`` and ``landmarks`` spent inside LiteRT) and ``total_ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firmware_py.capture.frame import Frame
+from firmware_py.config.model import Config
+from firmware_py.vision.align import DETECTOR4_TEMPLATE, FACEMESH5_TEMPLATE, Resampler, chip_geometry, warp_chip
+from firmware_py.vision.detector import FaceDetection, FaceDetector
+from firmware_py.vision.landmarks import DLIB5, FaceLandmarks, FaceMesh
+from firmware_py.vision.quality import FaceQuality, QualityThresholds, measure_quality
+from firmware_py.vision.tracker import IouTracker, Track
+
+STAGES = ("detect", "track", "landmarks", "align", "quality")
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """One tracked face in one frame.
+
+    ``landmarks``, ``chip`` and ``quality`` are set for the primary (nearest)
+    face only; ``landmarks`` is also ``None`` when FaceMesh is disabled or not
+    confident.  ``chip`` is the ``(150, 150, 3)`` uint8 input of the
+    embedder; ``align_source`` says which points aligned it (``"facemesh"``
+    or ``"detector"``).
+    """
+
+    track_id: int
+    detection: FaceDetection
+    landmarks: FaceLandmarks | None
+    chip: np.ndarray | None
+    quality: FaceQuality | None
+    frame_ts: float
+    track: Track
+    primary: bool = False
+    align_source: str | None = None
+
+
+@dataclass
+class Analysis:
+    """Everything one :meth:`FaceAnalyzer.process` call produced."""
+
+    observations: list[FaceObservation] = field(default_factory=list)
+    ended: list[Track] = field(default_factory=list)
+    coasting: list[Track] = field(default_factory=list)
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    invoke_ms: dict[str, float] = field(default_factory=dict)
+    total_ms: float = 0.0
+
+    @property
+    def model_invoke_ms(self) -> float:
+        """Time inside the models (sum over this frame's invokes)."""
+        return sum(self.invoke_ms.values())
+
+    @property
+    def primary(self) -> FaceObservation | None:
+        return next((o for o in self.observations if o.primary), None)
+
+
+class FaceAnalyzer:
+    """Detect, track, landmark, align and measure faces frame by frame.
+
+    :param detector: the face detector.
+    :param tracker: the IoU tracker.
+    :param mesh: FaceMesh, or ``None`` to align from detector keypoints only.
+    :param align_source: ``"facemesh"`` or ``"detector"`` (see ``[vision.align]``).
+    :param min_presence: FaceMesh presence below which its points are not used.
+    :param quality_limits: thresholds carried for callers (enrolment, feedback).
+    :param exact_resample: reproduce dlib's pyramid for large faces bit for
+        bit (see :func:`~firmware_py.vision.align.warp_chip`).
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        tracker: IouTracker,
+        mesh: FaceMesh | None = None,
+        *,
+        align_source: str = "facemesh",
+        min_presence: float = 0.5,
+        quality_limits: QualityThresholds | None = None,
+        exact_resample: bool = False,
+    ) -> None:
+        if align_source not in ("facemesh", "detector"):
+            raise ValueError(f"align_source must be 'facemesh' or 'detector', got {align_source!r}")
+        if align_source == "facemesh" and mesh is None:
+            raise ValueError("align_source 'facemesh' needs a FaceMesh")
+        self.detector = detector
+        self.tracker = tracker
+        self.mesh = mesh
+        self.align_source = align_source
+        self.min_presence = float(min_presence)
+        self.quality_limits = quality_limits or QualityThresholds()
+        self.exact_resample = exact_resample
+        self.last = Analysis()
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, models_dir: Path | None = None) -> FaceAnalyzer:
+        """Load the models named in the manifest (sha256-checked) with the ``[vision]`` settings."""
+        from firmware_py.models.manifest import load_manifest
+
+        manifest = load_manifest()
+        mdir = models_dir or cfg.models.dir
+        verify = cfg.models.verify_on_start
+        v = cfg.vision
+        detector = FaceDetector(
+            manifest.require("blazeface_short_range", mdir, verify=verify),
+            min_face_px=v.detector.min_face_px,
+            score_threshold=v.detector.score_threshold,
+            nms_iou=v.detector.nms_iou,
+            max_faces=v.detector.max_faces,
+            threads=cfg.models.threads,
+        )
+        mesh = None
+        if v.landmarks.enabled:
+            mesh = FaceMesh(manifest.require("facemesh", mdir, verify=verify), threads=cfg.models.threads, roi_scale=v.landmarks.roi_scale)
+        tracker = IouTracker(v.tracker.iou_threshold, v.tracker.max_missed, v.tracker.max_missed_s)
+        q = v.quality
+        limits = QualityThresholds(
+            min_face_px=q.min_face_px,
+            min_interocular_px=q.min_interocular_px,
+            max_yaw_deg=q.max_yaw_deg,
+            max_pitch_deg=q.max_pitch_deg,
+            max_roll_deg=q.max_roll_deg,
+            min_luminance=q.min_luminance,
+            max_luminance=q.max_luminance,
+            max_clipped=q.max_clipped,
+            min_sharpness=q.min_sharpness,
+        )
+        return cls(
+            detector,
+            tracker,
+            mesh,
+            align_source=v.align.source,
+            min_presence=v.landmarks.min_presence,
+            quality_limits=limits,
+            exact_resample=v.align.resample == "dlib",
+        )
+
+    def analyze(self, frame: Frame) -> list[FaceObservation]:
+        """Observations of the faces matched in this frame, nearest first (see :meth:`process`)."""
+        return self.process(frame).observations
+
+    def reset(self) -> list[Track]:
+        """Forget all tracks (e.g. after the camera was lost); returns them as ended."""
+        return self.tracker.reset()
+
+    def process(self, frame: Frame) -> Analysis:
+        """Run every stage on one frame; the result is also kept in :attr:`last`."""
+        t0 = time.perf_counter()
+        image = frame.image
+        stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        invoke: dict[str, float] = {"detector": 0.0, "facemesh": 0.0}
+
+        detections = self.detector.detect(image)
+        invoke["detector"] = self.detector.last_invoke_ms
+        t1 = time.perf_counter()
+        stages["detect"] = (t1 - t0) * 1000
+
+        tracks = self.tracker.update(detections, frame.ts)
+        matched = [t for t in tracks if t.matched]
+        t2 = time.perf_counter()
+        stages["track"] = (t2 - t1) * 1000
+
+        observations: list[FaceObservation] = []
+        if matched:
+            # Tracks come back in detection order: the first is the nearest face.
+            head = matched[0]
+            det = head.detection
+            assert det is not None
+            landmarks = None
+            # One Pillow copy of the frame serves the landmark crop and the chip.
+            rs = Resampler(image)
+            if self.mesh is not None:
+                lm = self.mesh.landmarks(rs, det)
+                invoke["facemesh"] = self.mesh.last_invoke_ms
+                if lm.presence >= self.min_presence:
+                    landmarks = lm
+            t3 = time.perf_counter()
+            stages["landmarks"] = (t3 - t2) * 1000
+            if landmarks is not None and self.align_source == "facemesh":
+                chip = warp_chip(rs, chip_geometry(landmarks.points[list(DLIB5), :2], FACEMESH5_TEMPLATE), exact=self.exact_resample)
+                source = "facemesh"
+            else:
+                chip = warp_chip(rs, chip_geometry(det.keypoints[:4], DETECTOR4_TEMPLATE), exact=self.exact_resample)
+                source = "detector"
+            t4 = time.perf_counter()
+            stages["align"] = (t4 - t3) * 1000
+            quality = measure_quality(det, landmarks, chip)
+            stages["quality"] = (time.perf_counter() - t4) * 1000
+            observations.append(FaceObservation(head.track_id, det, landmarks, chip, quality, frame.ts, head, True, source))
+            for t in matched[1:]:
+                assert t.detection is not None
+                observations.append(FaceObservation(t.track_id, t.detection, None, None, None, frame.ts, t))
+
+        result = Analysis(
+            observations=observations,
+            ended=[t for t in tracks if t.ended],
+            coasting=[t for t in tracks if not t.matched and not t.ended],
+            stages_ms=stages,
+            invoke_ms=invoke,
+            total_ms=(time.perf_counter() - t0) * 1000,
+        )
+        self.last = result
+        return result

@@ -1,0 +1,306 @@
+"""Face detection: MediaPipe's BlazeFace short-range model through LiteRT.
+
+:class:`FaceDetector` takes an RGB frame of any size and returns the faces in
+it, nearest (largest) first, as :class:`FaceDetection` boxes with six
+keypoints, all in pixels of the frame it was given.
+
+What happens inside, following MediaPipe's ``face_detection_short_range``
+graph (its options are reproduced in :data:`ANCHOR_SPEC` and
+:class:`FaceDetector`'s defaults):
+
+1. *Letterbox*: the frame is scaled to fit 128x128 keeping its aspect ratio
+   and centred on a black square (Pillow's resize in C), then scaled to
+   [-1, 1].
+2. *Invoke* the model: 896 anchors, each with a score logit and 16
+   regressors (box centre and size, then 6 keypoints as x, y).
+3. *Decode* (vectorised numpy): ``SsdAnchorsCalculator`` anchors (strides
+   8, 16, 16, 16; 2 + 6 anchors per cell; fixed size 1), sigmoid of the
+   clipped logit, offsets divided by 128 and added to the anchor centre.
+4. *Weighted NMS* (MediaPipe's ``WEIGHTED`` algorithm): the best-scoring
+   box absorbs every remaining box overlapping it by IoU > ``nms_iou``, and
+   the merged box and keypoints are their score-weighted average.  This
+   steadies the box from frame to frame, which the tracker and the crop for
+   the landmark model both benefit from.
+5. Undo the letterbox and drop faces narrower than ``min_face_px`` pixels
+   of the original frame.
+
+Keypoint order (MediaPipe's, checked on real photos by the tests): the
+*subject's* right eye, left eye, nose tip, mouth centre, right ear tragion,
+left ear tragion.  On an unmirrored camera image the subject's right eye is
+on the image's left (smaller x).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_py.models.litert import load_interpreter
+
+INPUT_SIZE = 128
+NUM_KEYPOINTS = 6
+
+# Keypoint indices, MediaPipe's order (subject's right/left).
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(NUM_KEYPOINTS)
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear_tragion", "left_ear_tragion")
+
+# SsdAnchorsCalculatorOptions of face_detection_short_range_common.pbtxt.
+ANCHOR_SPEC = {
+    "num_layers": 4,
+    "min_scale": 0.1484375,
+    "max_scale": 0.75,
+    "input_size": INPUT_SIZE,
+    "anchor_offset": 0.5,
+    "strides": (8, 16, 16, 16),
+    "aspect_ratios": (1.0,),
+    "interpolated_scale_aspect_ratio": 1.0,
+    "fixed_anchor_size": True,
+}
+
+
+def ssd_anchors(
+    input_size: int = INPUT_SIZE,
+    strides: tuple[int, ...] = ANCHOR_SPEC["strides"],
+    num_aspect_ratios: int = 1,
+    interpolated_scale: bool = True,
+    offset: float = 0.5,
+) -> np.ndarray:
+    """Anchor centres ``(N, 2)`` as (x, y) in [0, 1], in the model's output order.
+
+    MediaPipe's ``SsdAnchorsCalculator`` with ``fixed_anchor_size: true``:
+    consecutive layers with the same stride share one feature map, each
+    contributing ``len(aspect_ratios)`` (+1 interpolated scale) anchors per
+    cell; with fixed size every anchor is 1x1, so only centres matter.
+    For BlazeFace short range: 16x16 cells x 2 + 8x8 cells x 6 = 896.
+    """
+    centres = []
+    i = 0
+    while i < len(strides):
+        j = i
+        per_cell = 0
+        while j < len(strides) and strides[j] == strides[i]:
+            per_cell += num_aspect_ratios + (1 if interpolated_scale else 0)
+            j += 1
+        cells = int(np.ceil(input_size / strides[i]))
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + offset) / cells, (ys + offset) / cells], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+        i = j
+    return np.concatenate(centres).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FaceDetection:
+    """One detected face, in pixels of the frame given to :meth:`FaceDetector.detect`.
+
+    ``box`` is (x0, y0, x1, y1); ``keypoints`` is ``(6, 2)`` (x, y) in
+    MediaPipe's order (see :data:`KEYPOINT_NAMES`); ``score`` is the
+    detector's confidence in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+    @property
+    def eye_distance(self) -> float:
+        """Distance between the two eye keypoints (eye centres), in pixels."""
+        return float(np.hypot(*(self.keypoints[LEFT_EYE] - self.keypoints[RIGHT_EYE])))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a (N,4)`` and ``b (M,4)`` given as x0, y0, x1, y1."""
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    Boxes ``(N,4)``, scores ``(N,)``, keypoints ``(N,K,2)``.  Repeatedly take
+    the best remaining box; every remaining box whose IoU with it exceeds
+    ``iou_threshold`` (itself included) is merged into one detection whose
+    box and keypoints are the score-weighted mean and whose score is the
+    best one's.  Returns the merged (boxes, scores, keypoints), best first.
+    The loop runs once per *output* face; the IoU work is vectorised.
+    """
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
+    ious = iou_matrix(boxes, boxes)
+    remaining = np.ones(len(boxes), bool)
+    out_b, out_s, out_k = [], [], []
+    for i in range(len(boxes)):
+        if not remaining[i]:
+            continue
+        members = remaining & (ious[i] > iou_threshold)
+        members[i] = True
+        w = scores[members]
+        total = w.sum()
+        out_b.append((boxes[members] * w[:, None]).sum(0) / total)
+        out_k.append((keypoints[members] * w[:, None, None]).sum(0) / total)
+        out_s.append(scores[i])
+        remaining &= ~members
+    if not out_b:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, *keypoints.shape[1:]), np.float32)
+    return np.array(out_b), np.array(out_s), np.array(out_k)
+
+
+class FaceDetector:
+    """BlazeFace short-range face detector.
+
+    :param model_path: the ``blazeface_short_range`` TFLite file (use
+        ``load_manifest().require("blazeface_short_range", models_dir)``).
+    :param min_face_px: faces whose box is narrower than this many pixels of
+        the original frame are dropped (too far away to recognise).
+    :param score_threshold: minimum detection confidence (MediaPipe: 0.5).
+    :param nms_iou: IoU above which overlapping boxes are merged (MediaPipe: 0.3).
+    :param max_faces: keep at most this many faces (largest first); 0 = all.
+    :param threads: LiteRT interpreter threads.
+
+    After each :meth:`detect`, :attr:`last_invoke_ms` holds the time spent in
+    the model itself and :attr:`last_ms` the whole call.
+    """
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        min_face_px: float = 40.0,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.3,
+        max_faces: int = 0,
+        threads: int = 1,
+    ) -> None:
+        self.path = Path(model_path)
+        self.min_face_px = float(min_face_px)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_faces = int(max_faces)
+        self._interp = load_interpreter(self.path, threads)
+        (inp,) = self._interp.get_input_details()
+        outs = {d["name"]: d for d in self._interp.get_output_details()}
+        if tuple(inp["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
+            raise ValueError(f"{self.path}: not a 128x128 BlazeFace model (input {inp['shape']})")
+        by_shape = {int(d["shape"][-1]): d for d in outs.values()}
+        if set(by_shape) != {16, 1}:
+            raise ValueError(f"{self.path}: expected outputs [1,896,16] and [1,896,1], got {[list(d['shape']) for d in outs.values()]}")
+        self._in_index = inp["index"]
+        self._reg_index = by_shape[16]["index"]
+        self._cls_index = by_shape[1]["index"]
+        self._anchors = ssd_anchors()
+        n = int(by_shape[16]["shape"][1])
+        if n != len(self._anchors):
+            raise ValueError(f"{self.path}: {n} boxes, but the short-range anchor layout has {len(self._anchors)}")
+        # Logit threshold: sigmoid(x) >= t  <=>  x >= logit(t); saves a sigmoid over 896 scores.
+        t = min(max(self.score_threshold, 1e-6), 1 - 1e-6)
+        self._logit_threshold = float(np.log(t / (1 - t)))
+        self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        self._sampler_key: tuple[int, int] = (0, 0)
+        self._sampler_val: tuple[np.ndarray, int, int, int, int] = (np.zeros(0, np.intp), 0, 0, 0, 0)
+        self.last_invoke_ms = 0.0
+        self.last_ms = 0.0
+
+    def _sampler(self, h: int, w: int) -> tuple[np.ndarray, int, int, int, int]:
+        """Gather indices that letterbox an (h, w) frame into the input square (cached per shape).
+
+        Each input pixel is the mean of the 2x2 frame pixels around its
+        sample point: MediaPipe samples bilinearly without a pre-filter,
+        which aliases when shrinking a 640x480 frame 5x; the 2x2 mean is a
+        cheap partial anti-alias (exact for the 2x shrink of a 250 px photo)
+        at the cost of four numpy gathers instead of a full resize.
+        """
+        if self._sampler_key == (h, w):
+            return self._sampler_val
+        scale = INPUT_SIZE / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        # Top-left of the 2x2 block centred on each output pixel's sample point.
+        ys = np.clip(np.floor((np.arange(nh) + 0.5) * (h / nh) - 1.0).astype(np.intp), 0, max(h - 2, 0))
+        xs = np.clip(np.floor((np.arange(nw) + 0.5) * (w / nw) - 1.0).astype(np.intp), 0, max(w - 2, 0))
+        dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
+        base = (ys[:, None] * w + xs[None, :]).ravel()
+        idx = np.concatenate([base, base + dx, base + dy * w, base + dy * w + dx])
+        px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+        self._input[...] = -1.0  # black borders (-1 after scaling)
+        self._sampler_key = (h, w)
+        self._sampler_val = (idx, nw, nh, px, py)
+        return self._sampler_val
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model input (1,128,128,3) in [-1,1], and the (x, y) scale and padding that undo it."""
+        h, w = image.shape[:2]
+        idx, nw, nh, px, py = self._sampler(h, w)
+        flat = np.ascontiguousarray(image).reshape(-1, 3)
+        g = np.take(flat, idx, axis=0).reshape(4, nh, nw, 3)
+        acc = g[0].astype(np.uint16)
+        acc += g[1]
+        acc += g[2]
+        acc += g[3]
+        x = self._input
+        view = x[0, py : py + nh, px : px + nw]
+        np.multiply(acc, np.float32(2 / 255 / 4), out=view)
+        view -= 1.0
+        return x, np.array([nw / w, nh / h], np.float32), np.array([px, py], np.float32)
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        """Faces in an RGB ``(H, W, 3)`` uint8 image, largest first."""
+        t0 = time.perf_counter()
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        x, scale, offset = self._letterbox(image)
+        self._interp.set_tensor(self._in_index, x)
+        t1 = time.perf_counter()
+        self._interp.invoke()
+        self.last_invoke_ms = (time.perf_counter() - t1) * 1000
+        logits = self._interp.get_tensor(self._cls_index).reshape(-1)
+        keep = np.flatnonzero(logits >= self._logit_threshold)
+        if keep.size == 0:
+            self.last_ms = (time.perf_counter() - t0) * 1000
+            return []
+        raw = self._interp.get_tensor(self._reg_index)[0, keep]
+        anchors = self._anchors[keep] * INPUT_SIZE
+        # reverse_output_order: x, y, w, h; offsets in input pixels (x_scale = 128, anchor size 1).
+        cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+        half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
+        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+        kps = raw[:, 4 : 4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None, :]
+        scores = 1 / (1 + np.exp(-np.clip(logits[keep], -100, 100)))
+        boxes, scores, kps = weighted_nms(boxes, scores, kps, self.nms_iou)
+        # Undo the letterbox: input pixels -> frame pixels.
+        boxes = ((boxes.reshape(-1, 2, 2) - offset) / scale).reshape(-1, 4)
+        kps = (kps - offset) / scale
+        out = [
+            FaceDetection(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s), keypoints=k.astype(np.float32))
+            for b, s, k in zip(boxes, scores, kps, strict=True)
+            if b[2] - b[0] >= self.min_face_px
+        ]
+        out.sort(key=lambda d: d.area, reverse=True)
+        if self.max_faces:
+            out = out[: self.max_faces]
+        self.last_ms = (time.perf_counter() - t0) * 1000
+        return out
