@@ -1,11 +1,9 @@
 """Read a few frames from the configured camera, for the health check.
 
-The capture room (``firmware_py.capture``, built by another helper) owns the
-real frame pipeline; it is not on main yet, so this small function reads
-frames directly: Pillow for a replay folder of images, PyAV for a replay video
-file or a V4L2 device, picamera2 for a Pi camera. When the capture room lands,
-this should call its backends instead so the health check exercises the very
-code the daemon runs.
+Uses the capture room's own backends (:func:`firmware_py.capture.camera_from_config`),
+so the health check opens the camera exactly as the daemon does: replay of a
+video file or image folder, V4L2, or picamera2. The whole probe runs in a
+thread with a deadline, because opening a wedged device can block.
 """
 
 from __future__ import annotations
@@ -13,12 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm")
 
 
 class NoCameraToCheck(Exception):
@@ -34,77 +29,53 @@ class FrameProbe:
     source: str
 
 
-def _replay(source: str, count: int) -> list[np.ndarray]:
-    if not source:
-        raise NoCameraToCheck("camera.source is '' (the built-in demo): no camera to check")
-    path = Path(source)
-    if path.is_dir():
-        from PIL import Image
-
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise OSError(f"replay folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        frames = []
-        for p in images[:count]:
-            with Image.open(p) as im:
-                frames.append(np.asarray(im.convert("RGB")))
-        return frames
-    if not path.is_file():
-        raise OSError(f"replay source {path} does not exist")
-    return _pyav(str(path), count, None, {})
-
-
-def _pyav(url: str, count: int, fmt: str | None, options: dict[str, str]) -> list[np.ndarray]:
-    import av
+def _read(camera_cfg: Any, count: int, deadline: float) -> list[np.ndarray]:
+    from firmware_py.capture import EndOfStream, camera_from_config
 
     frames: list[np.ndarray] = []
-    with av.open(url, format=fmt, options=options) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) >= count:
+    with camera_from_config(camera_cfg) as cam:
+        while len(frames) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-    if not frames:
-        raise OSError(f"{url} gave no video frame")
+            try:
+                frame = cam.read(timeout=remaining)
+            except EndOfStream:
+                break  # a short replay file or folder: what it has is enough
+            if frame is None:
+                break
+            frames.append(frame.image)
     return frames
 
 
-def _picamera2(width: int, height: int, count: int) -> list[np.ndarray]:
-    from picamera2 import Picamera2
+def read_frames(camera_cfg: Any, count: int = 3, timeout: float = 10.0) -> FrameProbe:
+    """Read up to ``count`` frames from ``camera_cfg`` (a [camera] section) within ``timeout`` seconds.
 
-    cam = Picamera2()
-    try:
-        cam.configure(cam.create_video_configuration(main={"size": (width, height), "format": "RGB888"}))
-        cam.start()
-        return [cam.capture_array() for _ in range(count)]
-    finally:
-        cam.close()
-
-
-def read_frames(camera: Any, count: int = 3, timeout: float = 10.0) -> FrameProbe:
-    """Read ``count`` frames from ``camera`` (a [camera] config section) within ``timeout`` seconds."""
+    Raises :class:`NoCameraToCheck` for the built-in demo, the capture room's
+    ``CameraError`` when the camera cannot be opened, and ``TimeoutError``
+    when no frame arrives in time.
+    """
+    if camera_cfg.backend == "replay" and not camera_cfg.source:
+        raise NoCameraToCheck("camera.source is '' (the built-in demo): no camera to check")
     result: dict[str, Any] = {}
+    t0 = time.monotonic()
 
     def work() -> None:
         try:
-            if camera.backend == "replay":
-                result["frames"] = _replay(camera.source, count)
-            elif camera.backend == "v4l2":
-                opts = {"video_size": f"{camera.width}x{camera.height}", "framerate": f"{camera.fps:g}"}
-                result["frames"] = _pyav(camera.source or "/dev/video0", count, "v4l2", opts)
-            else:
-                result["frames"] = _picamera2(camera.width, camera.height, count)
+            result["frames"] = _read(camera_cfg, count, t0 + timeout)
         except BaseException as exc:
             result["error"] = exc
 
-    t0 = time.monotonic()
     thread = threading.Thread(target=work, name="health-frames", daemon=True)
     thread.start()
-    thread.join(timeout)
+    thread.join(timeout + 1.0)
     seconds = time.monotonic() - t0
     if thread.is_alive():
-        raise TimeoutError(f"no {count} frames from the {camera.backend} camera within {timeout:.0f} s")
+        raise TimeoutError(f"the {camera_cfg.backend} camera did not open within {timeout:.0f} s")
     if "error" in result:
         raise result["error"]
     frames = result["frames"]
+    if not frames:
+        raise TimeoutError(f"no frame from the {camera_cfg.backend} camera {camera_cfg.source or ''} within {timeout:.0f} s".replace("  ", " "))
     h, w = frames[0].shape[:2]
-    return FrameProbe(len(frames), w, h, seconds, camera.source or camera.backend)
+    return FrameProbe(len(frames), w, h, seconds, camera_cfg.source or camera_cfg.backend)
