@@ -37,12 +37,17 @@ def boot_check(reader: Reader, **env: str) -> dict:
     return json.loads(run.stdout)
 
 
-def assert_bootable(reader: Reader) -> None:
-    """What the unit's ExecStart would run is a complete, intact slot that passes its health check."""
+def assert_bootable(reader: Reader, checked: dict | None = None) -> None:
+    """What the unit's ExecStart would run is a complete, intact slot that passes its health check.
+
+    ``checked``: the boot check's own report when it already ran that slot's health check.
+    """
     store = SlotStore(reader.opt)
     cur = store.current()
     assert cur is not None and store.meta(cur) is not None
     assert store.verify(cur) == []
+    if checked is not None and checked.get("slot") == cur and (checked.get("health") or {}).get("ok"):
+        return
     health = reader.kaoclock("health", "--json")
     assert health.returncode == 0, health.stdout[-800:]
 
@@ -75,7 +80,7 @@ def test_an_update_killed_at_each_step_is_resolved_at_next_start(reader: Reader,
     result = boot_check(reader)
     assert result["action"] == action, result
     assert (reader.link("current"), reader.link("committed")) == (slot, slot)
-    assert_bootable(reader)
+    assert_bootable(reader, result)
     assert boot_check(reader)["action"] == "nothing"  # resolved for good: the next start does nothing
 
     if point == "copy":
