@@ -269,6 +269,8 @@ class LatestFrame:
                         self._emit("camera.recovered", "info", outage_s=round(now - outage_start, 3), attempts=attempt)
                         outage_start, attempt, lost_reported = None, 0, False
                     self._put(frame, now)
+                    if self.lossless:
+                        last = time.monotonic()  # time spent waiting for the consumer is not a stall
         except Exception as exc:  # never die silently: report, and end the stream
             log.exception("capture thread for %s crashed", self.camera.name)
             self.last_error = repr(exc)

@@ -11,6 +11,7 @@ import importlib
 
 BENCH_MODULES: list[str] = [
     "firmware_py.gate.bench",
+    "firmware_py.vision.bench",
 ]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-EVAL_MODULES: list[str] = []
+EVAL_MODULES: list[str] = [
+    "firmware_py.vision.evaluate",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -152,12 +152,14 @@ class FaceMesh:
     def crop(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> np.ndarray:
         """The 192x192 uint8 crop the model sees for ``roi`` (black outside the frame).
 
-        Plain bilinear sampling, as MediaPipe's CPU graph does (a box
-        pre-filter for large faces costs 0.3 ms and did not move the points).
+        Bilinear when the face is enlarged into the crop; nearest-pixel when
+        it is shrunk, which Pillow does 8x faster (0.1 ms instead of 0.8) and
+        which moved the 468 points by 0.1-0.2% of the eye distance on the
+        clips (MediaPipe's bilinear, unfiltered, is near point sampling there).
         """
         rs = image if isinstance(image, Resampler) else Resampler(image)
         m = roi_affine(roi, INPUT_SIZE)
-        return rs.sample(tuple(m.ravel()), (INPUT_SIZE, INPUT_SIZE), antialias=False)
+        return rs.sample(tuple(m.ravel()), (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=roi[2] >= INPUT_SIZE)
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """Raw model output for one 192x192 crop: points ``(468, 3)`` in crop pixels and presence."""

@@ -1,0 +1,106 @@
+"""`kaoclock bench vision`: per-stage latency of the vision pipeline on a video's frames.
+
+The frames are decoded and scaled to the camera mode (default 640x480)
+before timing, then each goes through :class:`FaceAnalyzer` once.  Wall
+times (``perf_counter``) and this thread's CPU times (``thread_time``, which
+a busy shared machine disturbs less) are both reported; ``overhead_ms`` is
+everything outside the two models' ``invoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_py.config import load
+from firmware_py.config.loader import with_changes
+from firmware_py.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vision", help="per-stage ms of detect/track/landmarks/align/quality on a video (JSON)")
+    p.add_argument("--source", required=True, help="a video file (or image folder) to replay")
+    p.add_argument("--size", default="640x480", help="scale frames to this camera mode before timing (default 640x480)")
+    p.add_argument("--frames", type=int, default=300, help="at most this many frames (default 300)")
+    p.add_argument("--resample", choices=("fast", "dlib"), help="override [vision.align] resample")
+    p.add_argument("--config", help="config file; default: built-in")
+    p.add_argument("--json", action="store_true", help="JSON on stdout")
+    p.set_defaults(func=cmd_bench)
+
+
+def _pct(v: list[float]) -> dict[str, float]:
+    a = np.asarray(v, np.float64)
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from firmware_py.capture.base import EndOfStream
+    from firmware_py.capture.replay import replay
+    from firmware_py.vision.analyzer import STAGES, FaceAnalyzer
+
+    cfg = load(args.config)
+    if args.resample:
+        cfg = with_changes(cfg, {"vision.align.resample": args.resample})
+    try:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {args.size!r} is not WIDTHxHEIGHT (fix: e.g. --size 640x480)") from None
+    cam = replay(Path(args.source), size=(w, h))
+    frames = []
+    with cam:
+        while len(frames) < args.frames:
+            try:
+                f = cam.read()
+            except EndOfStream:
+                break
+            if f is None:
+                break
+            frames.append(f)
+    if not frames:
+        raise UsageError(f"{args.source} gave no frames")
+    analyzer = FaceAnalyzer.from_config(cfg)
+    analyzer.process(frames[0])  # warm-up (first invoke allocates)
+    analyzer.tracker.reset()
+    total, cpu, invoke, overhead = [], [], [], []
+    stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    models: dict[str, list[float]] = {}
+    with_face = 0
+    for f in frames:
+        c0 = time.thread_time()
+        r = analyzer.process(f)
+        cpu.append((time.thread_time() - c0) * 1000)
+        total.append(r.total_ms)
+        invoke.append(r.model_invoke_ms)
+        overhead.append(r.total_ms - r.model_invoke_ms)
+        with_face += bool(r.observations)
+        for k, v in r.stages_ms.items():
+            stages[k].append(v)
+        for k, v in r.invoke_ms.items():
+            models.setdefault(k, []).append(v)
+    p50_total, p50_invoke = float(np.median(total)), float(np.median(invoke))
+    out: dict[str, Any] = {
+        "source": str(args.source),
+        "frames": len(frames),
+        "size": [w, h],
+        "frames_with_face": with_face,
+        "resample": cfg.vision.align.resample,
+        "align_source": cfg.vision.align.source,
+        "frame_ms": _pct(total),
+        "frame_cpu_ms": _pct(cpu),
+        "stages_ms": {k: _pct(v) for k, v in stages.items()},
+        "invoke_ms": {k: _pct(v) for k, v in models.items()},
+        "model_invoke_ms_p50": round(p50_invoke, 3),
+        "overhead_ms": _pct(overhead),
+        "overhead_ratio": round(p50_total / p50_invoke, 3) if p50_invoke else None,
+        "fps": round(1000 / p50_total, 1),
+        "rss_mb_peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": cfg.models.threads,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
