@@ -9,11 +9,13 @@ check of every slot runs in a real subprocess with the real models.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,11 @@ from firmware_py.update.signing import public_pem
 from firmware_py.update.updater import Settings, Updater
 
 REPO = Path(__file__).resolve().parent.parent
+# One release key for the test session's readers, so plain bundles can be built once and shared.
+SESSION_KEY = Ed25519PrivateKey.generate()
+_PLAIN_BUNDLES: dict[str, Path] = {}
+_CACHE_DIR = Path(tempfile.mkdtemp(prefix="kaoclock-test-bundles-"))
+atexit.register(shutil.rmtree, _CACHE_DIR, True)
 
 
 def copy_release_tree(dest: Path, version: str | None = None) -> Path:
@@ -110,10 +117,19 @@ class Reader:
         return tree
 
     def bundle(self, version: str, change: Callable[[Path], None] | None = None, key: Ed25519PrivateKey | None = None, **kw: object) -> Path:
-        tree = self.tree(version, change)
+        """A bundle of this tree at ``version`` (changed by ``change``), signed by ``key`` (default: the reader's)."""
+        self.counter += 1
         out = self.root / "bundles" / f"{self.counter}-kaoclock-{version}.bundle"
         out.parent.mkdir(parents=True, exist_ok=True)
+        plain = change is None and key is None and not kw and self.key is SESSION_KEY
+        if plain and version in _PLAIN_BUNDLES:
+            shutil.copyfile(_PLAIN_BUNDLES[version], out)  # the same signed bytes, built once per session
+            return out
+        tree = self.tree(version, change)
         build_bundle(tree, out, key or self.key, source="test", **kw)  # type: ignore[arg-type]
+        if plain:
+            _PLAIN_BUNDLES[version] = _CACHE_DIR / out.name
+            shutil.copyfile(out, _PLAIN_BUNDLES[version])
         return out
 
     def link(self, name: str) -> str | None:
@@ -137,7 +153,7 @@ def make_reader(root: Path, photo: Path) -> Reader:
     images.mkdir()
     for i in range(3):
         shutil.copy(photo, images / f"frame{i}.jpg")
-    key = Ed25519PrivateKey.generate()
+    key = SESSION_KEY
     reader = Reader(root, key, images)
     reader.pubkey.write_bytes(public_pem(key.public_key()))
     reader.write_config()

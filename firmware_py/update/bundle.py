@@ -331,7 +331,8 @@ def build_bundle(
     signature = base64.b64encode(private_key.sign(raw)) + b"\n"
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        # gzip level 6: nearly level 9's size (model files barely compress) in a fraction of the time.
+        with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
             for name, data in ((MANIFEST_NAME, raw), (SIGNATURE_NAME, signature)):
                 info = _tarinfo(name, len(data), 0o644, now)
                 tar.addfile(info, io.BytesIO(data))
@@ -508,8 +509,10 @@ def verify_bundle(path: Path, trusted: TrustedKeys, limits: Limits = Limits()) -
 def extract_bundle(bundle: VerifiedBundle, dest: Path, trusted: TrustedKeys, on_file: Callable[[int, int], None] | None = None) -> None:
     """Write a verified bundle's files into the empty directory ``dest``, re-hashing each one.
 
-    Every file is fsynced as it is written; ``on_file(i, n)`` is called after
-    each. Raises BundleError if the bundle changed since it was verified.
+    ``on_file(i, n)`` is called after each file. The caller fsyncs the whole
+    slot once at the end (one journal flush instead of one per file) before
+    marking it complete. Raises BundleError if the bundle changed since it
+    was verified.
     """
     with _reading(bundle.path):
         manifest, _sig, _signer, members = _read_head(bundle.path, trusted, Limits(max_bytes=max(bundle.manifest.total_size, bundle.size)))
@@ -525,8 +528,6 @@ def extract_bundle(bundle: VerifiedBundle, dest: Path, trusted: TrustedKeys, on_
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, entry.mode)
             with os.fdopen(fd, "wb") as out:
                 digest, n = _stream_hash(tar, member, out.write)
-                out.flush()
-                os.fsync(out.fileno())
             os.chmod(target, entry.mode)
             if n != entry.size or digest != entry.sha256:
                 raise BundleError(f"bundle file {entry.path} changed after verification (sha256 {digest}): refused")
@@ -547,8 +548,6 @@ def copy_tree_files(tree: Path, dest: Path, on_file: Callable[[int, int], None] 
         with os.fdopen(fd, "wb") as out, src.open("rb") as fh:
             while block := fh.read(_CHUNK):
                 out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
         os.chmod(target, entry.mode)
         if on_file is not None:
             on_file(i, len(files))
