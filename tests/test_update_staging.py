@@ -12,7 +12,7 @@ from lifecycle_support import Reader, RecordingControl, make_reader
 from firmware_py.update.errors import BundleError
 from firmware_py.update.staging import Staging
 
-CHUNK = 16 << 10
+CHUNK = 256 << 10
 
 
 def chunks(data: bytes) -> list[bytes]:
