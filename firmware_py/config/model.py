@@ -23,8 +23,8 @@ from firmware_py.config.sections.mqtt import MqttConfig
 from firmware_py.config.sections.outbox import OutboxConfig
 from firmware_py.config.sections.punch import PunchConfig
 from firmware_py.config.sections.recognition import RecognitionConfig
-from firmware_py.config.sections.telemetry import TelemetryConfig
 from firmware_py.config.sections.service import ServiceConfig
+from firmware_py.config.sections.telemetry import TelemetryConfig
 from firmware_py.config.sections.update import UpdateConfig
 from firmware_py.config.sections.vision import VisionConfig
 
