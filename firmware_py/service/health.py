@@ -91,6 +91,17 @@ def check_models(cfg: Config) -> Check:
         result = manifest.check_file(entry.name, cfg.models.dir)
         if not result.ok:
             return Check("models", "fail", f"{entry.name}: {result.problem}", permanent=True)
+        if result.path.suffix != ".tflite":
+            # Plain-coefficient models (liveness) are loaded by their own room's reader.
+            try:
+                if entry.name.startswith("liveness"):
+                    from firmware_py.liveness.fusion import TextureModel
+
+                    TextureModel.load(result.path)
+            except Exception as exc:
+                return Check("models", "fail", f"{entry.name}: cannot load {result.path}: {exc}", permanent=True)
+            done.append(entry.name)
+            continue
         try:
             interp = load_interpreter(result.path, cfg.models.threads)
             for d in interp.get_input_details():
