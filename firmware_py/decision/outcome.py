@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 Direction = Literal["in", "out"]
 
+# Which credentials an accept rests on (the gate's card policies add the card ones).
+Method = Literal["face", "card", "face+card"]
+
 # Why a decision went the way it did.  "match" is the only accept reason.
 Reason = Literal[
     "match",  # accepted: K of N frames agreed on one enrolled person, liveness passed
@@ -55,6 +58,7 @@ class Decision:
     model_versions: dict[str, str] = field(default_factory=dict)
     detail: str = ""  # the reason spelled out for people
     ts: float = field(default_factory=time.time)  # UTC epoch seconds of the decision
+    method: Method = "face"  # credentials behind an accept: face, card (fallback), face+card (two-factor)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (events, console, logs)."""

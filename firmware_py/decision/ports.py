@@ -17,6 +17,7 @@ FeedbackState = Literal[
     "idle",
     "looking",  # a face is being tracked
     "choose_direction",  # recognised; waiting for the IN / OUT button
+    "present_card",  # face + card policy: recognised; waiting for the person's card
     "accepted",
     "rejected_unknown",
     "rejected_spoof",

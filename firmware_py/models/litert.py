@@ -20,6 +20,17 @@ def interpreter_class() -> Any:
     return Interpreter
 
 
+def load_interpreter_from_bytes(model: bytes, threads: int = 1) -> Any:
+    """An allocated interpreter for an in-memory model (the converter checks what it just built)."""
+    cls = interpreter_class()
+    try:
+        interp = cls(model_content=model, num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load the model just built: {exc}") from None
+    return interp
+
+
 def load_interpreter(path: Path, threads: int = 1) -> Any:
     """An allocated interpreter for ``path``; a corrupt file is refused by name."""
     cls = interpreter_class()

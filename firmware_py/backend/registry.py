@@ -1,0 +1,106 @@
+"""Registered device keys: ``<devices_dir>/<site>/<device>.jwk`` (a JWK, or a JWK Set during key rotation).
+
+A key is trusted only for the device it is filed under: a punch claiming
+device B but signed with device A's key is refused (``wrong_device``), so a
+compromised reader cannot punch for another one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware_py.keys.jwk import KeyFileError, PublicKey, load_public_keys, parse_public_jwk
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    site: str
+    device: str
+    key: PublicKey
+
+
+class DeviceRegistry:
+    """Device public keys by ``kid``, re-scanned (at most once a second) when an unknown kid shows up."""
+
+    def __init__(self, directory: Path, rescan_s: float = 1.0) -> None:
+        self.dir = Path(directory)
+        self.rescan_s = rescan_s
+        self._by_kid: dict[str, DeviceKey] = {}
+        self._scanned = -1e9
+        self._lock = threading.Lock()
+        self.problems: list[str] = []
+        self.scan()
+
+    def scan(self) -> None:
+        by_kid: dict[str, DeviceKey] = {}
+        problems: list[str] = []
+        for path in sorted(self.dir.glob("*/*.jwk")):
+            site, device = path.parent.name, path.stem
+            if not (ID_RE.fullmatch(site) and ID_RE.fullmatch(device)):
+                problems.append(f"{path}: site/device names must be lowercase letters, digits and '-'")
+                continue
+            try:
+                keys = load_public_keys(path)
+            except KeyFileError as exc:
+                problems.append(str(exc))
+                continue
+            for kid, key in keys.items():
+                other = by_kid.get(kid)
+                if other is not None:
+                    problems.append(f"{path}: key {kid} is also registered for {other.site}/{other.device}; ignored here")
+                    continue
+                by_kid[kid] = DeviceKey(site, device, key)
+        for p in problems:
+            log.error("device registry: %s", p)
+        with self._lock:
+            self._by_kid = by_kid
+            self.problems = problems
+            self._scanned = time.monotonic()
+
+    def lookup(self, kid: str) -> DeviceKey | None:
+        with self._lock:
+            found = self._by_kid.get(kid)
+            stale = time.monotonic() - self._scanned >= self.rescan_s
+        if found is None and stale:
+            self.scan()
+            with self._lock:
+                found = self._by_kid.get(kid)
+        return found
+
+    def add(self, site: str, device: str, jwk: dict[str, Any], *, replace: bool = False) -> Path:
+        """Register ``jwk`` for site/device; refuses to overwrite another key unless ``replace``."""
+        for what, value in (("site", site), ("device", device)):
+            if not ID_RE.fullmatch(value):
+                raise KeyFileError(f"{what} {value!r} must be lowercase letters, digits and '-' (as in the device's config)")
+        key = parse_public_jwk(jwk, f"key for {site}/{device}")
+        existing = self.lookup(key.kid)
+        if existing is not None and (existing.site, existing.device) != (site, device):
+            raise KeyFileError(f"key {key.kid} is already registered for {existing.site}/{existing.device}")
+        path = self.dir / site / f"{device}.jwk"
+        if path.exists() and not replace:
+            current = load_public_keys(path)
+            if key.kid in current:
+                return path
+            raise KeyFileError(f"{path} already holds another key ({', '.join(current)}); use --replace to swap it (key rotation)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        public = {k: jwk[k] for k in ("kty", "crv", "x")} | {"kid": key.kid, "alg": "EdDSA", "use": "sig"}
+        tmp = path.with_suffix(".jwk.tmp")
+        tmp.write_text(json.dumps(public, indent=2) + "\n")
+        tmp.replace(path)
+        self.scan()
+        return path
+
+    def devices(self) -> list[DeviceKey]:
+        with self._lock:
+            return sorted(self._by_kid.values(), key=lambda d: (d.site, d.device, d.key.kid))

@@ -1,0 +1,48 @@
+"""[recognition]: how a face descriptor becomes "this person" or "unknown"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from firmware_py.config.schema import Section, setting
+
+# Calibrated on lfw-dev (firmware_py/gallery/README.md, "Default threshold").
+DEFAULT_THRESHOLD = 0.32
+
+
+@dataclass(frozen=True)
+class RecognitionConfig(Section):
+    """Embedding and 1:N matching against the gallery."""
+
+    threshold: float = setting(
+        DEFAULT_THRESHOLD,
+        gt=0.0,
+        lt=2.0,
+        doc="Largest descriptor distance accepted as a match (dlib scale). Default calibrated on lfw-dev for a low false-positive "
+        "identification rate; a site threshold from `kaoclock gallery calibrate` replaces it when threshold_source = 'gallery'.",
+    )
+    threshold_source: Literal["config", "gallery"] = setting(
+        "gallery",
+        doc="gallery: use the threshold `kaoclock gallery calibrate` stored with the gallery when there is one (else `threshold`); "
+        "config: always use `threshold`.",
+    )
+    min_margin: float = setting(
+        0.04, ge=0.0, le=1.0, doc="Distance gap the best person must keep to the second-best; smaller is 'ambiguous', not a match."
+    )
+    mirror_average: bool = setting(
+        True,
+        doc="Average the descriptors of the chip and of its mirror image (two embedder runs per face; better on lfw-dev, see gallery/README.md).",
+    )
+    live_min_face_px: float = setting(
+        60.0,
+        ge=8.0,
+        le=2000.0,
+        doc="At the gate, frames whose face is narrower than this are not matched ('low_quality'); enrolment uses [vision.quality].",
+    )
+    live_min_sharpness: float = setting(
+        0.15,
+        ge=0.0,
+        le=10.0,
+        doc="At the gate, frames sharper than this are matched (webcam frames measure 0.25-0.45; enrolment asks [vision.quality] min_sharpness).",
+    )

@@ -1,0 +1,129 @@
+"""`kaoclock eval lfw`: LFW pair verification through the full pipeline, 10-fold cross-validated.
+
+With a View-2 style pairs file (first line ``10 300``: 10 folds of 300 same
++ 300 different pairs) its own folds are used; with a single-count file
+(``pairsDevTrain.txt``: ``1100``) the same and the different pairs are each
+dealt round-robin into 10 folds.  For each fold the threshold that maximises
+accuracy on the other nine is applied to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_py.config import load
+from firmware_py.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: Path
+    b: Path
+    same: bool
+    fold: int
+
+
+def image_path(images: Path, name: str, n: int) -> Path:
+    return images / name / f"{name}_{n:04d}.jpg"
+
+
+def read_pairs(path: Path, images: Path) -> list[Pair]:
+    """Parse an LFW pairs file into pairs with their fold."""
+    try:
+        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        raise UsageError(f"cannot read the pairs file {path}: {exc.strerror}") from None
+    head = [int(x) for x in lines[0]]
+    rows = lines[1:]
+    folds, per = (head[0], head[1]) if len(head) == 2 else (1, head[0])
+    pairs: list[Pair] = []
+    for i, r in enumerate(rows):
+        if len(r) == 3:
+            a, b, same = image_path(images, r[0], int(r[1])), image_path(images, r[0], int(r[2])), True
+        elif len(r) == 4:
+            a, b, same = image_path(images, r[0], int(r[1])), image_path(images, r[2], int(r[3])), False
+        else:
+            raise UsageError(f"{path} line {i + 2}: expected 'name n1 n2' or 'name1 n1 name2 n2', got {' '.join(r)!r}")
+        pairs.append(Pair(a, b, same, i // (2 * per) if folds > 1 else -1))
+    if folds == 1:  # deal same and different pairs round-robin into 10 folds
+        k = {True: 0, False: 0}
+        dealt = []
+        for p in pairs:
+            dealt.append(Pair(p.a, p.b, p.same, k[p.same] % 10))
+            k[p.same] += 1
+        pairs = dealt
+    missing = sorted({str(p) for pr in pairs for p in (pr.a, pr.b) if not p.is_file()})
+    if missing:
+        raise UsageError(f"{len(missing)} image(s) named in {path} are missing under {images}, e.g. {missing[0]}")
+    return pairs
+
+
+def best_threshold(d: np.ndarray, same: np.ndarray) -> float:
+    """The distance threshold (same if d <= t) that maximises accuracy on (d, same)."""
+    cand = np.unique(d)
+    mids = np.concatenate([[cand[0] - 1e-6], (cand[:-1] + cand[1:]) / 2, [cand[-1] + 1e-6]])
+    order = np.argsort(d)
+    ds, ss = d[order], same[order]
+    # accuracy(t) = (#same with d<=t + #diff with d>t) / n, evaluated at every midpoint
+    acc = [((ss & (ds <= t)).sum() + (~ss & (ds > t)).sum()) for t in mids]
+    return float(mids[int(np.argmax(acc))])
+
+
+def cross_validate(d: np.ndarray, same: np.ndarray, folds: np.ndarray) -> tuple[list[float], list[float]]:
+    accs, ts = [], []
+    for f in sorted(set(folds.tolist())):
+        test = folds == f
+        t = best_threshold(d[~test], same[~test])
+        accs.append(float(((d[test] <= t) == same[test]).mean()))
+        ts.append(t)
+    return accs, ts
+
+
+def run(root: Path, pairs_file: Path, cfg, mirror: bool | None = None) -> dict:  # type: ignore[no-untyped-def]
+    from firmware_py.eval.stills import describer_from_config
+
+    images = root / "images" if (root / "images").is_dir() else root
+    pairs = read_pairs(pairs_file, images)
+    paths = sorted({p for pr in pairs for p in (pr.a, pr.b)})
+    describer = describer_from_config(cfg, mirror=mirror)
+    desc = describer.describe_paths(paths)
+    d = np.array([float(np.linalg.norm(desc.of(p.a) - desc.of(p.b))) for p in pairs])
+    same = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    accs, ts = cross_validate(d, same, folds)
+    t_cfg = cfg.recognition.threshold
+    return {
+        "pairs": len(pairs),
+        "accuracy_mean": round(float(np.mean(accs)), 4),
+        "accuracy_std": round(float(np.std(accs)), 4),
+        "threshold_mean": round(float(np.mean(ts)), 4),
+        "detection_failures": desc.detection_failures,
+        "images": len(paths),
+        "accuracy_at_0.6": round(float(((d <= 0.6) == same).mean()), 4),
+        f"accuracy_at_default_{t_cfg:g}": round(float(((d <= t_cfg) == same).mean()), 4),
+        "embedder": describer.embedder.version,
+        "mirror_average": describer.mirror,
+        "describe_s": round(desc.seconds, 1),
+    }
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lfw", help="LFW pair verification through detect, align, embed (10-fold CV)")
+    p.add_argument("--root", type=Path, required=True, help="LFW folder (with images/<name>/<name>_NNNN.jpg)")
+    p.add_argument("--pairs", type=Path, required=True, help="pairs file (pairs.txt or pairsDevTrain.txt)")
+    p.add_argument("--config", help="TOML config file (front-end and embedder settings)")
+    p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
+    p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    p.set_defaults(func=cmd_lfw)
+
+
+def cmd_lfw(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    mirror = None if args.mirror == "config" else args.mirror == "on"
+    print(json.dumps(run(args.root, args.pairs, cfg, mirror), indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Gallery: the encrypted template store, 1:N matching and site threshold calibration."""

@@ -1,0 +1,1 @@
+"""The reader's loop: newest frame -> analyze -> embed -> match -> decide -> sinks, and the daemon around it."""

@@ -1,0 +1,100 @@
+"""Assemble the recognition core from a :class:`~firmware_py.config.Config`.
+
+Every piece is built here from its config section so the daemon, the demo,
+enrolment and the evaluations get the same front-end, embedder, gallery
+scope and threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from firmware_py.config import with_changes
+from firmware_py.decision.liveness import LivenessStage, liveness_from_config
+from firmware_py.decision.machine import DecisionParams
+from firmware_py.events import EventBus
+from firmware_py.gallery.store import GalleryStore, open_from_config
+from firmware_py.pipeline.embedding import ChipEmbedder, load_embedder
+from firmware_py.pipeline.loop import RecognitionPipeline
+
+log = logging.getLogger(__name__)
+
+# Enrolment detects faces of any size so a small face is refused as "too small", not as "no face".
+ENROL_DETECTOR = {"vision.detector.min_face_px": 8.0, "vision.detector.max_faces": 0}
+
+
+def build_analyzer(cfg: Any, enrolment: bool = False) -> Any:
+    from firmware_py.vision.analyzer import FaceAnalyzer
+
+    if enrolment:
+        cfg = with_changes(cfg, ENROL_DETECTOR)
+    return FaceAnalyzer.from_config(cfg)
+
+
+def live_quality_limits(cfg: Any, analyzer: Any) -> Any:
+    """The [vision.quality] limits with the gate's own, more lenient, size and sharpness minimums."""
+    rc = cfg.recognition
+    base = analyzer.quality_limits
+    return dataclasses.replace(
+        base,
+        min_face_px=rc.live_min_face_px,
+        min_interocular_px=min(base.min_interocular_px, rc.live_min_face_px * 0.3),
+        min_sharpness=rc.live_min_sharpness,
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    value: float
+    source: str  # "config" or "gallery"
+    detail: str
+
+
+def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str) -> ThresholdChoice:
+    """The threshold in force: the gallery's calibrated one when configured and valid, else the config's."""
+    rc = cfg.recognition
+    if rc.threshold_source == "gallery":
+        cal = store.calibration()
+        if cal is not None and cal.embedder_version == embedder_version:
+            stale = "" if cal.content_hash == store.content_hash else " (the gallery changed since; run `kaoclock gallery calibrate` again)"
+            return ThresholdChoice(cal.threshold, "gallery", f"calibrated for FPIR {cal.target_fpir:g} over {cal.persons} people{stale}")
+        if cal is not None:
+            return ThresholdChoice(rc.threshold, "config", f"gallery calibration is for embedder {cal.embedder_version}; recalibrate")
+    return ThresholdChoice(rc.threshold, "config", "recognition.threshold")
+
+
+def build_pipeline(
+    cfg: Any,
+    *,
+    store: GalleryStore | None = None,
+    analyzer: Any | None = None,
+    embedder: ChipEmbedder | None = None,
+    liveness: LivenessStage | None = None,
+    bus: EventBus | None = None,
+) -> tuple[RecognitionPipeline, ThresholdChoice]:
+    """The recognition pipeline for this reader's site, gallery and models."""
+    bus = bus or EventBus()
+    store = store or open_from_config(cfg)
+    embedder = embedder or load_embedder(cfg)
+    analyzer = analyzer or build_analyzer(cfg)
+    gallery = store.load_matrix(cfg.device.site, embedder.version)
+    choice = choose_threshold(cfg, store, embedder.version)
+    live_limits = live_quality_limits(cfg, analyzer)
+    versions = {"gallery": f"{gallery.gallery_version}:{gallery.content_hash[:12]}"}
+    pipeline = RecognitionPipeline(
+        analyzer,
+        embedder,
+        gallery,
+        choice.value,
+        cfg.recognition.min_margin,
+        DecisionParams.from_config(cfg),
+        liveness=liveness or liveness_from_config(cfg),
+        bus=bus,
+        mirror=cfg.recognition.mirror_average,
+        model_versions=versions,
+        quality_limits=live_limits,
+    )
+    return pipeline, choice

@@ -1,0 +1,137 @@
+"""The reader daemon: a frame source, the recognition pipeline, sinks and services.
+
+:class:`Daemon` owns the loop and nothing else.  What happens with a
+decision is up to the :class:`~firmware_py.decision.ports.DecisionSink`s it
+is given (console and JSON lines now; the punch recorder, door and LEDs plug
+in the same way), and anything that must run beside the loop (MQTT client,
+outbox publisher, GPIO, serial console, systemd watchdog) is a *service*
+with ``start()`` / ``stop()``, started before the first frame and stopped,
+in reverse order, after the last.  ``on_frame`` hooks see every
+:class:`~firmware_py.pipeline.loop.FrameResult` (telemetry, watchdog pings).
+
+SIGTERM / SIGINT stop the loop cleanly: the current frame finishes, open
+tracks are ended, services stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from firmware_py.decision.ports import DecisionSink
+from firmware_py.decision.sinks import EventSink, SinkFanOut
+from firmware_py.events import EventBus
+from firmware_py.pipeline.loop import FrameResult, RecognitionPipeline
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class FrameSource(Protocol):
+    """The capture side as the daemon sees it (the vision room's camera + newest-frame holder)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def get(self, timeout: float | None = None) -> Any | None:
+        """The newest frame not yet returned, or None after ``timeout`` or at the end."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once a replayed source has delivered its last frame (or capture stopped)."""
+        ...
+
+
+class Daemon:
+    """Runs frames through the pipeline until stopped (or until a replayed source ends)."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        pipeline: RecognitionPipeline,
+        sinks: Iterable[DecisionSink] = (),
+        services: Iterable[Service] = (),
+        bus: EventBus | None = None,
+        on_frame: Iterable[Callable[[FrameResult], None]] = (),
+    ) -> None:
+        self.source = source
+        self.pipeline = pipeline
+        self.bus = bus or pipeline.bus
+        self.sinks = SinkFanOut([*sinks, EventSink(self.bus)])
+        self.services = list(services)
+        self.on_frame = list(on_frame)
+        self._stop = threading.Event()
+        self.frames = 0
+        self.decisions = 0
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+
+    def run(self, max_frames: int | None = None, idle_timeout_s: float | None = None) -> int:
+        """The loop; returns the number of frames processed.
+
+        ``idle_timeout_s``: give up when no frame arrives for that long
+        (reported as an event); None waits forever (a live camera that stalls
+        is the capture room's to reopen).
+        """
+        started: list[Service] = []
+        try:
+            for s in self.services:
+                s.start()
+                started.append(s)
+            self.source.start()
+            self.bus.emit_new("daemon.started", "info", gallery_templates=len(self.pipeline.gallery), persons=self.pipeline.gallery.persons)
+            last_frame_at = time.monotonic()
+            last_ts = 0.0
+            while not self._stop.is_set():
+                if max_frames is not None and self.frames >= max_frames:
+                    break
+                frame = self.source.get(timeout=0.2)
+                if frame is None:
+                    if self.source.finished:
+                        break
+                    if idle_timeout_s is not None and time.monotonic() - last_frame_at > idle_timeout_s:
+                        self.bus.emit_new("camera.no_frames", "fault", seconds=idle_timeout_s)
+                        break
+                    continue
+                last_frame_at = time.monotonic()
+                last_ts = float(frame.ts)
+                result = self.pipeline.process(frame)
+                self.frames += 1
+                for d in result.decisions:
+                    self._deliver(d)
+                for hook in self.on_frame:
+                    try:
+                        hook(result)
+                    except Exception:
+                        log.exception("frame hook %r failed", hook)
+            for d in self.pipeline.finish(last_ts + self.pipeline.lost_after_s + 1e-3):
+                self._deliver(d)
+        finally:
+            try:
+                self.source.stop()
+            finally:
+                for s in reversed(started):
+                    try:
+                        s.stop()
+                    except Exception:
+                        log.exception("service %r failed to stop", s)
+                self.bus.emit_new("daemon.stopped", "info", frames=self.frames, decisions=self.decisions)
+        return self.frames
+
+    def _deliver(self, decision: Any) -> None:
+        self.decisions += 1
+        self.sinks.on_decision(decision)

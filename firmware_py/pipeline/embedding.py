@@ -1,0 +1,54 @@
+"""The product embedder (the project's int8 TFLite build of dlib's ResNet) and descriptor helpers."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from firmware_py.models.manifest import ModelError, load_manifest
+from firmware_py.vision.embedder import Embedder
+
+
+class ChipEmbedder(Protocol):
+    """Anything that turns aligned 150x150 chips into 128-D descriptors (the product's :class:`Embedder`)."""
+
+    version: str
+
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+def embedder_entry_name(manifest: Any) -> str:
+    """The manifest's runtime embedder: a runtime model with a 128-D output whose name says embedder."""
+    names = [m.name for m in manifest.select(["runtime"]) if "embed" in m.name or "resnet" in m.name or m.extra.get("kind") == "embedder"]
+    if not names:
+        raise ModelError(
+            "no runtime embedder in models/manifest.toml: the int8 embedder has not been built into this tree "
+            "(`kaoclock models build`, see models/README.md)"
+        )
+    return sorted(names)[0]
+
+
+def load_embedder(cfg: Any) -> Embedder:
+    """The int8 embedder the reader runs, verified against the manifest (the models room's loader when present)."""
+    from firmware_py.vision import embedder as vision_embedder
+
+    loader = getattr(vision_embedder, "load_embedder", None)
+    if loader is not None:
+        return loader(cfg)  # type: ignore[no-any-return]
+    manifest = load_manifest()
+    entry = manifest.entry(embedder_entry_name(manifest))
+    path = manifest.require(entry.name, cfg.models.dir, verify=cfg.models.verify_on_start)
+    return Embedder(path, entry.version, cfg.models.threads)
+
+
+def describe(embedder: ChipEmbedder, chips: np.ndarray, mirror: bool = False) -> np.ndarray:
+    """Descriptors (N,128) of uint8 chips (N,150,150,3); with ``mirror`` the mean of each chip's and its mirror image's."""
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    if not mirror:
+        return embedder.embed(np.ascontiguousarray(chips))
+    both = np.concatenate([chips, chips[:, :, ::-1]])
+    d = embedder.embed(np.ascontiguousarray(both))
+    return ((d[: len(chips)] + d[len(chips) :]) / 2.0).astype(np.float32)

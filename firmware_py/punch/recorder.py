@@ -1,0 +1,117 @@
+"""SignedPunchRecorder: the PunchRecorder port, backed by the device key and the outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_py.decision.outcome import Decision, Direction
+from firmware_py.events import EventBus
+from firmware_py.keys.jwk import key_id
+from firmware_py.keys.jws import PUNCH_TYP, sign
+from firmware_py.keys.store import device_key_path, load_private_key
+from firmware_py.mqtt.topics import Topics
+from firmware_py.outbox.store import Outbox as OutboxStore
+from firmware_py.outbox.store import OutboxError, OutMessage
+from firmware_py.punch.claims import build_claims
+from firmware_py.punch.ids import uuid7
+
+log = logging.getLogger(__name__)
+
+
+class PunchError(OutboxError):
+    """A punch could not be built or stored; the reader must not signal success."""
+
+
+class SignedPunchRecorder:
+    """Turns accepted decisions into signed punches stored durably in the outbox.
+
+    :meth:`record` returns only after the punch is committed and synced to
+    disk, so the gate may signal success as soon as it returns; it raises
+    (:class:`PunchError` / :class:`~firmware_py.outbox.store.OutboxFull`)
+    otherwise.
+    """
+
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        key: Ed25519PrivateKey,
+        *,
+        site: str,
+        device: str,
+        topics: Topics | None = None,
+        clock_synced: Callable[[], bool | None] = lambda: None,
+        liveness_policy: str = "off",
+        timezone: str = "UTC",
+        bus: EventBus | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.key = key
+        self.kid = key_id(key)
+        self.site = site
+        self.device = device
+        self.topics = topics or Topics(site, device)
+        self.clock_synced = clock_synced
+        self.liveness_policy = liveness_policy
+        self.timezone = timezone
+        self.bus = bus
+
+    @classmethod
+    def from_config(
+        cls, cfg: Any, bus: EventBus | None, outbox: OutboxStore, *, clock_synced: Callable[[], bool | None] | None = None
+    ) -> SignedPunchRecorder:
+        """The recorder for ``cfg``: key from ``[punch] key_file`` (default ``<data_dir>/keys/device_ed25519.pem``)."""
+        from firmware_py.telemetry.clock import ClockSync
+
+        key = load_private_key(cfg.punch.key_file or device_key_path(cfg.device.data_dir))
+        return cls(
+            outbox,
+            key,
+            site=cfg.device.site,
+            device=cfg.device.id,
+            topics=Topics(cfg.device.site, cfg.device.id, cfg.mqtt.topic_prefix),
+            clock_synced=clock_synced or ClockSync().synced,
+            liveness_policy=cfg.liveness.policy,
+            timezone=cfg.device.timezone,
+            bus=bus,
+        )
+
+    def record(self, decision: Decision, direction: Direction) -> str:
+        """Sign and durably store the punch for ``decision``; return its id."""
+        punch_id = str(uuid7())
+        try:
+            synced = self.clock_synced()
+        except Exception:
+            log.exception("clock-sync probe failed; punch marked clock_synced=null")
+            synced = None
+        holder: dict[str, Any] = {}
+
+        def build(seq: int) -> OutMessage:
+            claims = build_claims(
+                decision,
+                direction,
+                punch_id=punch_id,
+                site=self.site,
+                device=self.device,
+                seq=seq,
+                clock_synced=synced,
+                liveness_policy=self.liveness_policy,
+                timezone=self.timezone,
+            )
+            holder["claims"] = claims
+            token = sign(claims, self.key, PUNCH_TYP, self.kid)
+            return OutMessage(
+                punch_id, self.topics.punch, token.encode("ascii"), "punch", "application/jose", meta={"id": punch_id, "ts": claims["ts"], "seq": seq}
+            )
+
+        try:
+            self.outbox.enqueue_with(build, counter="punch_seq")
+        except ValueError as exc:
+            raise PunchError(str(exc)) from None
+        claims = holder["claims"]
+        if self.bus is not None:
+            self.bus.emit_new("punch.recorded", "info", id=punch_id, seq=claims["seq"], direction=direction, ts=claims["ts"])
+        return punch_id

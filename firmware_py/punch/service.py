@@ -1,0 +1,73 @@
+"""PunchService: the whole punch path built from the config, for the daemon to wire in one call.
+
+    service = PunchService.from_config(cfg, bus, door=door, config=running_config,
+                                       pipeline=stage_times.snapshot, gallery=..., camera=...)
+    service.start()
+    gate = GateController(recorder=service.recorder, ...)   # the PunchRecorder port
+    ...
+    service.stop()
+
+With ``[mqtt] enabled = false`` (the embedded demo) punches are still signed
+and stored durably; they wait in the outbox until a broker is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from firmware_py.decision.ports import Door
+from firmware_py.events import EventBus
+from firmware_py.keys.store import device_key_path, init_private_key
+from firmware_py.mqtt.commands.builtin import RunningConfig
+from firmware_py.mqtt.service import DeviceLink
+from firmware_py.outbox.store import Outbox
+from firmware_py.punch.recorder import SignedPunchRecorder
+from firmware_py.telemetry.collector import Provider, TelemetryCollector
+
+
+class PunchService:
+    """Outbox + signed punch recorder + telemetry + (when enabled) the MQTT device link."""
+
+    def __init__(self, outbox: Outbox, recorder: SignedPunchRecorder, telemetry: TelemetryCollector, link: DeviceLink | None) -> None:
+        self.outbox = outbox
+        self.recorder = recorder
+        self.telemetry = telemetry
+        self.link = link
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        bus: EventBus,
+        *,
+        door: Door | None = None,
+        config: RunningConfig | None = None,
+        create_key: bool = False,
+        **providers: Provider,
+    ) -> PunchService:
+        """Build the punch path; ``create_key`` makes the device key when there is none (never replaces one).
+
+        ``providers`` are telemetry hooks: ``pipeline``, ``gallery``, ``camera``, ``models``.
+        """
+        key_file = cfg.punch.key_file or device_key_path(cfg.device.data_dir)
+        if create_key and not key_file.exists():
+            init_private_key(key_file)
+        outbox = Outbox.from_config(cfg, bus)
+        recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+        telemetry = TelemetryCollector.from_config(cfg, bus, outbox=outbox, **providers)
+        link = DeviceLink.from_config(cfg, bus, outbox=outbox, telemetry=telemetry, door=door, config=config) if cfg.mqtt.enabled else None
+        return cls(outbox, recorder, telemetry, link)
+
+    @property
+    def commands(self) -> Any:
+        """The command registry (None without MQTT): ``service.commands.register("gallery.add", handler)``."""
+        return self.link.commands if self.link is not None else None
+
+    def start(self) -> None:
+        if self.link is not None:
+            self.link.start()
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        self.outbox.close()

@@ -1,0 +1,67 @@
+"""Saving a validated config change back to its TOML file, atomically.
+
+Used by the standalone console (``kaoclock console --config FILE``): the
+change has already passed :func:`firmware_py.config.with_changes`; the file
+is re-read, the changed keys are set, the result validated once more and
+written to a temporary file that replaces the original only when complete
+(fsync, then rename).  The previous file is kept as ``FILE.bak``.  Keys the
+file did not mention stay unmentioned; comments are not kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from firmware_py.config import Config, validate
+from firmware_py.config.loader import read_raw
+from firmware_py.config.schema import _toml_repr
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Plain TOML data (tables, scalars, lists) as TOML text."""
+    lines: list[str] = []
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix and (scalars or not tables):
+            lines.append(f"[{prefix}]")
+        for k, v in scalars.items():
+            lines.append(f"{_key(k)} = {_toml_repr(v)}")
+        if scalars:
+            lines.append("")
+        for k, v in tables.items():
+            table(f"{prefix}.{_key(k)}" if prefix else _key(k), v)
+
+    table("", data)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else _toml_repr(k)
+
+
+def save_changes(path: Path, changes: dict[str, Any]) -> Config:
+    """Set dotted-key ``changes`` (plain values) in the TOML file at ``path``; return the validated result."""
+    path = Path(path)
+    raw = read_raw(path) if path.exists() else {}
+    for key, value in changes.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    cfg = validate(raw, str(path))  # raises ConfigError: the file is untouched
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# kaoclock configuration (rewritten by the console's `config set`; the previous file is *.bak)\n")
+        f.write(dump_toml(raw))
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    os.replace(tmp, path)
+    return cfg

@@ -1,0 +1,108 @@
+"""1:N matching and calibration on real descriptors of real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from firmware_py.gallery.calibration import calibrate, impostor_distances, impostor_scores, pairwise_rate_for, threshold_for
+from firmware_py.gallery.matcher import Matcher
+from firmware_py.gallery.store import GalleryError, GalleryMatrix
+
+
+@pytest.fixture(scope="module")
+def real(models_dir, grace_hopper, astronaut):
+    """dlib descriptors of grace_hopper (and its mirror image) and of the astronaut."""
+    from firmware_py.bench.dlib_peer import DlibPeer
+
+    peer = DlibPeer(models_dir)
+    g = peer.faces(grace_hopper)[0].descriptor
+    g_mirror = peer.faces(np.ascontiguousarray(grace_hopper[:, ::-1]))[0].descriptor
+    a = max(peer.faces(astronaut), key=lambda f: f.box[2] - f.box[0]).descriptor
+    return g, g_mirror, a
+
+
+def _gallery(rows, ids, names=None):
+    return GalleryMatrix(np.asarray(rows, np.float32), np.asarray(ids, dtype=object), names or {i: i.upper() for i in ids}, "v", 1, "h")
+
+
+def test_known_person_matches_and_stranger_is_unknown(real):
+    g, g_mirror, a = real
+    rng = np.random.default_rng(0)
+    distractors = [a + rng.normal(0, 0.03, 128).astype(np.float32) for _ in range(30)]  # a crowd of look-alikes, far from grace
+    m = Matcher(_gallery([g, *distractors], ["grace", *[f"p{i:02d}" for i in range(30)]]), threshold=0.5, min_margin=0.04)
+    hit = m.match(g_mirror)
+    assert hit.verdict == "match" and hit.person_id == "grace" and hit.name == "GRACE"
+    assert hit.distance < 0.3 and hit.margin > 0.3
+    stranger = Matcher(_gallery([g], ["grace"]), threshold=0.5).match(a)
+    assert stranger.verdict == "unknown" and stranger.distance > 0.5 and stranger.person_id == "grace"
+
+
+def test_person_distance_is_min_over_templates_and_matches_brute_force(real):
+    g, g_mirror, _a = real
+    rng = np.random.default_rng(1)
+    rows = [g + rng.normal(0, 0.05, 128) for _ in range(40)]
+    ids = [f"p{i % 7}" for i in range(40)]
+    m = Matcher(_gallery(rows, ids), threshold=0.6)
+    got = dict(zip(m._persons.tolist(), m.person_distances(g_mirror).tolist(), strict=True))
+    for pid in set(ids):
+        brute = min(np.linalg.norm(np.asarray(r, np.float32) - g_mirror) for r, i in zip(rows, ids, strict=True) if i == pid)
+        assert got[pid] == pytest.approx(brute, abs=1e-4)
+
+
+def test_ambiguous_when_two_people_are_equally_close(real):
+    g, g_mirror, _ = real
+    m = Matcher(_gallery([g, g + 0.001], ["grace", "twin"]), threshold=0.6, min_margin=0.04)
+    r = m.match(g_mirror)
+    assert r.verdict == "ambiguous" and r.margin < 0.04
+
+
+def test_empty_gallery_says_empty():
+    r = Matcher(_gallery(np.zeros((0, 128)), []), threshold=0.6).match(np.zeros(128, np.float32))
+    assert r.verdict == "empty" and r.person_id is None
+
+
+def test_calibration_reaches_its_target_on_synthetic_normal_impostors():
+    # Impostor distances of people drawn around a common centre, like a homogeneous population.
+    rng = np.random.default_rng(2)
+    people = rng.normal(0, 0.035, (40, 128)).astype(np.float32)
+    rows = np.concatenate([people + rng.normal(0, 0.01, people.shape).astype(np.float32) for _ in range(2)])
+    ids = np.array([f"p{i}" for i in range(40)] * 2, dtype=object)
+    gal = _gallery(rows, ids.tolist())
+    cal = calibrate(gal, 0.01)
+    assert len(impostor_distances(gal)) == (80 * 79) // 2 - 40  # template pairs of different people
+    imp = impostor_scores(gal)  # as the matcher scores them: person pairs, both directions
+    assert len(imp) == cal.impostor_pairs == 40 * 39
+    # The pairwise rate the threshold implies, applied over 40 people, is about the target FPIR.
+    p = float(np.mean(imp < cal.threshold))
+    assert p <= pairwise_rate_for(0.01, 40) * 3
+    assert 1 - (1 - p) ** 40 < 0.05
+    t_loose, _ = threshold_for(imp, 0.2, 40)
+    assert t_loose > cal.threshold
+    assert calibrate(gal, 0.01, ceiling=cal.threshold - 0.01).threshold == pytest.approx(cal.threshold - 0.01, abs=1e-4)
+
+
+def test_calibration_needs_enough_people(real):
+    g, _g_mirror, a = real
+    with pytest.raises(GalleryError, match="at least 3 people"):
+        calibrate(_gallery([g, a], ["grace", "astro"]), 0.01)
+
+
+def test_cohort_normalisation_penalises_hubs_and_keeps_the_distance_scale():
+    rng = np.random.default_rng(3)
+    crowd = rng.normal(0, 0.03, (20, 128)).astype(np.float32)  # a dense crowd: each is a "hub" for strangers
+    loner = np.full(128, 0.08, np.float32)  # someone far from everybody
+    rows = np.concatenate([crowd, loner[None]])
+    ids = [f"c{i:02d}" for i in range(20)] + ["loner"]
+    m = Matcher(_gallery(rows, ids), threshold=0.5)
+    raw = Matcher(_gallery(rows, ids), threshold=0.5, normalise=False)
+    assert m.normalised and not raw.normalised
+    # brute-force density of the loner: mean distance to its 5 nearest others
+    brute = np.sort(np.linalg.norm(crowd - loner, axis=1))[:5].mean()
+    assert m.density[m._persons.tolist().index("loner")] == pytest.approx(brute, rel=1e-4)
+    # A probe as far (raw) from a crowd member as from the loner scores worse against the crowd member.
+    probe_c = crowd[0] + rng.normal(0, 0.02, 128).astype(np.float32)
+    probe_l = loner + (probe_c - crowd[0])
+    assert raw.match(probe_c).distance == pytest.approx(raw.match(probe_l).distance, abs=1e-4)  # same raw distance
+    assert m.match(probe_c).distance > m.match(probe_l).distance + 0.05  # the hub's match counts for less
+    assert m.match(probe_l).person_id == "loner" and m.match(probe_c).person_id == "c00"

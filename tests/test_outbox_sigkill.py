@@ -1,0 +1,142 @@
+"""Crash test: the publishing process is SIGKILLed at random moments while the broker restarts in between.
+
+Every punch whose ``record()`` returned reaches the backend; after
+de-duplication by id none is stored twice, and the per-device sequence
+numbers arrive without a gap or a repeat.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware_py.backend.consumer import PunchConsumer
+from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.store import PunchStore
+from firmware_py.keys.jwk import public_jwk
+from firmware_py.keys.store import device_key_path, init_private_key, load_private_key
+from firmware_py.mqtt.devbroker import LocalBroker
+from firmware_py.outbox.store import Outbox
+
+KILLS = 24
+BROKER_RESTART_EVERY = 3
+
+CHILD = textwrap.dedent(
+    """
+    import random, sys, time
+    from firmware_py.config import load, with_changes
+    from firmware_py.decision.outcome import Decision
+    from firmware_py.events import EventBus
+    from firmware_py.mqtt.service import DeviceLink
+    from firmware_py.outbox.store import Outbox
+    from firmware_py.punch.recorder import SignedPunchRecorder
+
+    home, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    cfg = with_changes(load(None), {
+        "device.data_dir": home, "device.site": "site-a", "device.id": "reader-1",
+        "mqtt.enabled": True, "mqtt.brokers": [url], "mqtt.max_inflight": 10,
+        "mqtt.reconnect_min_s": 0.05, "mqtt.reconnect_max_s": 0.3, "telemetry.interval_s": 3600,
+    })
+    bus = EventBus()
+    outbox = Outbox.from_config(cfg, bus)
+    recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+    link = DeviceLink.from_config(cfg, bus, outbox=outbox)
+    link.start()
+    print("READY", flush=True)
+    if mode == "punch":
+        rnd = random.Random()
+        for i in range(100000):
+            d = Decision(True, "match", i, person_id=f"emp-{i % 7}", distance=0.4, threshold=0.55)
+            pid = recorder.record(d, "in" if i % 2 == 0 else "out")
+            print(pid, flush=True)  # printed only after record() returned: the punch is durable
+            time.sleep(rnd.random() * 0.01)
+    else:
+        deadline = time.monotonic() + 60
+        while outbox.depth() > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        link.stop()
+        print("DRAINED" if outbox.depth() == 0 else f"LEFT {outbox.depth()}", flush=True)
+    """
+)
+
+
+def collect(stream: Any, lines: list[str], ready: threading.Event) -> None:
+    for raw in stream:
+        line = raw.decode().strip()
+        if line == "READY":
+            ready.set()
+        elif line:
+            lines.append(line)
+    stream.close()
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    seed = int.from_bytes(os.urandom(4), "big")
+    rnd = random.Random(seed)
+    home = tmp_path / "device"
+    init_private_key(device_key_path(home))
+    backend = tmp_path / "backend"
+    registry = DeviceRegistry(backend / "devices")
+    registry.add("site-a", "reader-1", public_jwk(load_private_key(device_key_path(home))))
+    store = PunchStore(backend / "punches.sqlite")
+    consumer = PunchConsumer(store, registry)
+
+    broker = LocalBroker(tmp_path / "broker", persistence=True).start()
+    link = consumer.connect([broker.url], client_id="backend-soak", reconnect_min_s=0.05, reconnect_max_s=0.3)
+    assert link.wait_connected(10) is not None
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    enqueued: list[str] = []
+    try:
+        for cycle in range(KILLS):
+            child = subprocess.Popen(
+                [sys.executable, str(script), str(home), broker.url, "punch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+            lines: list[str] = []
+            ready = threading.Event()
+            reader = threading.Thread(target=collect, args=(child.stdout, lines, ready), daemon=True)
+            reader.start()
+            if cycle % 6 == 5:
+                time.sleep(rnd.random() * 0.3)  # now and then: during start-up
+            else:
+                assert ready.wait(30), "the publishing process did not start"
+                time.sleep(rnd.random() * 0.5)  # mostly: mid-traffic
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            reader.join(10)
+            err = child.stderr.read().decode() if child.stderr else ""
+            if child.stderr:
+                child.stderr.close()
+            assert "Traceback" not in err, err
+            enqueued += [line for line in lines if line != "READY"]
+            if cycle % BROKER_RESTART_EVERY == BROKER_RESTART_EVERY - 1:
+                broker.restart()  # queued messages and the backend's session survive (persistence)
+        # A last, clean run drains whatever is still queued.
+        done = subprocess.run([sys.executable, str(script), str(home), broker.url, "drain"], capture_output=True, text=True, timeout=90, env=env)
+        assert "DRAINED" in done.stdout, (done.stdout, done.stderr[-2000:])
+        deadline = time.monotonic() + 30
+        while not set(enqueued) <= set(store.ids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        link.stop()
+        broker.stop()
+
+    stored = store.ids()
+    missing = set(enqueued) - set(stored)
+    assert len(enqueued) > 5 * KILLS, f"too few punches made it through record() ({len(enqueued)}); seed {seed}"
+    assert not missing, f"{len(missing)} enqueued punches never arrived (seed {seed})"
+    assert len(stored) == len(set(stored))
+    assert store.rejects() == []
+    seqs = sorted(r[0] for r in store._db.execute("SELECT seq FROM punches"))
+    assert seqs == list(range(1, len(seqs) + 1)), f"sequence has gaps or repeats (seed {seed})"
+    assert Outbox(home / "outbox.sqlite").depth() == 0
+    print(f"seed {seed}: {len(enqueued)} acknowledged by record(), {len(stored)} stored, {consumer.counts['duplicate']} duplicates dropped")
