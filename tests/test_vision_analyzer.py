@@ -83,3 +83,18 @@ def test_a_corrupt_model_is_refused_by_name(tmp_path: Path, models_dir: Path) ->
     (bad / "face_landmark.tflite").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="facemesh"):
         FaceAnalyzer.from_config(load(None), models_dir=bad)
+
+
+def test_chip_and_quality_cost_nothing_until_asked_for(analyzer: FaceAnalyzer, grace_hopper: np.ndarray) -> None:
+    r = analyzer.process(Frame(grace_hopper, 20.0, 0, "t"))
+    p = r.primary
+    assert p is not None
+    assert r.stages_ms["align"] == 0 and r.stages_ms["quality"] == 0
+    before = r.total_ms
+    chip = p.chip
+    assert chip is not None and r.stages_ms["align"] > 0 and r.stages_ms["quality"] == 0
+    assert p.chip is chip  # computed once
+    assert p.quality is not None and r.stages_ms["quality"] > 0
+    assert r.total_ms == pytest.approx(before + r.stages_ms["align"] + r.stages_ms["quality"])
+    eager = FaceAnalyzer(analyzer.detector, analyzer.tracker, analyzer.mesh, lazy=False)
+    assert eager.process(Frame(grace_hopper, 21.0, 1, "t")).stages_ms["align"] > 0

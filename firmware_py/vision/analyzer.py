@@ -13,11 +13,16 @@ One call per frame::
 Stages: ``detect`` (BlazeFace, letterbox to NMS) -> ``track`` (IoU) ->
 ``landmarks`` (FaceMesh on the nearest face) -> ``align`` (the 150x150 chip)
 -> ``quality``.  Other faces are tracked but not landmarked or aligned:
-the nearest face is the one at the reader.
+the nearest face is the one at the reader.  ``align`` and ``quality`` run
+when the primary observation's ``chip`` / ``quality`` is first read (a
+walk-up that is already decided needs neither); ``lazy=False`` runs them
+on every frame.
 
 Every call records its timings in :attr:`FaceAnalyzer.last` (an
-:class:`Analysis`): ``stages_ms`` per stage, ``invoke_ms`` per model (the
-part of ``detect`` and ``landmarks`` spent inside LiteRT) and ``total_ms``.
+:class:`Analysis`): ``stages_ms`` per stage (``align`` and ``quality`` are
+added when they run, so read ``stages_ms`` after using the chip),
+``invoke_ms`` per model (the part of ``detect`` and ``landmarks`` spent
+inside LiteRT) and ``total_ms`` (the eager part).
 """
 
 from __future__ import annotations
@@ -39,26 +44,86 @@ from firmware_py.vision.tracker import IouTracker, Track
 STAGES = ("detect", "track", "landmarks", "align", "quality")
 
 
+class _Aligned:
+    """The primary face's chip and quality, computed on first use.
+
+    A track the decision stage has already decided needs neither, so a
+    frame that nobody asks for them spends nothing on them.  The time spent
+    when they are computed is added to the frame's ``stages_ms`` (``align``,
+    ``quality``).  Until then the frame's pixels stay referenced.
+    """
+
+    __slots__ = ("_chip", "_det", "_exact", "_landmarks", "_lazy_ms", "_points", "_quality", "_rs", "_stages", "_template")
+
+    def __init__(
+        self,
+        rs: Resampler,
+        points: np.ndarray,
+        template: np.ndarray,
+        det: FaceDetection,
+        landmarks: FaceLandmarks | None,
+        exact: bool,
+        stages: dict[str, float],
+        lazy_ms: list[float],
+    ) -> None:
+        self._rs: Resampler | None = rs
+        self._points, self._template = points, template
+        self._det, self._landmarks, self._exact, self._stages = det, landmarks, exact, stages
+        self._lazy_ms = lazy_ms
+        self._chip: np.ndarray | None = None
+        self._quality: FaceQuality | None = None
+
+    def chip(self) -> np.ndarray:
+        if self._chip is None:
+            t = time.perf_counter()
+            assert self._rs is not None
+            self._chip = warp_chip(self._rs, chip_geometry(self._points, self._template), exact=self._exact)
+            self._rs = None  # the frame is no longer needed
+            self._add("align", (time.perf_counter() - t) * 1000)
+        return self._chip
+
+    def quality(self) -> FaceQuality:
+        if self._quality is None:
+            chip = self.chip()
+            t = time.perf_counter()
+            self._quality = measure_quality(self._det, self._landmarks, chip)
+            self._add("quality", (time.perf_counter() - t) * 1000)
+        return self._quality
+
+    def _add(self, stage: str, ms: float) -> None:
+        self._stages[stage] = self._stages.get(stage, 0.0) + ms
+        self._lazy_ms[0] += ms
+
+
 @dataclass(frozen=True)
 class FaceObservation:
     """One tracked face in one frame.
 
-    ``landmarks``, ``chip`` and ``quality`` are set for the primary (nearest)
-    face only; ``landmarks`` is also ``None`` when FaceMesh is disabled or not
-    confident.  ``chip`` is the ``(150, 150, 3)`` uint8 input of the
-    embedder; ``align_source`` says which points aligned it (``"facemesh"``
-    or ``"detector"``).
+    ``landmarks``, ``chip`` and ``quality`` are given for the primary
+    (nearest) face only (``None`` for the others); ``landmarks`` is also
+    ``None`` when FaceMesh is disabled or not confident.  ``chip`` is the
+    ``(150, 150, 3)`` uint8 input of the embedder; ``align_source`` says
+    which points align it (``"facemesh"`` or ``"detector"``).  ``chip`` and
+    ``quality`` are computed on first access (then kept), so a frame whose
+    chip nobody needs costs no alignment.
     """
 
     track_id: int
     detection: FaceDetection
     landmarks: FaceLandmarks | None
-    chip: np.ndarray | None
-    quality: FaceQuality | None
     frame_ts: float
     track: Track
     primary: bool = False
     align_source: str | None = None
+    _aligned: _Aligned | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chip(self) -> np.ndarray | None:
+        return self._aligned.chip() if self._aligned is not None else None
+
+    @property
+    def quality(self) -> FaceQuality | None:
+        return self._aligned.quality() if self._aligned is not None else None
 
 
 @dataclass
@@ -70,7 +135,13 @@ class Analysis:
     coasting: list[Track] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)
     invoke_ms: dict[str, float] = field(default_factory=dict)
-    total_ms: float = 0.0
+    eager_ms: float = 0.0
+    lazy_ms: list[float] = field(default_factory=lambda: [0.0])
+
+    @property
+    def total_ms(self) -> float:
+        """Time of :meth:`FaceAnalyzer.process` plus the alignment and quality run since for this frame."""
+        return self.eager_ms + self.lazy_ms[0]
 
     @property
     def model_invoke_ms(self) -> float:
@@ -93,6 +164,8 @@ class FaceAnalyzer:
     :param quality_limits: thresholds carried for callers (enrolment, feedback).
     :param exact_resample: reproduce dlib's pyramid for large faces bit for
         bit (see :func:`~firmware_py.vision.align.warp_chip`).
+    :param lazy: compute the primary face's chip and quality when first
+        asked for (default) rather than on every frame.
     """
 
     def __init__(
@@ -105,6 +178,7 @@ class FaceAnalyzer:
         min_presence: float = 0.5,
         quality_limits: QualityThresholds | None = None,
         exact_resample: bool = False,
+        lazy: bool = True,
     ) -> None:
         if align_source not in ("facemesh", "detector"):
             raise ValueError(f"align_source must be 'facemesh' or 'detector', got {align_source!r}")
@@ -117,6 +191,7 @@ class FaceAnalyzer:
         self.min_presence = float(min_presence)
         self.quality_limits = quality_limits or QualityThresholds()
         self.exact_resample = exact_resample
+        self.lazy = lazy
         self.last = Analysis()
 
     @classmethod
@@ -188,6 +263,7 @@ class FaceAnalyzer:
         stages["track"] = (t2 - t1) * 1000
 
         observations: list[FaceObservation] = []
+        lazy_ms = [0.0]
         if matched:
             # Tracks come back in detection order: the first is the nearest face.
             head = matched[0]
@@ -201,22 +277,18 @@ class FaceAnalyzer:
                 invoke["facemesh"] = self.mesh.last_invoke_ms
                 if lm.presence >= self.min_presence:
                     landmarks = lm
-            t3 = time.perf_counter()
-            stages["landmarks"] = (t3 - t2) * 1000
+            stages["landmarks"] = (time.perf_counter() - t2) * 1000
             if landmarks is not None and self.align_source == "facemesh":
-                chip = warp_chip(rs, chip_geometry(landmarks.points[list(DLIB5), :2], FACEMESH5_TEMPLATE), exact=self.exact_resample)
-                source = "facemesh"
+                points, template, source = landmarks.points[list(DLIB5), :2], FACEMESH5_TEMPLATE, "facemesh"
             else:
-                chip = warp_chip(rs, chip_geometry(det.keypoints[:4], DETECTOR4_TEMPLATE), exact=self.exact_resample)
-                source = "detector"
-            t4 = time.perf_counter()
-            stages["align"] = (t4 - t3) * 1000
-            quality = measure_quality(det, landmarks, chip)
-            stages["quality"] = (time.perf_counter() - t4) * 1000
-            observations.append(FaceObservation(head.track_id, det, landmarks, chip, quality, frame.ts, head, True, source))
+                points, template, source = det.keypoints[:4], DETECTOR4_TEMPLATE, "detector"
+            aligned = _Aligned(rs, points, template, det, landmarks, self.exact_resample, stages, lazy_ms)
+            observations.append(FaceObservation(head.track_id, det, landmarks, frame.ts, head, True, source, aligned))
+            if not self.lazy:
+                aligned.quality()
             for t in matched[1:]:
                 assert t.detection is not None
-                observations.append(FaceObservation(t.track_id, t.detection, None, None, None, frame.ts, t))
+                observations.append(FaceObservation(t.track_id, t.detection, None, frame.ts, t))
 
         result = Analysis(
             observations=observations,
@@ -224,7 +296,8 @@ class FaceAnalyzer:
             coasting=[t for t in tracks if not t.matched and not t.ended],
             stages_ms=stages,
             invoke_ms=invoke,
-            total_ms=(time.perf_counter() - t0) * 1000,
+            eager_ms=(time.perf_counter() - t0) * 1000 - lazy_ms[0],
+            lazy_ms=lazy_ms,
         )
         self.last = result
         return result
