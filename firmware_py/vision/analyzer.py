@@ -53,7 +53,7 @@ class _Aligned:
     ``quality``).  Until then the frame's pixels stay referenced.
     """
 
-    __slots__ = ("_chip", "_det", "_exact", "_landmarks", "_lazy_ms", "_points", "_quality", "_rs", "_stages", "_template")
+    __slots__ = ("_chip", "_det", "_exact", "_landmarks", "_lazy_ms", "_points", "_quality", "_rs", "_scale", "_stages", "_template")
 
     def __init__(
         self,
@@ -72,12 +72,15 @@ class _Aligned:
         self._lazy_ms = lazy_ms
         self._chip: np.ndarray | None = None
         self._quality: FaceQuality | None = None
+        self._scale = 1.0
 
     def chip(self) -> np.ndarray:
         if self._chip is None:
             t = time.perf_counter()
             assert self._rs is not None
-            self._chip = warp_chip(self._rs, chip_geometry(self._points, self._template), exact=self._exact)
+            geom = chip_geometry(self._points, self._template)
+            self._scale = geom.scale
+            self._chip = warp_chip(self._rs, geom, exact=self._exact)
             self._rs = None  # the frame is no longer needed
             self._add("align", (time.perf_counter() - t) * 1000)
         return self._chip
@@ -86,7 +89,7 @@ class _Aligned:
         if self._quality is None:
             chip = self.chip()
             t = time.perf_counter()
-            self._quality = measure_quality(self._det, self._landmarks, chip)
+            self._quality = measure_quality(self._det, self._landmarks, chip, self._scale)
             self._add("quality", (time.perf_counter() - t) * 1000)
         return self._quality
 

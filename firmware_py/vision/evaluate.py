@@ -226,6 +226,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--size {args.size!r} is not WIDTHxHEIGHT (fix: e.g. --size 640x480)") from None
     analyzer = FaceAnalyzer.from_config(cfg)
+    analyzer.lazy = False  # time every stage on every frame
     detector = analyzer.detector
     out: dict[str, Any] = {"min_face_px": detector.min_face_px, "score_threshold": detector.score_threshold, "image_sets": [], "videos": []}
     for root_s in args.root:

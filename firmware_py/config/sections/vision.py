@@ -64,7 +64,9 @@ class QualityConfig(Section):
     min_luminance: float = setting(50.0, ge=0, le=255, doc="Darkest acceptable mean face luminance (0-255).")
     max_luminance: float = setting(210.0, ge=0, le=255, doc="Brightest acceptable mean face luminance (0-255).")
     max_clipped: float = setting(0.15, ge=0, le=1, doc="Largest share of near-black or near-white face pixels.")
-    min_sharpness: float = setting(0.30, ge=0, le=10, doc="Least sharpness (contrast-normalised Laplacian of the aligned face; blurred < 0.3).")
+    min_sharpness: float = setting(
+        0.18, ge=0, le=10, doc="Least sharpness (contrast-normalised Laplacian of the face at its own resolution; sharp 0.2-1.0, blurred ~0.1)."
+    )
 
     def check(self) -> Iterator[Problem]:
         if self.min_luminance >= self.max_luminance:
