@@ -29,7 +29,6 @@ def late_frames(video: Path, out: Path, every: int = 15) -> list[Path]:
 
 def replay(cfg, store, embedder, source: Path, frames: int):
     from firmware_py.capture.factory import from_config as camera_from_config
-
     from firmware_py.pipeline.build import build_pipeline
     from firmware_py.pipeline.daemon import Daemon
 

@@ -43,7 +43,6 @@ class Recorder:
 
 def test_sigterm_stops_the_loop_cleanly_and_services_stop_in_reverse(walkup, models_dir, grace_hopper_path):
     from firmware_py.capture.factory import from_config as camera_from_config
-
     from firmware_py.gallery.enrol import enrol_photos
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
     from firmware_py.pipeline.daemon import Daemon
@@ -86,8 +85,8 @@ def test_sigterm_stops_the_loop_cleanly_and_services_stop_in_reverse(walkup, mod
 
 def test_templates_of_another_embedder_give_model_mismatch(walkup, models_dir, grace_hopper):
     import numpy as np
-    from firmware_py.capture.factory import from_config as camera_from_config
 
+    from firmware_py.capture.factory import from_config as camera_from_config
     from firmware_py.pipeline.build import build_pipeline
     from firmware_py.pipeline.daemon import Daemon
     from firmware_py.pipeline.embedding import load_embedder

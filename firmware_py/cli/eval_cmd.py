@@ -13,6 +13,7 @@ EVAL_MODULES: list[str] = [
     "firmware_py.vision.evaluate",
     "firmware_py.eval.lfw",
     "firmware_py.eval.identify",
+    "firmware_py.liveness.evaluate",
 ]
 
 

@@ -31,6 +31,9 @@ COMMAND_MODULES = [
     "firmware_py.cli.card_cmd",
     "firmware_py.cli.enroll_cmd",
     "firmware_py.cli.gallery_cmd",
+    "firmware_py.cli.health_cmd",
+    "firmware_py.cli.update_cmd",
+    "firmware_py.cli.release_cmd",
 ]
 
 

@@ -49,23 +49,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = with_changes(cfg, {"camera.backend": "replay", "camera.source": str(args.source)})
     if cfg.models.verify_on_start:
         check_models(cfg)
-    from firmware_py.capture.factory import from_config as camera_from_config
-    from firmware_py.decision.sinks import ConsoleSink, JsonLinesSink
-    from firmware_py.events import EventBus
-    from firmware_py.pipeline.build import build_pipeline
-    from firmware_py.pipeline.daemon import Daemon
+    from firmware_py.decision.sinks import JsonLinesSink
+    from firmware_py.reader import build_reader
 
-    bus = EventBus()
-    pipeline, choice = build_pipeline(cfg, bus=bus)
+    extra = [JsonLinesSink(None if args.jsonl == "-" else args.jsonl)] if args.jsonl else []
+    reader = build_reader(cfg, config_path=args.config, extra_sinks=extra)
+    gallery = reader.daemon.pipeline.gallery
     print(
-        f"kaoclock: {cfg.device.id} at {cfg.device.site}: {pipeline.gallery.persons} person(s), {len(pipeline.gallery)} template(s); "
-        f"threshold {choice.value:.3f} ({choice.source}); liveness {cfg.liveness.policy}",
+        f"kaoclock: {cfg.device.id} at {cfg.device.site}: {gallery.persons} person(s), {len(gallery)} template(s); "
+        f"threshold {reader.threshold.value:.3f} ({reader.threshold.source}); liveness {cfg.liveness.policy}; "
+        f"pins {cfg.gpio.pin_factory}; mqtt {'on' if cfg.mqtt.enabled else 'off (punches stay queued)'}",
         flush=True,
     )
-    sinks: list = [ConsoleSink()]
-    if args.jsonl:
-        sinks.append(JsonLinesSink(None if args.jsonl == "-" else args.jsonl))
-    daemon = Daemon(camera_from_config(cfg, bus), pipeline, sinks, bus=bus)
-    daemon.install_signal_handlers()
-    daemon.run(max_frames=args.max_frames)
+    reader.daemon.install_signal_handlers()
+    reader.run(max_frames=args.max_frames)
     return 0

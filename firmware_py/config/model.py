@@ -23,7 +23,9 @@ from firmware_py.config.sections.mqtt import MqttConfig
 from firmware_py.config.sections.outbox import OutboxConfig
 from firmware_py.config.sections.punch import PunchConfig
 from firmware_py.config.sections.recognition import RecognitionConfig
+from firmware_py.config.sections.service import ServiceConfig
 from firmware_py.config.sections.telemetry import TelemetryConfig
+from firmware_py.config.sections.update import UpdateConfig
 from firmware_py.config.sections.vision import VisionConfig
 
 
@@ -51,6 +53,8 @@ class Config(Section):
     recognition: RecognitionConfig = setting(default_factory=RecognitionConfig, doc="Embedding and 1:N matching.")
     decision: DecisionConfig = setting(default_factory=DecisionConfig, doc="Per-track decision state machine.")
     gallery: GalleryConfig = setting(default_factory=GalleryConfig, doc="Encrypted template store.")
+    update: UpdateConfig = setting(default_factory=UpdateConfig, doc="Signed release updates (A/B slots).")
+    service: ServiceConfig = setting(default_factory=ServiceConfig, doc="systemd readiness and watchdog.")
 
     def check(self) -> Iterator[Problem]:
         yield from check_hardware(self)

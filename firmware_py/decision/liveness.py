@@ -4,9 +4,9 @@ A liveness stage sees every observation of every track (``observe``) and,
 when it has seen enough, gives a verdict for the track (``verdict``); until
 then it answers ``None`` (pending) and the decision waits, up to
 ``decision.liveness_timeout_s``.  ``forget`` drops a track's state when the
-track ends.  The liveness room implements :class:`LivenessStage`; until
-then :class:`LivenessOff` is the only stage and says so in every verdict
-(policy ``off``, no score): nothing pretends to check liveness.
+track ends.  The liveness room implements :class:`LivenessStage`; with
+policy ``off``, :class:`LivenessOff` says so in every verdict (no score):
+nothing pretends to check liveness.
 """
 
 from __future__ import annotations
@@ -55,13 +55,10 @@ class LivenessOff:
 
 
 def liveness_from_config(cfg: Any) -> LivenessStage:
-    """The stage for ``[liveness] policy``.  Only ``off`` exists yet; others are refused, never faked."""
-    from firmware_py.errors import KaoclockError
-
-    policy = cfg.liveness.policy
-    if policy == "off":
+    """The stage for ``[liveness] policy``: :class:`LivenessOff` for ``off``, else the liveness room's detector."""
+    if cfg.liveness.policy == "off":
         return LivenessOff()
-    raise KaoclockError(
-        f'liveness.policy = {policy!r}: no liveness stage is installed in this build; set [liveness] policy = "off" '
-        "(and know that photos are then not refused) or install a build with the liveness stage"
-    )
+    # Imported here so the decision core does not depend on the liveness room when it is off.
+    from firmware_py.liveness.stage import stage_from_config
+
+    return stage_from_config(cfg)

@@ -28,12 +28,10 @@ from PIL import Image
 
 from firmware_py.config import load, with_changes
 from firmware_py.decision.outcome import Decision
-from firmware_py.decision.sinks import ConsoleSink, JsonLinesSink
-from firmware_py.events import EventBus
+from firmware_py.decision.sinks import JsonLinesSink
 from firmware_py.gallery.enrol import enrol_photos, load_photo
 from firmware_py.gallery.store import open_from_config
-from firmware_py.pipeline.build import build_analyzer, build_pipeline
-from firmware_py.pipeline.daemon import Daemon
+from firmware_py.pipeline.build import build_analyzer
 from firmware_py.pipeline.demo_assets import ensure_demo_assets
 from firmware_py.pipeline.embedding import ChipEmbedder, load_embedder
 
@@ -126,8 +124,7 @@ def run_demo(
         cfg = with_changes(base, changes)
         embedder = embedder or load_embedder(cfg)
         enrol_analyzer = build_analyzer(cfg, enrolment=True)
-        console = ConsoleSink(out)
-        say = console.stream
+        say = out
         with open_from_config(cfg) as store:
             report = enrol_photos(
                 store,
@@ -146,23 +143,23 @@ def run_demo(
                     f"demo: replaying {n} frames: Grace Hopper walks up, then the astronaut (not enrolled), then Grace Hopper again",
                     file=say,
                 )
-            bus = EventBus()
-            pipeline, choice = build_pipeline(cfg, store=store, embedder=embedder, bus=bus)
-            print(f"demo: threshold {choice.value:.3f} ({choice.source}: {choice.detail}); liveness policy {cfg.liveness.policy}", file=say)
-            from firmware_py.capture.factory import from_config as camera_from_config
+            from firmware_py.reader import build_reader, demo_overrides
 
-            camera = camera_from_config(cfg, bus)
             decisions: list[Decision] = []
 
             class _Collect:
                 def on_decision(self, d: Decision) -> None:
                     decisions.append(d)
 
-            sinks: list[Any] = [console, _Collect()]
+            extra: list[Any] = [_Collect()]
             if jsonl:
-                sinks.append(JsonLinesSink(None if str(jsonl) == "-" else jsonl))
-            daemon = Daemon(camera, pipeline, sinks, bus=bus)
-            daemon.install_signal_handlers()
-            frames = daemon.run()
+                extra.append(JsonLinesSink(None if str(jsonl) == "-" else jsonl))
+            # The whole reader: gate on mock pins, signed punches into the outbox (no broker), LEDs.
+            reader = build_reader(demo_overrides(cfg), store=store, embedder=embedder, extra_sinks=extra, console_out=out)
+            choice = reader.threshold
+            print(f"demo: threshold {choice.value:.3f} ({choice.source}: {choice.detail}); liveness policy {cfg.liveness.policy}", file=say)
+            reader.daemon.install_signal_handlers()
+            frames = reader.run()
+            reader.punch.outbox.close()
         print(f"demo: done, {frames} frames, {len(decisions)} decision(s)", file=say)
         return DemoResult(frames, decisions)

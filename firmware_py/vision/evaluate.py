@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,9 @@ def cmd_align(args: argparse.Namespace) -> int:
     fit: dict[str, list[np.ndarray]] = {"facemesh": [], "detector": []}
     ms: dict[str, list[float]] = {"ours_detect": [], "ours_landmarks": [], "ours_align": [], "dlib_detect": [], "dlib_shape_chip": []}
     t_start = time.monotonic()
-    for path in files:
+    for done, path in enumerate(files):
+        if done and done % 100 == 0:
+            print(f"eval align: {done}/{len(files)} images, {time.monotonic() - t_start:.0f} s", file=sys.stderr, flush=True)
         img = _load_rgb(path)
         if img is None:
             fails["unreadable"] += 1

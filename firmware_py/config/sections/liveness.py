@@ -1,11 +1,12 @@
-"""[liveness]: presentation-attack detection policy."""
+"""[liveness]: presentation-attack detection policy, thresholds and windows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from firmware_py.config.schema import Section, setting
+from firmware_py.config.schema import Problem, Section, setting
 
 
 @dataclass(frozen=True)
@@ -15,3 +16,39 @@ class LivenessConfig(Section):
     policy: Literal["off", "passive", "strict"] = setting(
         "off", doc="off: no check; passive: decide within the walk-up window; strict: longer window, every cue must pass."
     )
+    model: str = setting("liveness_texture_v1", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
+    threshold: float = setting(
+        0.0, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
+    )
+    moire_peak: float = setting(
+        5.5,
+        ge=0,
+        le=50,
+        doc="Veto when the face's median high-band spectral peak (log peak/mean) exceeds this: a periodic screen or "
+        "halftone pattern; live faces in the dev data stay below 4.8. 0 = no veto.",
+    )
+    passive_window_s: float = setting(0.8, gt=0, le=10, doc="passive: the face must be watched this long before a verdict.")
+    passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
+    strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
+    strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
+    strict_threshold: float = setting(1.0, ge=-20, le=20, doc="strict: texture logit every frame's mean must reach (>= threshold).")
+    strict_blink: float = setting(
+        0.3, ge=0, le=1, doc="strict: eye-closure depth (1 - min/median eye opening) that counts as a blink; 0 = no blink needed."
+    )
+    strict_motion: float = setting(
+        0.025, ge=0, le=1, doc="strict: non-planar landmark motion (residual / inter-ocular) a live head must show; 0 = not needed."
+    )
+
+    def check(self) -> Iterator[Problem]:
+        if self.strict_threshold < self.threshold:
+            yield Problem(
+                "strict_threshold",
+                f"{self.strict_threshold} is below liveness.threshold {self.threshold}: strict would be looser than passive",
+                f"set liveness.strict_threshold >= {self.threshold}",
+            )
+        if self.strict_window_s < self.passive_window_s:
+            yield Problem(
+                "strict_window_s",
+                f"{self.strict_window_s} s is shorter than liveness.passive_window_s {self.passive_window_s} s",
+                f"set liveness.strict_window_s >= {self.passive_window_s}",
+            )

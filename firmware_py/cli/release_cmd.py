@@ -1,0 +1,70 @@
+"""`kaoclock release keygen|build|verify`: the vendor's side of signed updates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from firmware_py.paths import TREE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="make the release key, build and sign release bundles, verify them (vendor)")
+    rsub = p.add_subparsers(dest="release_command", metavar="ACTION")
+    rsub.required = True
+
+    k = rsub.add_parser("keygen", help="create an Ed25519 release key pair (release.key 0600, release.pub)")
+    k.add_argument("--out", type=Path, default=Path("."), help="directory for release.key and release.pub (default .)")
+    k.set_defaults(func=cmd_keygen)
+
+    b = rsub.add_parser("build", help="build a signed bundle from a source tree")
+    b.add_argument("--key", type=Path, required=True, help="release private key (PEM); passphrase from $KAOCLOCK_RELEASE_KEY_PASSPHRASE")
+    b.add_argument("--tree", type=Path, default=TREE, help=f"source tree (default: this one, {TREE})")
+    b.add_argument("--wheels", type=Path, help="folder of .whl files to ship (needed when the Python dependencies change)")
+    b.add_argument("--min-from", dest="min_from", help="oldest running version this release may be installed over")
+    b.add_argument("-o", "--output", type=Path, help="bundle file (default: dist/kaoclock-VERSION.bundle in the tree)")
+    b.set_defaults(func=cmd_build)
+
+    v = rsub.add_parser("verify", help="check a bundle's signature and every file hash, without installing it")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--pubkey", type=Path, required=True, help="release public key file (PEM)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.set_defaults(func=cmd_verify)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from firmware_py.update.signing import generate_keypair
+
+    kid = generate_keypair(args.out / "release.key", args.out / "release.pub")
+    print(f"release key {kid}: private {args.out / 'release.key'} (mode 0600, keep it offline)")
+    print(f"public key {args.out / 'release.pub'}: install it on every reader as /etc/kaoclock/release.pub")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from firmware_py.update.bundle import build_bundle, tree_version
+    from firmware_py.update.signing import load_private_key
+
+    key = load_private_key(args.key)
+    out = args.output or (args.tree / "dist" / f"kaoclock-{tree_version(args.tree)}.bundle")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m = build_bundle(args.tree, out, key, wheels_dir=args.wheels, min_from_version=args.min_from)
+    doc = {"bundle": str(out), "version": m.version, "files": len(m.files), "bytes": out.stat().st_size, "unpacked_bytes": m.total_size}
+    doc.update(key_id=m.key_id, source=m.source, wheels=m.has_wheels)
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from firmware_py.update.bundle import verify_bundle
+    from firmware_py.update.signing import TrustedKeys
+
+    vb = verify_bundle(args.bundle, TrustedKeys.load(args.pubkey))
+    doc = {"bundle": str(vb.path), "ok": True, "version": vb.manifest.version, "created": vb.manifest.created, "signed_by": vb.signer}
+    doc.update(files=len(vb.manifest.files), sha256=vb.sha256, requirements=list(vb.manifest.requirements), wheels=vb.manifest.has_wheels)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"{vb.path}: release {vb.manifest.version}, signed by {vb.signer}, {len(vb.manifest.files)} files verified")
+    return 0

@@ -1,0 +1,208 @@
+"""``kaoclock eval liveness``: presentation-attack detection measured the ISO/IEC 30107-3 way.
+
+Every presentation of a manifest (:mod:`firmware_py.liveness.presentations`)
+goes through the daemon's own front-end (detection, landmarks, tracking) and
+the daemon's own liveness stage at the operating threshold of the config, and
+is classified *attack* or *bona fide* exactly as at the gate: the first
+verdict the stage gives for the presentation's track, or, when the frames run
+out first (a still, a short sequence), the verdict on what was seen.
+
+Reported (JSON on stdout):
+
+* ``apcer``: per attack type (ISO/IEC 30107-3 asks for it per PAI species),
+  the share of attack presentations accepted as live; ``apcer_max`` the worst;
+* ``bpcer``: the share of live presentations rejected;
+* ``acer`` = (apcer_max + bpcer) / 2, the usual single figure;
+* failures to acquire (no face in any frame) counted apart in ``fta`` and
+  left out of the rates;
+* ``ms_per_frame``: what the liveness stage adds per frame (the front-end's
+  own cost is ``frontend_ms_per_frame``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware_py.liveness.presentations import Presentation, frames, read_manifest, select
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the stage decided about one presentation."""
+
+    presentation: Presentation
+    acquired: bool
+    passed: bool
+    score: float | None
+    reason: str
+    frames_used: int
+
+
+def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_seconds: float, timing: dict[str, float]) -> Outcome:
+    """Feed one presentation frame by frame until the stage gives a verdict for its track."""
+    from firmware_py.liveness.frontend import largest
+
+    front.reset()
+    track: int | None = None
+    verdict = None
+    used = 0
+    for index, (ts, image) in enumerate(frames(p, fps=fps, max_seconds=max_seconds)):
+        t0 = time.perf_counter()
+        frame, observations = front.analyze(image, ts, index, p.id)
+        t1 = time.perf_counter()
+        timing["frontend_s"] += t1 - t0
+        timing["frames_seen"] += 1
+        if not observations:
+            continue
+        obs = next((o for o in observations if o.track_id == track), None) if track is not None else None
+        if obs is None:  # first face, or the track was lost: follow the person at the reader
+            obs = largest(observations)
+            track = obs.track_id
+        stage.observe(obs, frame)
+        verdict = stage.verdict(track)
+        timing["liveness_s"] += time.perf_counter() - t1
+        timing["frames_fed"] += 1
+        used += 1
+        if verdict is not None:
+            break
+    if track is None:
+        return Outcome(p, False, False, None, "no face found in any frame", 0)
+    if verdict is None:
+        t1 = time.perf_counter()
+        verdict = stage.conclude(track)
+        timing["liveness_s"] += time.perf_counter() - t1
+    stage.forget(track)
+    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used)
+
+
+def _rate(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
+    """The ISO/IEC 30107-3 figures of a set of outcomes."""
+    outs = list(outcomes)
+    fta = {"live": 0, "attack": 0}
+    by_kind: dict[str, dict[str, Any]] = {}
+    acc: dict[str, dict[str, list[int]]] = {}  # kind -> attack_type|"live" -> [errors, n]
+    for o in outs:
+        p = o.presentation
+        if not o.acquired:
+            fta[p.label] += 1
+            continue
+        key = p.attack_type if p.is_attack else "live"
+        err = o.passed if p.is_attack else not o.passed
+        for kind in (p.kind, "*"):
+            cell = acc.setdefault(kind, {}).setdefault(key, [0, 0])
+            cell[0] += int(err)
+            cell[1] += 1
+    for kind, cells in acc.items():
+        live = cells.get("live", [0, 0])
+        entry = {
+            "n_live": live[1],
+            "n_attack": sum(v[1] for k, v in cells.items() if k != "live"),
+            "bpcer": _rate(*live),
+            "apcer": {k: _rate(*v) for k, v in sorted(cells.items()) if k != "live"},
+        }
+        if kind != "*":
+            by_kind[kind] = entry
+    overall = acc.get("*", {})
+    apcers = [v for k, v in overall.items() if k != "live"]
+    apcer_max = max((_rate(*v) or 0.0 for v in apcers), default=None)
+    bpcer = _rate(*overall.get("live", [0, 0]))
+    acer = round((apcer_max + bpcer) / 2, 4) if apcer_max is not None and bpcer is not None else None
+    return {
+        "n": len(outs),
+        "fta": fta,
+        "by_kind": dict(sorted(by_kind.items())),
+        "apcer": {k: _rate(*v) for k, v in sorted(overall.items()) if k != "live"},
+        "apcer_max": apcer_max,
+        "bpcer": bpcer,
+        "acer": acer,
+    }
+
+
+def evaluate(
+    presentations: list[Presentation], front: Any, stage: Any, fps: float = 10.0, max_seconds: float = 6.0
+) -> tuple[dict[str, Any], list[Outcome]]:
+    """Run every presentation; the summary (plus timing) and the per-presentation outcomes."""
+    timing = {"frontend_s": 0.0, "liveness_s": 0.0, "frames_seen": 0.0, "frames_fed": 0.0}
+    outcomes = [run_presentation(p, front, stage, fps, max_seconds, timing) for p in presentations]
+    summary = summarise(outcomes)
+    thresholds = {"passive": stage.params.threshold, "strict": stage.params.strict_threshold}
+    summary["threshold"] = thresholds.get(stage.policy)
+    summary["policy"] = stage.policy
+    summary["ms_per_frame"] = round(1000 * timing["liveness_s"] / timing["frames_fed"], 3) if timing["frames_fed"] else None
+    summary["frontend_ms_per_frame"] = round(1000 * timing["frontend_s"] / timing["frames_seen"], 3) if timing["frames_seen"] else None
+    summary["frames"] = int(timing["frames_fed"])
+    return summary, outcomes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "liveness",
+        help="presentation-attack detection: APCER per attack type, BPCER, ACER (ISO/IEC 30107-3)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--manifest", type=Path, required=True, help="CSV id,label,kind,path,attack_type,subject (paths relative to it)")
+    p.add_argument("--json", action="store_true", help="print JSON (the only output format; kept for symmetry with other evals)")
+    p.add_argument("--config", type=Path, help="kaoclock config (default: the built-in defaults)")
+    p.add_argument("--policy", choices=("off", "passive", "strict"), help="override [liveness] policy (default: config's; passive if off)")
+    p.add_argument("--subjects", help="comma-separated subjects to keep (e.g. held-out NUAA subjects)")
+    p.add_argument("--ids", type=Path, help="file of presentation ids to keep, one a line (e.g. the training script's held-out list)")
+    p.add_argument("--kinds", help="comma-separated kinds to keep (image, video, frames)")
+    p.add_argument("--fps", type=float, default=10.0, help="timestamps of 'frames' presentations: frame i is at i / fps s (default 10)")
+    p.add_argument("--max-seconds", type=float, default=6.0, help="stop a video after this many seconds (default 6)")
+    p.add_argument("--details", type=Path, help="also write one JSON line per presentation (id, label, passed, score, reason) here")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firmware_py.config import load, with_changes
+    from firmware_py.liveness.frontend import FrontEnd
+    from firmware_py.liveness.presentations import ManifestError
+    from firmware_py.liveness.stage import LivenessDetector
+
+    cfg = load(args.config)
+    policy = args.policy or (cfg.liveness.policy if cfg.liveness.policy != "off" else "passive")
+    cfg = with_changes(cfg, {"liveness.policy": policy})
+    pres = read_manifest(args.manifest)
+    ids = None
+    if args.ids:
+        try:
+            ids = {line.strip() for line in args.ids.read_text().splitlines() if line.strip()}
+        except OSError as exc:
+            raise ManifestError(f"cannot read ids file {args.ids}: {exc.strerror or exc}") from None
+    subjects = {s for s in args.subjects.split(",") if s} if args.subjects else None
+    kinds = {s for s in args.kinds.split(",") if s} if args.kinds else None
+    chosen = select(pres, subjects, ids, kinds)
+    if not chosen:
+        raise ManifestError(f"no presentation of {args.manifest} is left after the --subjects / --ids / --kinds filters")
+    stage = LivenessDetector.from_config(cfg)
+    summary, outcomes = evaluate(chosen, FrontEnd(cfg), stage, fps=args.fps, max_seconds=args.max_seconds)
+    if args.details:
+        with args.details.open("w") as fh:
+            for o in outcomes:
+                fh.write(
+                    json.dumps(
+                        {
+                            "id": o.presentation.id,
+                            "label": o.presentation.label,
+                            "kind": o.presentation.kind,
+                            "acquired": o.acquired,
+                            "passed": o.passed,
+                            "score": o.score,
+                            "frames": o.frames_used,
+                            "reason": o.reason,
+                        }
+                    )
+                    + "\n"
+                )
+    print(json.dumps(summary, indent=1))
+    return 0

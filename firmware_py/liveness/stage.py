@@ -1,0 +1,259 @@
+"""The liveness stage: per-track presentation-attack detection with a policy.
+
+The decision state machine feeds it every observation of every track
+(:meth:`LivenessDetector.observe`) and asks :meth:`LivenessDetector.verdict`
+until it answers; ``None`` means *still watching*.  Policies:
+
+``off``
+    no check; every verdict passes and says so.
+``passive``
+    decide within the walk-up window: once the face has been watched for
+    ``passive_window_s`` and ``passive_min_frames`` frames, it passes when the
+    mean fused texture logit reaches ``threshold`` and no periodic screen /
+    halftone pattern shows on the face (``moire_peak``, a calibrated rule).
+``strict``
+    a longer window (``strict_window_s``, ``strict_min_frames``) and every cue
+    must pass: the texture logit reaches ``strict_threshold``, the eyes blink
+    (``strict_blink``) and the face moves like a head, not like a flat picture
+    (``strict_motion``).
+
+Every verdict carries the cue scores (the texture logit split by cue group,
+blink depth, non-planar motion) and a reason a person can read.
+:meth:`LivenessDetector.conclude` forces a verdict on whatever was seen: a
+single still, or a track that ended early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from firmware_py.decision.outcome import LivenessVerdict
+from firmware_py.liveness.fusion import TextureModel
+from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, nonplanar_motion
+from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
+
+HF_PEAK = FRAME_FEATURE_NAMES.index("hf_peak")  # the face crop's spectral peak (moire / halftone)
+
+# What each cue group means when it is the one that pulled the score down.
+CUE_TEXT = {
+    "colour": "skin colour looks re-rendered (print ink or screen primaries)",
+    "specular": "flat highlights or lifted blacks of a glossy print or a screen",
+    "frequency": "moire / halftone pattern or recapture blur",
+    "micro_texture": "paper or screen micro-texture instead of skin",
+    "colour_texture": "print or screen grain in the colour channels",
+    "context": "paper or screen edge, or a hand, around the face",
+}
+
+
+MAX_FRAME_LOGIT = 12.0  # one extreme frame must not outvote the window
+
+
+@dataclass(frozen=True)
+class LivenessParams:
+    """The ``[liveness]`` settings the stage runs with."""
+
+    policy: str = "passive"
+    threshold: float = 0.0
+    passive_window_s: float = 0.8
+    passive_min_frames: int = 3
+    strict_window_s: float = 2.5
+    strict_min_frames: int = 8
+    strict_threshold: float = 1.0
+    strict_blink: float = 0.3
+    strict_motion: float = 0.025
+    moire_peak: float = 5.5
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LivenessParams:
+        c = cfg.liveness
+        return cls(
+            c.policy,
+            c.threshold,
+            c.passive_window_s,
+            c.passive_min_frames,
+            c.strict_window_s,
+            c.strict_min_frames,
+            c.strict_threshold,
+            c.strict_blink,
+            c.strict_motion,
+            c.moire_peak,
+        )
+
+
+@dataclass
+class _Track:
+    first_ts: float
+    last_ts: float
+    logits: list[float] = field(default_factory=list)
+    feature_sum: NDArray[np.float64] | None = None  # the mean feature vector explains the mean logit (linear model)
+    points: list[NDArray[np.floating]] = field(default_factory=list)
+    ears: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+    verdict: LivenessVerdict | None = None
+
+
+class LivenessDetector:
+    """Per-track presentation-attack detection (implements the decision room's ``LivenessStage``)."""
+
+    def __init__(self, model: TextureModel | None, params: LivenessParams) -> None:
+        if params.policy != "off" and model is None:
+            raise ValueError(f"policy {params.policy!r} needs the texture model")
+        self.model = model
+        self.params = params
+        self.policy = params.policy
+        self._tracks: dict[int, _Track] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LivenessDetector:
+        """The stage for ``[liveness]``, its coefficient file verified against the model manifest."""
+        params = LivenessParams.from_config(cfg)
+        if params.policy == "off":
+            return cls(None, params)
+        from firmware_py.liveness.fusion import load_default_model
+
+        return cls(load_default_model(cfg), params)
+
+    # -- feeding -----------------------------------------------------------------
+
+    def observe(self, observation: Any, frame: Any | None = None) -> None:
+        """Take a vision ``FaceObservation`` (and the frame it came from) into account.
+
+        Uses ``observation.track_id``, ``.detection.box``, ``.landmarks.points``
+        (may be absent) and ``.frame_ts``; ``frame`` is a capture ``Frame`` or
+        an RGB array.  Without pixels the texture cues cannot run, so the
+        observation only advances the motion cues.
+        """
+        if self.policy == "off":
+            return
+        image = getattr(frame, "image", frame)
+        landmarks = getattr(observation, "landmarks", None)
+        points = getattr(landmarks, "points", None) if landmarks is not None else None
+        self.observe_face(
+            int(observation.track_id),
+            image,
+            tuple(float(v) for v in observation.detection.box),
+            points,
+            float(observation.frame_ts),
+        )
+
+    def observe_face(
+        self,
+        track_id: int,
+        image: NDArray[np.uint8] | None,
+        box: tuple[float, float, float, float],
+        points: NDArray[np.floating] | None,
+        ts: float,
+    ) -> None:
+        """The pure-numpy entry: one face of one track in one frame."""
+        if self.policy == "off":
+            return
+        tr = self._tracks.get(track_id)
+        if tr is None:
+            tr = self._tracks[track_id] = _Track(ts, ts)
+        if tr.verdict is not None:
+            return  # decided; later frames do not reopen it
+        tr.last_ts = max(tr.last_ts, ts)
+        if image is not None:
+            assert self.model is not None
+            x = frame_features(image, box)
+            tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_LOGIT, MAX_FRAME_LOGIT)))
+            tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
+            tr.peaks.append(float(x[HF_PEAK]))
+        if points is not None:
+            p = np.asarray(points, np.float64)
+            tr.points.append(p)
+            tr.ears.append(eye_aspect_ratio(p))
+
+    # -- answers -----------------------------------------------------------------
+
+    def verdict(self, track_id: int) -> LivenessVerdict | None:
+        """The track's verdict once its window is complete, else None (still watching)."""
+        if self.policy == "off":
+            return _off()
+        tr = self._tracks.get(track_id)
+        if tr is None:
+            return None
+        if tr.verdict is None:
+            p = self.params
+            window, min_frames = (p.passive_window_s, p.passive_min_frames) if self.policy == "passive" else (p.strict_window_s, p.strict_min_frames)
+            if tr.last_ts - tr.first_ts >= window and len(tr.logits) >= min_frames:
+                tr.verdict = self._decide(tr, complete=True)
+        return tr.verdict
+
+    def conclude(self, track_id: int) -> LivenessVerdict:
+        """A verdict now, on whatever the track gave (a still, or a track that ended early)."""
+        if self.policy == "off":
+            return _off()
+        v = self.verdict(track_id)
+        if v is not None:
+            return v
+        tr = self._tracks.get(track_id)
+        if tr is None or not tr.logits:
+            return LivenessVerdict(self.policy, False, None, self._threshold(), {}, "no face pixels were seen for this track")  # type: ignore[arg-type]
+        tr.verdict = self._decide(tr, complete=False)
+        return tr.verdict
+
+    def forget(self, track_id: int) -> None:
+        """The track ended: drop its state."""
+        self._tracks.pop(track_id, None)
+
+    def _threshold(self) -> float:
+        return self.params.threshold if self.policy == "passive" else self.params.strict_threshold
+
+    def _decide(self, tr: _Track, complete: bool) -> LivenessVerdict:
+        p = self.params
+        thr = self._threshold()
+        score = float(np.mean(tr.logits))
+        assert self.model is not None and tr.feature_sum is not None
+        # The model is linear, so the group contributions of the mean feature
+        # vector are the mean of the per-frame contributions (before clipping).
+        groups = self.model.contributions(tr.feature_sum / len(tr.logits))
+        cues: dict[str, float] = {"texture": round(score, 4)}
+        cues.update({f"texture.{g}": round(v, 4) for g, v in groups.items()})
+        peak = float(np.median(tr.peaks))
+        cues["moire_peak"] = round(peak, 4)
+        cues["frames"] = float(len(tr.logits))
+        cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
+        blink = blink_score(tr.ears) if len(tr.ears) >= 3 else None
+        motion = nonplanar_motion(tr.points) if len(tr.points) >= 2 else None
+        if blink is not None:
+            cues["blink"] = round(blink, 4)
+        if motion is not None:
+            cues["nonplanar_motion"] = round(motion, 4)
+
+        failures: list[str] = []
+        if score < thr:
+            worst = min(groups, key=groups.__getitem__)
+            failures.append(f"texture score {score:.2f} < {thr:.2f}: {CUE_TEXT.get(worst, worst)}")
+        if p.moire_peak > 0 and peak > p.moire_peak:
+            failures.append(f"periodic screen or halftone pattern on the face (spectral peak {peak:.2f} > {p.moire_peak:.2f})")
+        if self.policy == "strict":
+            if p.strict_blink > 0 and (blink is None or blink < p.strict_blink):
+                seen = "too few landmark frames" if blink is None else f"deepest eye closure {blink:.2f} < {p.strict_blink:.2f}"
+                failures.append(f"no blink in {cues['window_s']:.1f} s ({seen})")
+            if p.strict_motion > 0 and (motion is None or motion < p.strict_motion):
+                seen = "too few landmark frames" if motion is None else f"non-planar motion {motion:.3f} < {p.strict_motion:.3f}"
+                failures.append(f"face moved like a flat picture ({seen})")
+            if not complete:
+                failures.append(f"watched {cues['window_s']:.1f} s / {len(tr.logits)} frames, strict needs {p.strict_window_s:g} s")
+        passed = not failures
+        if passed:
+            reason = f"live: texture score {score:.2f} >= {thr:.2f} over {len(tr.logits)} frame(s)"
+            if self.policy == "strict":
+                reason += f", blink {blink:.2f}, non-planar motion {motion:.3f}"
+        else:
+            reason = "spoof suspected: " + "; ".join(failures)
+        return LivenessVerdict(self.policy, passed, round(score, 4), thr, cues, reason)  # type: ignore[arg-type]
+
+
+def _off() -> LivenessVerdict:
+    return LivenessVerdict(policy="off", passed=True, score=None, threshold=None, reason="liveness check off (policy off)")
+
+
+def stage_from_config(cfg: Any) -> LivenessDetector:
+    """The liveness stage for the daemon (``[liveness] policy`` off / passive / strict)."""
+    return LivenessDetector.from_config(cfg)

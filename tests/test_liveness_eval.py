@@ -1,0 +1,170 @@
+"""`kaoclock eval liveness`: the manifest, the ISO/IEC 30107-3 arithmetic, the command's refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from firmware_py.liveness.evaluate import Outcome, summarise
+from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
+from firmware_py.liveness.train import fit_logistic, pick_threshold, rates, units
+
+HEADER = "id,label,kind,path,attack_type,subject\n"
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    m = tmp_path / "m.csv"
+    m.write_text(HEADER + body)
+    return m
+
+
+def test_manifest_rows_and_frames_order(tmp_path: Path, astronaut: np.ndarray) -> None:
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for n in (10, 2, 33, 1):  # numeric, not lexical, order: 1, 2, 10, 33
+        Image.fromarray(np.full((8, 8, 3), n, np.uint8)).save(seq / f"s_01_{n}.png")
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    m = write(tmp_path, "a,live,image,a.png,,p1\nb,attack,frames,seq/s_01_*.png,print,p2\n")
+    pres = read_manifest(m)
+    assert [p.id for p in pres] == ["a", "b"] and pres[1].is_attack and not pres[0].is_attack
+    assert [f.name for f in pres[1].files()] == ["s_01_1.png", "s_01_2.png", "s_01_10.png", "s_01_33.png"]
+    got = list(frames(pres[1], fps=4))
+    assert [ts for ts, _ in got] == [0.0, 0.25, 0.5, 0.75]
+    assert [int(im[0, 0, 0]) for _, im in got] == [1, 2, 10, 33]
+    assert next(iter(frames(pres[0])))[1].shape == astronaut.shape
+    assert [p.id for p in select(pres, subjects={"p2"})] == ["b"]
+    assert [p.id for p in select(pres, ids={"a"}, kinds={"image"})] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("a,alive,image,a.png,,p\n", "label"),
+        ("a,live,picture,a.png,,p\n", "kind"),
+        ("a,attack,image,a.png,,p\n", "attack_type"),
+        ("a,live,image,a.png,,p\na,live,image,b.png,,p\n", "twice"),
+        (",live,image,a.png,,p\n", "empty id"),
+    ],
+)
+def test_bad_manifest_rows_are_refused_by_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message) as exc:
+        read_manifest(write(tmp_path, body))
+    assert "line 2" in str(exc.value) or "line 3" in str(exc.value)
+
+
+def test_missing_columns_files_and_corrupt_images_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label,path\n")
+    with pytest.raises(ManifestError, match="missing column"):
+        read_manifest(bad)
+    with pytest.raises(ManifestError, match="cannot read manifest"):
+        read_manifest(tmp_path / "nope.csv")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    pres = read_manifest(write(tmp_path, "a,live,image,broken.jpg,,p\nb,live,image,gone.jpg,,p\n"))
+    with pytest.raises(ManifestError, match="cannot read image"):
+        list(frames(pres[0]))
+    with pytest.raises(ManifestError, match="no file matches"):
+        list(frames(pres[1]))
+
+
+def _p(pid: str, label: str, kind: str, attack: str = "") -> Presentation:
+    return Presentation(pid, label, kind, "x", attack, "s", Path("."))
+
+
+def test_iso_30107_3_figures() -> None:
+    outs = [
+        Outcome(_p("l1", "live", "image"), True, True, 1.0, "", 1),
+        Outcome(_p("l2", "live", "image"), True, False, -1.0, "", 1),  # bona fide rejected
+        Outcome(_p("l3", "live", "image"), True, True, 1.0, "", 1),
+        Outcome(_p("l4", "live", "image"), True, True, 1.0, "", 1),
+        Outcome(_p("l5", "live", "video"), False, False, None, "no face", 0),  # FTA: not in the rates
+        Outcome(_p("a1", "attack", "image", "print"), True, False, -2.0, "", 1),
+        Outcome(_p("a2", "attack", "image", "print"), True, True, 2.0, "", 1),  # print accepted
+        Outcome(_p("a3", "attack", "image", "replay"), True, False, -2.0, "", 1),
+        Outcome(_p("a4", "attack", "frames", "print"), True, False, -2.0, "", 5),
+        Outcome(_p("a5", "attack", "frames", "print"), False, False, None, "", 0),
+    ]
+    s = summarise(outs)
+    assert s["n"] == 10
+    assert s["fta"] == {"live": 1, "attack": 1}
+    assert s["by_kind"]["image"] == {"n_live": 4, "n_attack": 3, "bpcer": 0.25, "apcer": {"print": 0.5, "replay": 0.0}}
+    assert s["by_kind"]["frames"] == {"n_live": 0, "n_attack": 1, "bpcer": None, "apcer": {"print": 0.0}}
+    assert "video" not in s["by_kind"]  # its only presentation failed to acquire
+    assert s["apcer"] == {"print": round(1 / 3, 4), "replay": 0.0}
+    assert s["apcer_max"] == round(1 / 3, 4)
+    assert s["bpcer"] == 0.25
+    assert s["acer"] == round((round(1 / 3, 4) + 0.25) / 2, 4)
+
+
+def test_training_pieces() -> None:
+    rng = np.random.default_rng(3)
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    n, d = 400, len(FRAME_FEATURE_NAMES)
+    y = (rng.uniform(size=n) < 0.3).astype(float)
+    x = rng.normal(size=(n, d))
+    x[:, 0] += 3 * y  # one informative feature
+    m = fit_logistic(x, y, 1e-3)
+    s = np.array([m.logit(v) for v in x])
+    assert ((s > 0) == (y == 1)).mean() > 0.9
+    assert abs(m.weights[0]) == np.abs(m.weights).max()
+    kinds = np.where(y == 1, "live", "print")
+    r = rates(s, kinds, 0.0)
+    assert r["bpcer"] < 0.1 and r["print"] < 0.1
+    assert -4 <= pick_threshold(s, kinds) <= 6
+    pres = [Presentation(f"r{i}", "live", "image", f"real/{i}.png", "", "rc", Path(".")) for i in range(10)]
+    pres.append(Presentation("n1", "live", "image", "n/1.jpg", "", "nuaa-1", Path(".")))
+    u = units(pres, {"rc": 5})
+    assert u["n1"] == "nuaa-1"
+    assert [u[f"r{i}"] for i in range(10)] == ["rc-b0", "rc-b0", "rc-b1", "rc-b1", "rc-b2", "rc-b2", "rc-b3", "rc-b3", "rc-b4", "rc-b4"]
+
+
+def test_cli_refuses_a_bad_manifest_with_a_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(bad), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2
+    assert "missing column" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astronaut: np.ndarray, grace_hopper_path: Path) -> None:
+    """The whole path (vision front-end, tracker, stage, ISO figures) on a live photo and a synthetic screen re-capture."""
+    import json
+
+    from tests.test_liveness_cues import screen_moire
+
+    Image.fromarray(astronaut).save(tmp_path / "live.png")
+    Image.fromarray(screen_moire(astronaut)).save(tmp_path / "screen.png")
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(10):
+        Image.fromarray(astronaut).save(seq / f"f_{i}.png")
+    m = write(tmp_path, "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n")
+    details = tmp_path / "d.jsonl"
+    cmd = [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(m), "--json", "--details", str(details)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n"] == 3 and out["fta"] == {"live": 0, "attack": 0}
+    assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
+    assert out["by_kind"]["frames"]["bpcer"] == 0.0
+    assert out["policy"] == "passive" and out["threshold"] == 0.0 and out["ms_per_frame"] > 0
+    rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    assert "screen or halftone" in rows["screen"]["reason"]
+    assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    b = subprocess.run(
+        [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert b.returncode == 0, b.stderr
+    bench = json.loads(b.stdout)
+    assert bench["frames"] == 30 and bench["verdicts"] >= 1 and bench["ms_per_frame"]["p50"] > 0

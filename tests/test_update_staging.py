@@ -1,0 +1,90 @@
+"""A bundle arriving in chunks (as the signed MQTT update command will deliver it) is checked, assembled and installed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+from lifecycle_support import Reader, RecordingControl, make_reader
+
+from firmware_py.update.errors import BundleError
+from firmware_py.update.staging import Staging
+
+CHUNK = 256 << 10
+
+
+def chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def reader(tmp_path: Path, grace_hopper_path: Path) -> Reader:
+    return make_reader(tmp_path / "reader", grace_hopper_path)
+
+
+def test_chunks_in_any_order_with_resends_assemble_and_install(reader: Reader) -> None:
+    data = reader.bundle("0.2.0").read_bytes()
+    staging = Staging(reader.data / "update" / "incoming")
+    staging.begin("t1", len(data), sha(data), CHUNK)
+    parts = list(enumerate(chunks(data)))
+    assert len(parts) > 2
+    random.Random(7).shuffle(parts)
+    for i, part in parts[:-1]:
+        staging.stage_chunk("t1", i, part, sha(part))
+    staging.stage_chunk("t1", parts[0][0], parts[0][1], sha(parts[0][1]))  # a resend is harmless
+    assert staging.missing("t1") == [parts[-1][0]]
+    with pytest.raises(BundleError, match="still lacks 1 chunk"):
+        staging.complete("t1")
+    staging.stage_chunk("t1", parts[-1][0], parts[-1][1], sha(parts[-1][1]))
+    bundle = staging.complete("t1")
+    assert bundle.read_bytes() == data
+    assert (staging.dir / "READY").read_text().strip() == "t1.bundle"
+
+    control = RecordingControl()
+    outcome = reader.updater(control).apply_staged(staging.dir)  # what kaoclock-update.service runs
+    assert outcome.action == "committed" and outcome.version == "0.2.0"
+    assert not bundle.exists() and not (staging.dir / "READY").exists()
+    assert reader.updater().apply_staged(staging.dir).action == "nothing"
+
+
+def test_corrupt_chunks_and_a_wrong_total_are_refused(reader: Reader) -> None:
+    data = reader.bundle("0.2.0").read_bytes()
+    staging = Staging(reader.data / "update" / "incoming")
+    staging.begin("t2", len(data), sha(data), CHUNK)
+    first = chunks(data)[0]
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        staging.stage_chunk("t2", 0, first[:-1] + b"X", sha(first))
+    with pytest.raises(BundleError, match="is 10 bytes, expected"):
+        staging.stage_chunk("t2", 0, b"0123456789", sha(b"0123456789"))
+    with pytest.raises(BundleError, match="outside 0"):
+        staging.stage_chunk("t2", 10_000, first, sha(first))
+    with pytest.raises(BundleError, match="not 1-64 letters"):
+        staging.begin("../../etc", len(data), sha(data), CHUNK)
+
+    # Every chunk intact, but the announced total hash is another file's: refused at completion.
+    staging.begin("t3", len(data), sha(b"another bundle"), CHUNK)
+    for i, part in enumerate(chunks(data)):
+        staging.stage_chunk("t3", i, part, sha(part))
+    with pytest.raises(BundleError, match="assembled bundle has sha256"):
+        staging.complete("t3")
+    assert not (staging.dir / "READY").exists()
+
+
+def test_a_staged_bundle_with_a_bad_signature_is_refused_and_removed(reader: Reader) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    data = reader.bundle("0.2.0", key=Ed25519PrivateKey.generate()).read_bytes()
+    staging = Staging(reader.data / "update" / "incoming")
+    staging.begin("t4", len(data), sha(data), CHUNK)
+    for i, part in enumerate(chunks(data)):
+        staging.stage_chunk("t4", i, part, sha(part))
+    bundle = staging.complete("t4")
+    with pytest.raises(BundleError, match="signed by release key"):
+        reader.updater().apply_staged(staging.dir)
+    assert not bundle.exists() and reader.link("current") == "a"
