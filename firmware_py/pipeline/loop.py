@@ -145,6 +145,9 @@ class RecognitionPipeline:
             if d:
                 res.decisions.append(d)
         t3 = time.perf_counter()
+        # The analyzer computes chip and quality lazily (on first read above): take its stage
+        # times again now so align / quality are counted on the frames that used them.
+        stages.update(analysis.stages_ms)
         stages["embed"] = t_embed
         stages["match"] = t_match
         stages["decide"] = (t3 - t2) * 1e3
