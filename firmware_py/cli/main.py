@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "firmware_py.cli.update_cmd",
     "firmware_py.cli.release_cmd",
     "firmware_py.cli.provision_cmd",
+    "firmware_py.cli.status_cmd",
 ]
 
 
