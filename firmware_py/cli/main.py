@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "firmware_py.cli.release_cmd",
     "firmware_py.cli.provision_cmd",
     "firmware_py.cli.status_cmd",
+    "firmware_py.cli.snapshot_cmd",
 ]
 
 
