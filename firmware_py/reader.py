@@ -185,6 +185,10 @@ def build_reader(
         gallery=lambda: {"version": str(pipeline.gallery.gallery_version), "size": pipeline.gallery.persons, "templates": len(pipeline.gallery)},
         camera=lambda: {"state": getattr(camera, "state", "running")},
     )
+    if punch.commands is not None:  # gallery sync from the backend: signed gallery.add/update/remove/snapshot
+        from firmware_py.provision.gallery_sync import register_gallery_commands
+
+        register_gallery_commands(punch.commands, cfg, pipeline)
     gate = GateEdge.from_config(cfg, bus, punch.recorder, pin_factory=pin_factory)
     door.target = gate.door
     closers = [link_state_to_leds(bus, gate.feedback), PunchPrinter(bus, console_out).close]
