@@ -228,7 +228,7 @@ def build_reader(
         services.append(runtime)
         hooks.append(WatchdogHook(runtime))
     sinks: list[DecisionSink] = [gate.controller, DecisionEvents(bus), ConsoleSink(console_out), *extra_sinks]
-    daemon = Daemon(camera, pipeline, sinks, services, bus=bus, on_frame=hooks)
+    daemon = Daemon(camera, pipeline, sinks, services, bus=bus, on_frame=hooks, decision_events=False)
     return Reader(cfg, bus, daemon, choice, punch, gate, console, runtime, closers)
 
 

@@ -83,7 +83,9 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     analyzer.reset()
     rng = np.random.default_rng(0)
     n_syn = max(0, gallery_size - (1 if enrolled is not None else 0))
-    rows = rng.normal(0.0, 0.09, (n_syn, 128)).astype(np.float32)
+    # Synthetic people placed like real ones: ~0.6 from the clip's person, ~0.85 from each other (dlib scale).
+    centre = enrolled if enrolled is not None else np.zeros(128, np.float32)
+    rows = (centre + rng.normal(0.0, 0.053, (n_syn, 128))).astype(np.float32)
     ids = [f"syn{i:07d}" for i in range(n_syn)]
     if enrolled is not None:
         rows = np.concatenate([enrolled[None], rows])

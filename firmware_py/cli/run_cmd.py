@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_models(cfg)
     from firmware_py.decision.sinks import JsonLinesSink
     from firmware_py.reader import build_reader
+    from firmware_py.service.logs import configure_logging
+
+    # Under systemd this goes to journald with structured fields; on a terminal, plain text.
+    configure_logging(cfg.logging.level, cfg.logging.format)
 
     extra = [JsonLinesSink(None if args.jsonl == "-" else args.jsonl)] if args.jsonl else []
     reader = build_reader(cfg, config_path=args.config, extra_sinks=extra)

@@ -61,11 +61,14 @@ class Daemon:
         services: Iterable[Service] = (),
         bus: EventBus | None = None,
         on_frame: Iterable[Callable[[FrameResult], None]] = (),
+        decision_events: bool = True,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
         self.bus = bus or pipeline.bus
-        self.sinks = SinkFanOut([*sinks, EventSink(self.bus)])
+        # decision_events=False when the caller publishes its own (the assembled reader emits the
+        # MQTT contract's catalogue events instead of whole decisions, which carry names).
+        self.sinks = SinkFanOut([*sinks, EventSink(self.bus)] if decision_events else list(sinks))
         self.services = list(services)
         self.on_frame = list(on_frame)
         self._stop = threading.Event()

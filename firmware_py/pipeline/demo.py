@@ -160,6 +160,5 @@ def run_demo(
             print(f"demo: threshold {choice.value:.3f} ({choice.source}: {choice.detail}); liveness policy {cfg.liveness.policy}", file=say)
             reader.daemon.install_signal_handlers()
             frames = reader.run()
-            reader.punch.outbox.close()
         print(f"demo: done, {frames} frames, {len(decisions)} decision(s)", file=say)
         return DemoResult(frames, decisions)

@@ -121,25 +121,34 @@ def head_pose(points: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
+_GREY = np.array([0.299, 0.587, 0.114], np.float32)
+_PAD = round(CHIP_SIZE * CHIP_PADDING / (1 + 2 * CHIP_PADDING))
+
+
 def _face_region(chip: np.ndarray) -> np.ndarray:
     """Grey levels of the chip's face region (the padding stripped), float32."""
-    pad = round(CHIP_SIZE * CHIP_PADDING / (1 + 2 * CHIP_PADDING))
-    c = chip[pad:-pad, pad:-pad] if chip.shape[0] == CHIP_SIZE else chip
-    return c[..., 0] * np.float32(0.299) + c[..., 1] * np.float32(0.587) + c[..., 2] * np.float32(0.114)
+    c = chip[_PAD:-_PAD, _PAD:-_PAD] if chip.shape[0] == CHIP_SIZE else chip
+    return c.astype(np.float32) @ _GREY
 
 
-def sharpness(chip: np.ndarray) -> float:
-    """Contrast-normalised Laplacian energy of the chip's face region (see the module docstring)."""
-    g = _face_region(chip)
+def _sharpness(g: np.ndarray) -> float:
     lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     contrast = float(g.std())
     return float(lap.std()) / contrast if contrast > 1.0 else 0.0
 
 
+def _exposure(g: np.ndarray) -> tuple[float, float]:
+    return float(g.mean()), np.count_nonzero((g <= 5) | (g >= 250)) / g.size
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Contrast-normalised Laplacian energy of the chip's face region (see the module docstring)."""
+    return _sharpness(_face_region(chip))
+
+
 def exposure(chip: np.ndarray) -> tuple[float, float]:
     """(mean luminance 0-255, clipped share) of the chip's face region."""
-    g = _face_region(chip)
-    return float(g.mean()), float(((g <= 5) | (g >= 250)).mean())
+    return _exposure(_face_region(chip))
 
 
 def measure_quality(detection: FaceDetection, landmarks: FaceLandmarks | None, chip: np.ndarray) -> FaceQuality:
@@ -151,11 +160,12 @@ def measure_quality(detection: FaceDetection, landmarks: FaceLandmarks | None, c
         (x0, y0), (x1, y1) = detection.keypoints[0], detection.keypoints[1]
         yaw, pitch, roll = 0.0, 0.0, math.degrees(math.atan2(y1 - y0, x1 - x0))
         interocular = detection.eye_distance
-    lum, clipped = exposure(chip)
+    grey = _face_region(chip)
+    lum, clipped = _exposure(grey)
     return FaceQuality(
         face_px=float(detection.width),
         interocular_px=float(interocular),
-        sharpness=sharpness(chip),
+        sharpness=_sharpness(grey),
         yaw=yaw,
         pitch=pitch,
         roll=roll,
