@@ -171,10 +171,3 @@ class GallerySync:
             return {"persons": len(decoded)}
 
         return self._apply(replace)
-
-
-def register_gallery_commands(registry: CommandRegistry, cfg: Any, pipeline: Any) -> GallerySync:
-    """Wire the gallery commands of a running reader: changes go to ``pipeline.set_gallery``."""
-    sync = GallerySync.from_config(cfg, pipeline.embedder.version, pipeline.set_gallery)
-    sync.register(registry)
-    return sync
