@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -94,5 +94,5 @@ def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path) -> Non
     assert "PUNCH" in rest
     day = datetime.now().astimezone().strftime("%Y-%m-%d")
     table = kc("backend", "attendance", "--date", day, "--tz", "UTC", "--home", str(bhome)).stdout
-    table += kc("backend", "attendance", "--date", datetime.utcnow().strftime("%Y-%m-%d"), "--tz", "UTC", "--home", str(bhome)).stdout
+    table += kc("backend", "attendance", "--date", datetime.now(UTC).strftime("%Y-%m-%d"), "--tz", "UTC", "--home", str(bhome)).stdout
     assert "e7" in table, table
