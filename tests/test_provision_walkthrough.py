@@ -34,8 +34,13 @@ def kc(*argv: str, stdin: str | None = None, timeout: float = 60) -> subprocess.
     )
 
 
-def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path) -> None:
+def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path, grace_hopper_path: Path) -> None:
     bhome, data, cfg = tmp_path / "backend", tmp_path / "reader", tmp_path / "kaoclock.toml"
+    # Live enrolment enrols whoever stands at the reader: only Grace Hopper's walk-up (the last 30 frames) is replayed.
+    grace = tmp_path / "grace_walkup"
+    grace.mkdir()
+    for f in sorted(walkup.iterdir())[60:]:
+        (grace / f.name).write_bytes(f.read_bytes())
     url = mosquitto.url
     # At the backend: its command-signing key, exported for the reader.
     assert kc("backend", "init", "--home", str(bhome)).returncode == 0
@@ -65,7 +70,7 @@ def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path) -> Non
     # The backend must be subscribed before the first punch is published (a plain consumer keeps no session).
     assert "consuming punches" in consumer.stderr.readline()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "firmware_py", "run", "--config", str(cfg), "--source", str(walkup)],
+        [sys.executable, "-m", "firmware_py", "run", "--config", str(cfg), "--source", str(grace)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -96,3 +101,7 @@ def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path) -> Non
     table = kc("backend", "attendance", "--date", day, "--tz", "UTC", "--home", str(bhome)).stdout
     table += kc("backend", "attendance", "--date", datetime.now(UTC).strftime("%Y-%m-%d"), "--tz", "UTC", "--home", str(bhome)).stdout
     assert "e7" in table, table
+    # The person enrolled live is recognised from her own portrait.
+    r = kc("snapshot", "--config", str(cfg), "--source", str(grace_hopper_path), "--annotate", str(tmp_path / "check.png"), "--json")
+    (face,) = json.loads(r.stdout)["faces"]
+    assert face["verdict"] == "match" and face["person_id"] == "e7", face
