@@ -185,6 +185,11 @@ def build_reader(
         gallery=lambda: {"version": str(pipeline.gallery.gallery_version), "size": pipeline.gallery.persons, "templates": len(pipeline.gallery)},
         camera=lambda: {"state": getattr(camera, "state", "running")},
     )
+    live_enrol = None
+    if punch.commands is not None:  # gallery sync and live enrolment from the backend, by signed commands
+        from firmware_py.provision.wiring import register_gallery_commands
+
+        live_enrol = register_gallery_commands(punch.commands, cfg, pipeline, bus)
     gate = GateEdge.from_config(cfg, bus, punch.recorder, pin_factory=pin_factory)
     door.target = gate.door
     closers = [link_state_to_leds(bus, gate.feedback), PunchPrinter(bus, console_out).close]
@@ -219,6 +224,8 @@ def build_reader(
     except ImportError:  # the service room is not in this build
         ServiceRuntime = None  # type: ignore[assignment,misc]
     hooks: list[Callable[[FrameResult], None]] = [timing, LookingLight(gate.feedback)]
+    if live_enrol is not None:
+        hooks.append(live_enrol)
     if ServiceRuntime is not None:
         runtime = ServiceRuntime.from_config(cfg, bus)
         services.append(runtime)

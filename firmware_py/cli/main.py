@@ -34,6 +34,9 @@ COMMAND_MODULES = [
     "firmware_py.cli.health_cmd",
     "firmware_py.cli.update_cmd",
     "firmware_py.cli.release_cmd",
+    "firmware_py.cli.provision_cmd",
+    "firmware_py.cli.status_cmd",
+    "firmware_py.cli.snapshot_cmd",
 ]
 
 
