@@ -91,30 +91,25 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         rows = np.concatenate([enrolled[None], rows])
         ids = ["clip-person", *ids]
     gal = GalleryMatrix(rows, np.array(ids, dtype=object), {"clip-person": "Clip Person"}, embedder.version, 1, "bench")
-    pipe = RecognitionPipeline(
-        analyzer,
-        embedder,
-        gal,
-        cfg.recognition.threshold,
-        cfg.recognition.min_margin,
-        DecisionParams.from_config(cfg),
-        mirror=cfg.recognition.mirror_average,
-        quality_limits=live_quality_limits(cfg, analyzer),
-    )
+
+    def fresh_pipeline() -> RecognitionPipeline:
+        return RecognitionPipeline(
+            analyzer,
+            embedder,
+            gal,
+            cfg.recognition.threshold,
+            cfg.recognition.min_margin,
+            DecisionParams.from_config(cfg),
+            mirror=cfg.recognition.mirror_average,
+            quality_limits=live_quality_limits(cfg, analyzer),
+        )
+
+    pipe = fresh_pipeline()
     # Warm-up on a few frames (interpreter allocation, caches), then a fresh tracker.
     for img in frames[:3]:
         pipe.process(Frame(img, -10.0, 0, "warmup"))
     analyzer.reset()
-    pipe = RecognitionPipeline(
-        analyzer,
-        embedder,
-        gal,
-        cfg.recognition.threshold,
-        cfg.recognition.min_margin,
-        DecisionParams.from_config(cfg),
-        mirror=cfg.recognition.mirror_average,
-        quality_limits=live_quality_limits(cfg, analyzer),
-    )
+    pipe = fresh_pipeline()
     gc.collect()
     results = []
     t_start = time.perf_counter()
