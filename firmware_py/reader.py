@@ -167,6 +167,7 @@ def build_reader(
     from firmware_py.mqtt.event_catalogue import DecisionEvents
     from firmware_py.punch.service import PunchService
     from firmware_py.serial.console import daemon_console
+    from firmware_py.service.runtime import ServiceRuntime
     from firmware_py.telemetry.latency import StageTimes
 
     bus = EventBus()
@@ -218,18 +219,12 @@ def build_reader(
     services: list[Any] = [punch, gate]
     if console is not None:
         services.append(console)
-    runtime = None
-    try:
-        from firmware_py.service.runtime import ServiceRuntime
-    except ImportError:  # the service room is not in this build
-        ServiceRuntime = None  # type: ignore[assignment,misc]
-    hooks: list[Callable[[FrameResult], None]] = [timing, LookingLight(gate.feedback)]
+    # sd_notify readiness and the watchdog, petted only while frames are processed.
+    runtime = ServiceRuntime.from_config(cfg, bus)
+    services.append(runtime)
+    hooks: list[Callable[[FrameResult], None]] = [timing, LookingLight(gate.feedback), WatchdogHook(runtime)]
     if live_enrol is not None:
         hooks.append(live_enrol)
-    if ServiceRuntime is not None:
-        runtime = ServiceRuntime.from_config(cfg, bus)
-        services.append(runtime)
-        hooks.append(WatchdogHook(runtime))
     sinks: list[DecisionSink] = [gate.controller, DecisionEvents(bus), ConsoleSink(console_out), *extra_sinks]
     daemon = Daemon(camera, pipeline, sinks, services, bus=bus, on_frame=hooks, decision_events=False)
     return Reader(cfg, bus, daemon, choice, punch, gate, console, runtime, closers)
