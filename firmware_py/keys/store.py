@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_private_key
 
+from firmware_py.fsutil import fsync_dir
 from firmware_py.keys.jwk import KeyFileError, key_id
 
 DEVICE_KEY_NAME = "device_ed25519.pem"
@@ -49,14 +50,6 @@ def backend_public_path(data_dir: Path) -> Path:
     return keys_dir(data_dir) / BACKEND_PUBLIC_NAME
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_private_file(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 holding ``data``; fail if it exists. Atomic and synced."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -71,7 +64,7 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.link(tmp, path)  # atomic and never overwrites, unlike rename
     finally:
         tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def init_private_key(path: Path, *, replace: bool = False) -> KeyInfo:

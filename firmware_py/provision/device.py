@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from firmware_py import __version__
 from firmware_py.config import Config, ConfigError, validate, with_changes
 from firmware_py.config.loader import read_raw
 from firmware_py.errors import KaoclockError, UsageError
+from firmware_py.fsutil import atomic_write_bytes
 from firmware_py.keys.jwk import KeyFileError, PublicKey, load_public_keys, public_jwk
 from firmware_py.keys.store import backend_public_path, device_key_path, init_private_key, keys_dir, load_private_key, write_private_file
 from firmware_py.serial.config_file import dump_toml
@@ -142,13 +142,7 @@ def _check_passphrase(text: str) -> None:
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def _read_existing(path: Path, force: bool) -> dict[str, Any] | None:

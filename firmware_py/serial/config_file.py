@@ -10,7 +10,6 @@ file did not mention stay unmentioned; comments are not kept.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from firmware_py.config import Config, validate
 from firmware_py.config.loader import read_raw
 from firmware_py.config.schema import _toml_repr
+from firmware_py.fsutil import atomic_write_bytes
 
 
 def dump_toml(data: dict[str, Any]) -> str:
@@ -55,13 +55,8 @@ def save_changes(path: Path, changes: dict[str, Any]) -> Config:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     cfg = validate(raw, str(path))  # raises ConfigError: the file is untouched
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("# kaoclock configuration (rewritten by the console's `config set`; the previous file is *.bak)\n")
-        f.write(dump_toml(raw))
-        f.flush()
-        os.fsync(f.fileno())
+    text = "# kaoclock configuration (rewritten by the console's `config set`; the previous file is *.bak)\n" + dump_toml(raw)
     if path.exists():
         shutil.copy2(path, path.with_name(path.name + ".bak"))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
     return cfg

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_py.errors import KaoclockError, UsageError
+from firmware_py.fsutil import atomic_write_bytes
 
 MIN_LENGTH = 10
 # scrypt cost: 16 MiB and about 50-100 ms on a Pi 4; slow enough to make an offline guess expensive.
@@ -62,13 +62,7 @@ class PassphraseStore:
         salt = secrets.token_bytes(16)
         record = {"kdf": "scrypt", **SCRYPT, "salt": _b64(salt), "hash": _b64(_hash(passphrase, salt, **SCRYPT)), "set_at": int(time.time())}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, json.dumps(record).encode(), 0o600)
 
     def verify(self, passphrase: str) -> bool:
         """True when ``passphrase`` is the stored one; raises :class:`PassphraseError` if none is usable."""
@@ -130,9 +124,8 @@ class LoginLimiter:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"failures": self.failures, "next_try_at": self.next_try_at, "locked_until": self.locked_until}))
-        os.replace(tmp, self.path)
+        state = {"failures": self.failures, "next_try_at": self.next_try_at, "locked_until": self.locked_until}
+        atomic_write_bytes(self.path, json.dumps(state).encode(), 0o600)
 
     def _delay(self, failures: int) -> float:
         return self.first_delay_s * 2 ** max(failures - 1, 0)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware_py.fsutil import atomic_symlink, atomic_write_bytes, atomic_write_json, fsync_dir, remove_tree
 from firmware_py.update.errors import UpdateError
-from firmware_py.update.fsutil import atomic_symlink, atomic_write_bytes, atomic_write_json, fsync_dir, remove_tree
 
 SLOTS = ("a", "b")
 META_DIR = ".kaoclock"

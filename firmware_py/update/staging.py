@@ -21,8 +21,8 @@ import os
 import re
 from pathlib import Path
 
+from firmware_py.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from firmware_py.update.errors import BundleError
-from firmware_py.update.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 
 TRANSFER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 READY = "READY"

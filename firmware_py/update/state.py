@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_py.fsutil import atomic_write_json
 from firmware_py.service.proc import is_alive, this_process
-from firmware_py.update.fsutil import atomic_write_json
 
 __all__ = ["Pending", "StateFile", "UpdateState", "is_alive", "this_process"]
 

@@ -43,11 +43,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_py.fsutil import fsync_tree
 from firmware_py.update.bundle import BundleManifest, Limits, copy_tree_files, extract_bundle, verify_bundle, version_tuple
 from firmware_py.update.control import NoControl, ServiceControl
 from firmware_py.update.crash import crashpoint
 from firmware_py.update.errors import BundleError, UpdateError
-from firmware_py.update.fsutil import fsync_tree
 from firmware_py.update.signing import TrustedKeys
 from firmware_py.update.slots import SLOTS, SlotStore
 from firmware_py.update.state import Pending, StateFile, UpdateState, is_alive, this_process

@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from firmware_py.fsutil import atomic_write_json, fsync_dir, remove_tree
 from firmware_py.update.errors import BundleError
-from firmware_py.update.fsutil import atomic_write_json, fsync_dir, remove_tree
 from firmware_py.update.requirements import normalise, venv_key
 
 MARKER = ".kaoclock-venv.json"
