@@ -156,6 +156,25 @@ class RecognitionPipeline:
         res.frame_ms = (t3 - t0) * 1e3
         return res
 
+    def reset(self, ts: float) -> list[Decision]:
+        """A new scene (the camera was lost or stalled and reopened): end every track at ``ts``.
+
+        The tracker forgets its boxes, so a face in the reopened camera's first
+        frames starts a new walk-up instead of inheriting the track (and maybe
+        the decision) of whoever stood there before the outage; every open
+        track is ended as if its person had left.  Returns those decisions.
+        """
+        reset = getattr(self.analyzer, "reset", None)
+        ended = {t.track_id for t in reset()} if reset is not None else set()
+        ended |= set(self._last_seen)
+        self._last_seen.clear()
+        out = []
+        for tid in sorted(ended):
+            d = self.machine.end_track(tid, ts)
+            if d:
+                out.append(d)
+        return out
+
     def finish(self, ts: float) -> list[Decision]:
         """The source ended: end every open track."""
         out = []
