@@ -119,6 +119,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     frame_ms = [r.frame_ms for r in results]
     invoke = [r.invoke_ms for r in results]
     decisions = [d for r in results for d in r.decisions] + pipe.finish(ts[-1] + 10)
+    models = sorted({m for r in results for m in r.invoke_by_model_ms})
     out: dict[str, Any] = {
         "frames": len(results),
         "frame_ms_p50": pct(frame_ms, 50),
@@ -126,6 +127,9 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         "stages_ms": stage_percentiles(results),
         "model_invoke_ms_p50": pct(invoke, 50),
         "overhead_ratio": round(pct(frame_ms, 50) / max(pct(invoke, 50), 1e-9), 3),
+        # Per model, and the time outside the models per frame (median of frame - invokes).
+        "invoke_ms_p50": {m: pct([r.invoke_by_model_ms.get(m, 0.0) for r in results], 50) for m in models},
+        "overhead_ms_p50": pct([r.frame_ms - r.invoke_ms for r in results], 50),
         "fps": round(len(results) / wall, 2),
         "rss_mb_peak": round(rss_mb_peak(), 1),
         "gallery": len(gal),

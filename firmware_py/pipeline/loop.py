@@ -44,6 +44,7 @@ class FrameResult:
     decisions: list[Decision] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)  # analyzer stages + embed, match, decide
     invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder)
+    invoke_by_model_ms: dict[str, float] = field(default_factory=dict)  # the same, per model
     embedded: bool = False  # whether the embedder ran (not on decided tracks or unusable frames)
     frame_ms: float = 0.0
 
@@ -153,6 +154,7 @@ class RecognitionPipeline:
         stages["decide"] = (t3 - t2) * 1e3
         res.stages_ms = stages
         res.invoke_ms = invoke_ms
+        res.invoke_by_model_ms = {**getattr(analysis, "invoke_ms", {}), "embedder": t_embed}
         res.frame_ms = (t3 - t0) * 1e3
         return res
 
