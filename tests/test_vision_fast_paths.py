@@ -137,3 +137,13 @@ def test_weighted_nms_equals_the_matrix_reference_on_random_clusters() -> None:
         rb, rs, rk = reference_weighted_nms(boxes, scores, kps, 0.3)
         assert len(b) == len(rb)
         assert np.allclose(b, rb, atol=1e-3) and np.allclose(s, rs) and np.allclose(k, rk, atol=1e-3)
+
+
+def test_a_bad_crop_is_refused_and_the_model_keeps_working(mesh: FaceMesh, grace_hopper: np.ndarray, detector: FaceDetector) -> None:
+    crop = mesh.crop(grace_hopper, detection_roi(detector.detect(grace_hopper)[0]))
+    with pytest.raises(ValueError) as refused:
+        mesh.run_crop(crop[:100])  # wrong shape: numpy refuses to broadcast it into the input
+    # The kept traceback still holds run_crop's frame: no view of the input tensor may be left in
+    # it, or LiteRT would refuse every later invoke.
+    pts, presence = mesh.run_crop(crop)
+    assert presence > 0.9 and pts.shape == (468, 3) and refused.traceback

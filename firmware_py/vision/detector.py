@@ -360,8 +360,10 @@ class FaceDetector:
             self.last_ms = (time.perf_counter() - t0) * 1000
             return []
         regs = self._interp.tensor(self._reg_index)()  # a view: only the passing rows are copied
-        raws = regs[0, keep].tolist()
-        del regs  # LiteRT refuses to invoke while a view of its tensors is alive
+        try:
+            raws = regs[0, keep].tolist()
+        finally:
+            del regs  # LiteRT refuses to invoke while a view of its tensors is alive
         cands = []
         for i, lg, r in zip(keep.tolist(), logits[keep].tolist(), raws, strict=True):
             # reverse_output_order: x, y, w, h; offsets in input pixels (x_scale = 128, anchor size 1).

@@ -217,8 +217,10 @@ class FaceMesh:
         # Scaled straight into the interpreter's input tensor (no float copy of the crop to hand over);
         # the view is released before invoke, as LiteRT requires.
         inp = self._interp.tensor(self._in_index)()
-        np.multiply(crop, np.float32(1 / 255), out=inp[0])
-        del inp
+        try:
+            np.multiply(crop, np.float32(1 / 255), out=inp[0])
+        finally:
+            del inp  # even on a bad crop: a live view would block every later invoke
         t = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t) * 1000
