@@ -70,8 +70,22 @@ def test_collects_good_frames_then_stores_them(pipeline: Any, live: Any, grace_h
     for i in range(3):  # a little sensor noise per frame, as a camera gives
         noisy = np.clip(grace_hopper.astype(np.int16) + rng.integers(-4, 5, grace_hopper.shape), 0, 255).astype(np.uint8)
         _feed(pipe, le, clock, noisy, i)
-    assert le.window is None and le.last_outcome["ok"] is True, le.last_outcome
+    # Held, not stored, until confirmed.
+    assert le.window is None and le.pending is not None, le.last_outcome
+    st = le.status()
+    assert st["state"] == "pending" and st["templates"] == 3 and st["near_duplicate"] is None
+    assert [e.type for e in events][-1] == "gallery.enrol_live_pending"
+    with GalleryStore.open(db, db.with_suffix(".key"), create=False) as s:
+        assert s.get_person("e7") is None and s.version == 0
+    with pytest.raises(CommandRefused) as wrong:
+        le.confirm("e8")
+    assert wrong.value.reason == "bad_args" and le.pending is not None
+    out = le.confirm("e7", by="test")
+    assert out["ok"] is True and out["templates"] == 3 and le.status()["state"] == "idle"
     assert [e.type for e in events][-1] == "gallery.enrol_live_done"
+    with pytest.raises(CommandRefused) as none:
+        le.confirm()
+    assert none.value.reason == "nothing_pending"
     with GalleryStore.open(db, db.with_suffix(".key"), create=False) as s:
         p = s.get_person("e7")
         assert len(p.templates) == 3 and {t.source for t in p.templates} == {"live"}

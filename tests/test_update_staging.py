@@ -71,7 +71,7 @@ def test_corrupt_chunks_and_a_wrong_total_are_refused(reader: Reader) -> None:
     staging.begin("t3", len(data), sha(b"another bundle"), CHUNK)
     for i, part in enumerate(chunks(data)):
         staging.stage_chunk("t3", i, part, sha(part))
-    with pytest.raises(BundleError, match="assembled bundle has sha256"):
+    with pytest.raises(BundleError, match="assembled file has sha256"):
         staging.complete("t3")
     assert not (staging.dir / "READY").exists()
 

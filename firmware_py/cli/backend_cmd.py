@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from firmware_py.backend.attendance import book, to_csv, to_table
-from firmware_py.backend.commands import command_claims, send_command, sign_command
+from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.registry import DeviceRegistry
@@ -254,5 +254,9 @@ def cmd_command(args: argparse.Namespace) -> int:
     if result is None:
         print(json.dumps({"id": claims["id"], "status": "no_result", "detail": f"no result within {args.wait} s (device offline?)"}))
         return 1
-    print(json.dumps(result, indent=2))
+    try:
+        result["signature"] = verify_result(result, DeviceRegistry(_home(args).devices_dir))
+    except ValueError as exc:
+        result["signature"] = f"NOT VERIFIED: {exc}"
+    print(json.dumps({k: v for k, v in result.items() if k != "jws"}, indent=2))
     return 0 if result.get("status") == "done" else 1
