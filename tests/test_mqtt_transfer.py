@@ -29,6 +29,7 @@ from firmware_py.mqtt.commands.nonces import NonceStore
 from firmware_py.mqtt.commands.processor import CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.commands.transfer import TransferCommands, max_chunk_size
+from firmware_py.mqtt.event_catalogue import CATALOGUE
 from firmware_py.mqtt.service import DeviceLink
 from firmware_py.outbox.store import Outbox
 from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver, encode_template
@@ -136,6 +137,7 @@ def test_a_release_sent_in_chunks_over_mqtt_is_resumed_after_a_restart_staged_an
     types = [e.type for e in events]
     assert types.count("transfer.started") == 2 and "transfer.progress" in types
     assert types[-2:] == ["update.staged", "transfer.completed"]
+    assert set(types) <= set(CATALOGUE)
     incoming = staging_dir(cfg)
     assert (incoming / READY).read_text().strip() == "rel-020.bundle"
     assert reader.link("current") == "a"  # the daemon only staged it
@@ -246,6 +248,7 @@ def test_forged_corrupted_and_stale_transfers_are_refused_and_nothing_is_install
     assert list(staging.dir.iterdir()) == []
     refused = [e.data["reason"] for e in rig["events"] if e.type == "transfer.refused"]
     assert {"bad_bundle", "chunk_hash_mismatch", "hash_mismatch"} <= set(refused)
+    assert {e.type for e in rig["events"]} <= set(CATALOGUE)
     # The running release was never touched.
     assert (reader.link("current"), reader.link("committed")) == ("a", "a")
     assert reader.updater().apply_staged(staging.dir).action == "nothing"
