@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lifecycle_support import Reader, RecordingControl, make_reader
 
 from firmware_py.backend.commands import command_claims, sign_command, verify_result
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.transfer import CommandSession, TransferFailed, send_file
+from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
 from firmware_py.events import EventBus
 from firmware_py.gallery.store import GalleryStore, Person, Template, content_hash
@@ -74,15 +76,15 @@ def fleet_link(cfg: Any, bus: EventBus) -> tuple[DeviceLink, Outbox]:
     """The reader's MQTT side with the transfer commands, as build_reader wires them (no camera pipeline needed)."""
     registry = CommandRegistry()
     staging = Staging(staging_dir(cfg))
-    TransferCommands(staging, [FirmwareReceiver.from_config(cfg, staging, bus)], bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes).register(
-        registry
-    )
+    sync = GallerySync.from_config(cfg, "emb-test")
+    receivers = [FirmwareReceiver.from_config(cfg, staging, bus), SnapshotReceiver(sync)]
+    TransferCommands(staging, receivers, bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes).register(registry)
     outbox = Outbox.from_config(cfg, bus)
     return DeviceLink(cfg, bus, outbox=outbox, registry=registry), outbox
 
 
 def test_a_release_sent_in_chunks_over_mqtt_is_resumed_after_a_restart_staged_and_installed(
-    reader: Reader, backend_key: Ed25519PrivateKey, mosquitto: Any, contract: Any
+    reader: Reader, backend_key: Ed25519PrivateKey, mosquitto: Any, contract: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = reader_config(reader, mosquitto.url)
     trust(cfg, backend_key)
@@ -127,6 +129,20 @@ def test_a_release_sent_in_chunks_over_mqtt_is_resumed_after_a_restart_staged_an
     try:
         with Checked([mosquitto.url], SITE, DEVICE, backend_key) as s:
             done = send_file(s, "firmware", data, transfer_id="rel-020", chunk_size=CHUNK, meta={"version": "0.2.0"})
+        # The backend CLI sends a gallery snapshot over the same facility (the reader's link is still up).
+        doc, _ = _snapshot(300)
+        snap = reader.root / "snapshot.json.gz"
+        snap.write_bytes(gzip.compress(json.dumps(doc).encode()))
+        bhome = reader.root / "backend"
+        bhome.mkdir()
+        (bhome / "backend_ed25519.pem").write_bytes(
+            backend_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        (bhome / "backend_ed25519.pem").chmod(0o600)
+        capsys.readouterr()
+        assert main(["backend", "send", SITE, DEVICE, str(snap), "--kind", "gallery.snapshot", "--broker", mosquitto.url, "--home", str(bhome)]) == 0
+        sent = json.loads(capsys.readouterr().out)
+        assert sent["persons"] == 300 and sent["hash"] == doc["hash"] and sent["kind"] == "gallery.snapshot"
     finally:
         link.stop()
         outbox.close()
@@ -134,7 +150,8 @@ def test_a_release_sent_in_chunks_over_mqtt_is_resumed_after_a_restart_staged_an
     assert begun["resumed"] is True and begun["received"] == 2
     assert sum(r["cmd"] == "transfer.chunk" for r in results) == partial["chunks"] - 2  # only the missing ones were sent
     assert done["staged"] is True and done["version"] == "0.2.0" and done["bundle_sha256"] == hashlib.sha256(data).hexdigest()
-    types = [e.type for e in events]
+    types = [e.type for e in events if e.data.get("kind") != "gallery.snapshot"]
+    assert [e.type for e in events if e.data.get("kind") == "gallery.snapshot"][-1] == "transfer.completed"
     assert types.count("transfer.started") == 2 and "transfer.progress" in types
     assert types[-2:] == ["update.staged", "transfer.completed"]
     assert set(types) <= set(CATALOGUE)
