@@ -108,6 +108,9 @@ class TransferCommands:
         self.command_max_bytes = command_max_bytes
         self._reported: dict[str, int] = {}  # transfer id -> last progress quarter announced
         self._lock = threading.Lock()
+        # A file assembled when the daemon died before its receiver took it: its transfer is gone, so is it.
+        for stale in staging.dir.glob("*.assembled") if staging.dir.is_dir() else ():
+            stale.unlink(missing_ok=True)
 
     @property
     def max_chunk(self) -> int:
