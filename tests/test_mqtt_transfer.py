@@ -310,3 +310,11 @@ def test_a_gallery_snapshot_larger_than_one_command_is_applied_atomically(rig: d
     with rig["store"]() as s:
         assert s.content_hash == doc["hash"] and s.get_person("old") is None and len(s.list_persons()) == 500
     assert list(rig["staging"].dir.iterdir()) == []
+
+
+def test_bench_transfer_prints_its_measurements(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "transfer", "--persons", "40", "--chunk-kib", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["applied_persons"] == 40 and out["chunks"] == -(-out["bytes"] // 8192)
+    assert out["transfer_mb_per_s"] > 0 and out["chunk_roundtrip_ms_p95"] >= out["chunk_roundtrip_ms_p50"] > 0
+    assert main(["bench", "transfer", "--chunk-kib", "500"]) != 0
