@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from firmware_py.config import load
 from firmware_py.liveness.evaluate import Outcome, summarise
 from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
 from firmware_py.liveness.train import fit_logistic, pick_threshold, rates, units
@@ -144,21 +145,34 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     Image.fromarray(screen_moire(astronaut)).save(tmp_path / "screen.png")
     seq = tmp_path / "seq"
     seq.mkdir()
+    jumpy = tmp_path / "jumpy"
+    jumpy.mkdir()
+    face = astronaut[0:256, 92:348]
     for i in range(10):
         Image.fromarray(astronaut).save(seq / f"f_{i}.png")
-    m = write(tmp_path, "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n")
+        # The face jumps from one side of the frame to the other every frame (a shaky hand-held
+        # print sampled sparsely): the tracker never holds it for the passive window's 3 frames.
+        canvas = np.full((384, 768, 3), 90, np.uint8)
+        canvas[64:320, (i % 2) * 512 : (i % 2) * 512 + 256] = face
+        Image.fromarray(canvas).save(jumpy / f"j_{i}.png")
+    m = write(
+        tmp_path,
+        "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n"
+        "jumpy,attack,frames,jumpy/j_*.png,print,a\n",
+    )
     details = tmp_path / "d.jsonl"
     cmd = [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(m), "--json", "--details", str(details)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["n"] == 3 and out["fta"] == {"live": 0, "attack": 0}
+    assert out["n"] == 4 and out["fta"] == {"live": 0, "attack": 0}
     assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
-    assert out["by_kind"]["frames"]["bpcer"] == 0.0
-    assert out["policy"] == "passive" and out["threshold"] == 0.0 and out["ms_per_frame"] > 0
+    assert out["by_kind"]["frames"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"print": 0.0}}
+    assert out["policy"] == "passive" and out["threshold"] == load(None).liveness.threshold and out["ms_per_frame"] > 0
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
     assert "screen or halftone" in rows["screen"]["reason"]
     assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
     b = subprocess.run(
         [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
         capture_output=True,

@@ -20,7 +20,7 @@ class LivenessConfig(Section):
     )
     model: str = setting("liveness_texture_v2", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        0.0, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
+        -0.4, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
     )
     moire_peak: float = setting(
         5.5,
