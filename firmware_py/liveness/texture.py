@@ -112,13 +112,13 @@ _OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)
 
 
 def lbp_codes(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.int32]:
-    """8-neighbour LBP codes (square neighbourhood at ``radius``) of a 2-D plane."""
+    """8-neighbour LBP codes (square neighbourhood at ``radius``) of a 2-D plane (or a stack of them: the last two axes)."""
     r = radius
-    h, w = plane.shape
-    c = plane[r : h - r, r : w - r]
+    h, w = plane.shape[-2:]
+    c = plane[..., r : h - r, r : w - r]
     code = np.zeros(c.shape, np.int32)
     for i, (dy, dx) in enumerate(_OFFSETS):
-        code |= (plane[r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r] >= c).astype(np.int32) << i
+        code |= (plane[..., r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r] >= c).astype(np.int32) << i
     return code
 
 
@@ -126,6 +126,14 @@ def lbp_histogram(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.fl
     """Normalised 10-bin riu2 LBP(8, ``radius``) histogram."""
     hist = np.bincount(_RIU2[lbp_codes(plane, radius)].ravel(), minlength=10).astype(np.float64)
     return hist / hist.sum()
+
+
+def u59_histograms(planes: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The normalised 59-bin uniform LBP(8, 1) histograms of a (K, H, W) stack of planes, concatenated (one pass)."""
+    bins = _U59[lbp_codes(planes)].reshape(len(planes), -1).astype(np.int64)
+    bins += 59 * np.arange(len(planes))[:, None]
+    hist = np.bincount(bins.ravel(), minlength=59 * len(planes)).astype(np.float64)
+    return hist / (bins.shape[1])
 
 
 def u59_histogram(plane: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -231,18 +239,7 @@ def frame_features(image: NDArray[np.uint8], box: Box) -> NDArray[np.float64]:
     rgb = face.astype(np.float32)
     y, cb, cr = _ycbcr(rgb)
     h, s, v = _hsv(rgb)
-    return np.concatenate(
-        [
-            texture_features(face, (y, cb, cr)),
-            u59_histogram(y),
-            u59_histogram(cb),
-            u59_histogram(cr),
-            u59_histogram(h),
-            u59_histogram(s),
-            u59_histogram(v),
-            texture_features(ctx),
-        ]
-    )
+    return np.concatenate([texture_features(face, (y, cb, cr)), u59_histograms(np.stack([y, cb, cr, h, s, v])), texture_features(ctx)])
 
 
 def cue_group(name: str) -> str:
