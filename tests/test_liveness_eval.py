@@ -13,7 +13,7 @@ from PIL import Image
 from firmware_py.config import load
 from firmware_py.liveness.evaluate import Outcome, summarise
 from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
-from firmware_py.liveness.train import fit_logistic, pick_threshold, rates, units
+from firmware_py.liveness.train import VIDEO_KIND, cross_validate, fit_logistic, fold_of_units, pick_threshold, rates, units
 
 HEADER = "id,label,kind,path,attack_type,subject\n"
 
@@ -123,6 +123,37 @@ def test_training_pieces() -> None:
     u = units(pres, {"rc": 5})
     assert u["n1"] == "nuaa-1"
     assert [u[f"r{i}"] for i in range(10)] == ["rc-b0", "rc-b0", "rc-b1", "rc-b1", "rc-b2", "rc-b2", "rc-b3", "rc-b3", "rc-b4", "rc-b4"]
+
+
+def test_grouped_cross_validation_holds_whole_units_out() -> None:
+    assert fold_of_units(["nuaa-1", "nuaa-2", "nuaa-3", "rc-b0", "rc-b1", "rc-b2"], 2) == {
+        "nuaa-1": 0,
+        "nuaa-2": 1,
+        "nuaa-3": 0,
+        "rc-b0": 0,
+        "rc-b1": 1,
+        "rc-b2": 0,
+    }
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    rng = np.random.default_rng(5)
+    unit_names = [f"s{i}" for i in range(6)]
+    u = np.repeat(unit_names, 40)
+    y = np.tile(np.r_[np.ones(20), np.zeros(20)], 6)
+    x = rng.normal(size=(len(y), len(FRAME_FEATURE_NAMES)))
+    x[:, :60] += 1.5 * y[:, None]  # 60 weak cues that together separate the classes
+    k = np.where(y == 1, "live", "print").astype(object)
+    k[:5] = VIDEO_KIND  # clip frames: trained on, never in the still rates
+    k = k.astype(str)
+    assert set(rates(np.zeros(len(y)), k, 0.0)) == {"bpcer", "print"}
+    peaks = np.zeros(len(y))
+    cv = cross_validate(x, y, k, u, peaks, 3, [1e-3], 5.5, 0.0)
+    assert [sorted(f["units"]) for f in cv["per_fold"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
+    assert cv["pooled_at_fold_thresholds"]["bpcer"] < 0.1 and cv["pooled_at_fold_thresholds"]["print"] < 0.1
+    assert cv["clips_accepted_at_fold_thresholds"] == "1/1"
+    # The moire veto counts as a rejection in the still rates.
+    vetoed = cross_validate(x, y, k, u, np.full(len(y), 9.0), 3, [1e-3], 5.5, 0.0)
+    assert vetoed["pooled_at_fold_thresholds"]["bpcer"] == 1.0
 
 
 def test_cli_refuses_a_bad_manifest_with_a_clear_message(tmp_path: Path) -> None:
