@@ -30,61 +30,76 @@ import numpy as np
 from firmware_py.gallery.store import Calibration, GalleryError, GalleryMatrix
 
 MIN_PERSONS = 3
+#: Up to this many people each leave-one-out matcher is rebuilt exactly (O(persons^3) in all).
+EXACT_MAX_PERSONS = 300
+#: Confidence that the estimated threshold is not looser than the target's true one.
+CONFIDENCE = 0.95
 
 
-def impostor_scores(gallery: GalleryMatrix) -> np.ndarray:
-    """Cohort-normalised scores between different enrolled people, as the matcher would score them.
+def stranger_scores(gallery: GalleryMatrix) -> np.ndarray:
+    """Top-1 scores of strangers, simulated from the gallery itself (leave one person out).
 
-    Person i seen as a probe against person j: their nearest template distance,
-    minus gamma * (density_j - centre) (j's hub correction) and minus
-    beta * (density_i - centre) (i's own cohort, approximated by its density).
+    Each enrolled person in turn is taken out of the gallery and each of
+    their templates is matched, as a probe, against the others exactly as
+    the reader's :class:`~firmware_py.gallery.matcher.Matcher` scores a
+    probe (cohort normalisation included): the score a stranger of this
+    site's population gets from this gallery.  Up to
+    :data:`EXACT_MAX_PERSONS` people the matcher is rebuilt without the
+    person (densities recomputed); above, the person is masked out of the
+    full gallery's matcher (their own density influence is negligible there).
     """
     from firmware_py.gallery.matcher import Matcher
 
-    m = Matcher(gallery, threshold=1.0)
-    if not m.normalised:
-        return impostor_distances(gallery)
-    starts = np.append(m._starts, len(m._g))
-    dp = np.empty((m.persons, m.persons), np.float64)
-    for i in range(m.persons):
-        rows = m._g[starts[i] : starts[i + 1]]
-        d2 = m._sq[None, :] - 2.0 * rows @ m._g.T + np.einsum("ij,ij->i", rows, rows)[:, None]
-        dp[i] = np.sqrt(np.maximum(np.minimum.reduceat(d2, m._starts, axis=1).min(axis=0), 0.0))
-    adj = dp - m.gamma * (m.density[None, :] - m._centre) - m.beta * (m.density[:, None] - m._centre)
-    off = ~np.eye(m.persons, dtype=bool)
-    return adj[off]
+    full = Matcher(gallery, threshold=1.0)
+    starts = np.append(full._starts, len(full._g))
+    persons = full.persons
+    out: list[float] = []
+    for i in range(persons):
+        rows = full._g[starts[i] : starts[i + 1]]
+        if persons <= EXACT_MAX_PERSONS:
+            others = np.r_[0 : starts[i], starts[i + 1] : len(full._g)]
+            ids = np.repeat(full._persons, np.diff(starts))[others]
+            sub = GalleryMatrix(full._g[others], ids, {}, gallery.embedder_version, 0, "")
+            m = Matcher(sub, threshold=1.0)
+            out += [m._score(m.person_distances(q))[1] for q in rows]
+        else:
+            for q in rows:
+                d = full.person_distances(q)
+                d[i] = np.inf
+                out.append(full._score(d)[1])
+    return np.asarray(out, np.float64)
 
 
-def impostor_distances(gallery: GalleryMatrix) -> np.ndarray:
-    """Distances between every pair of templates that belong to different people."""
-    g = gallery.matrix.astype(np.float64)
-    sq = np.einsum("ij,ij->i", g, g)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * g @ g.T
-    ids = gallery.person_ids.astype(str)
-    diff = ids[:, None] != ids[None, :]
-    iu = np.triu_indices(len(g), k=1)
-    mask = diff[iu]
-    return np.sqrt(np.maximum(d2[iu][mask], 0.0))
+def tolerance_factor(n: int, p: float, confidence: float = CONFIDENCE) -> float:
+    """k such that mean - k sd is below the p-quantile of a normal with the given confidence, from n samples.
+
+    The one-sided normal tolerance factor (Natrella's approximation): with
+    few samples the estimated mean and sd are uncertain, so k grows well
+    beyond the quantile's z (n = 7, p = 0.3%: 4.5 instead of 2.75).
+    """
+    z_p = NormalDist().inv_cdf(1.0 - p)
+    if n < 3:
+        return math.inf
+    z_g = NormalDist().inv_cdf(confidence)
+    a = 1.0 - z_g**2 / (2.0 * (n - 1))
+    b = z_p**2 - z_g**2 / n
+    return (z_p + math.sqrt(max(z_p**2 - a * b, 0.0))) / a
 
 
-def pairwise_rate_for(target_fpir: float, persons: int) -> float:
-    """Per-pair false-match rate that gives ``target_fpir`` against ``persons`` people."""
-    return 1.0 - (1.0 - target_fpir) ** (1.0 / max(persons, 1))
-
-
-def threshold_for(impostors: np.ndarray, target_fpir: float, persons: int) -> tuple[float, str]:
-    """(threshold, method) for the target FPIR against a gallery of ``persons`` people."""
-    p = pairwise_rate_for(target_fpir, persons)
-    mu = float(np.median(impostors))
-    lower = impostors[impostors < mu]
-    sigma = float(np.sqrt(np.mean((lower - mu) ** 2))) if len(lower) else 0.0
-    t_normal = NormalDist(mu, max(sigma, 1e-6)).inv_cdf(p)
-    # The empirical quantile is trusted only with >= 10 impostor pairs below it.
-    if len(impostors) * p >= 10:
-        t_emp = float(np.quantile(impostors, p))
-        if t_emp < t_normal:
-            return t_emp, f"empirical quantile {p:.2e} of {len(impostors)} impostor pairs"
-    return t_normal, f"lower-half normal fit (median {mu:.3f}, lower sd {sigma:.3f}) at pairwise rate {p:.2e}"
+def threshold_for(scores: np.ndarray, target_fpir: float, persons: int, confidence: float | None = None) -> tuple[float, str]:
+    """(threshold, method) for the target FPIR from the simulated strangers' ``scores`` (``persons`` independent people)."""
+    mu, sd = float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+    confidence = CONFIDENCE if confidence is None else confidence
+    k = tolerance_factor(persons, target_fpir, confidence)
+    t = mu - k * sd
+    method = f"normal tolerance bound ({confidence:.0%} confidence) on {len(scores)} leave-one-out stranger scores: "
+    method += f"mean {mu:.3f} - {k:.2f} x sd {sd:.3f}"
+    # The empirical quantile is trusted only with >= 10 simulated strangers below it.
+    if len(scores) * target_fpir >= 10:
+        t_emp = float(np.quantile(scores, target_fpir))
+        if t_emp < t:
+            return t_emp, f"empirical quantile {target_fpir:g} of {len(scores)} leave-one-out stranger scores"
+    return t, method
 
 
 def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None = None) -> Calibration:
@@ -101,8 +116,8 @@ def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None 
             f"calibration needs templates of at least {MIN_PERSONS} people of embedder {gallery.embedder_version} in scope; "
             f"the gallery has {persons}: enrol more people first"
         )
-    imp = impostor_scores(gallery)
-    t, method = threshold_for(imp, target_fpir, persons)
+    scores = stranger_scores(gallery)
+    t, method = threshold_for(scores, target_fpir, persons)
     if ceiling is not None and t > ceiling:
         t, method = ceiling, method + f"; capped at the configured threshold {ceiling}"
     if not math.isfinite(t) or t <= 0:
@@ -112,7 +127,7 @@ def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None 
         target_fpir=target_fpir,
         embedder_version=gallery.embedder_version,
         persons=persons,
-        impostor_pairs=len(imp),
+        impostor_pairs=len(scores),
         method=method,
         content_hash=gallery.content_hash,
         ts=time.time(),

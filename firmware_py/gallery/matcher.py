@@ -64,8 +64,8 @@ class MatchResult:
 
 
 COHORT_K = 5
-GAMMA = 0.5
-BETA = 0.3
+GAMMA = 0.75
+BETA = 0.45
 # Person densities cost O(T^2) at load; above this many templates they are not computed (gamma, beta off).
 DENSITY_MAX_TEMPLATES = 20_000
 

@@ -8,7 +8,7 @@ from typing import Literal
 from firmware_py.config.schema import Section, setting
 
 # Measured FPIR 0.05% on lfw-dev (3,446 enrolled) and 0.65% on taiwan-dev (firmware_py/gallery/README.md, "Threshold").
-DEFAULT_THRESHOLD = 0.32
+DEFAULT_THRESHOLD = 0.42
 
 
 @dataclass(frozen=True)
