@@ -105,6 +105,21 @@ def rates(t: float, mated_ok: np.ndarray, mated_d: np.ndarray, nonmated_d: np.nd
     return fnir, fpir
 
 
+def fpir_per_identity(t: float, nonmated_d: np.ndarray, nonmated: list[Path]) -> float:
+    """FPIR with every non-mated identity weighted equally (each probe counts 1 / its identity's probe count).
+
+    The protocol's FPIR counts probes, so an identity with 77 photos weighs
+    77 times one with a single photo; one look-alike of an enrolled person
+    with many photos can then dominate a small gallery's FPIR.
+    """
+    if not len(nonmated_d):
+        return 0.0
+    ids = np.array([p.parent.name for p in nonmated])
+    _, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inv]
+    return float((w * (nonmated_d <= t)).sum() / w.sum())
+
+
 def threshold_at_fpir(nonmated_d: np.ndarray, target: float) -> float:
     """The loosest threshold whose FPIR <= target."""
     s = np.sort(nonmated_d)
@@ -174,6 +189,7 @@ def run(  # type: ignore[no-untyped-def]
 ) -> dict:
     from firmware_py.gallery.calibration import calibrate
     from firmware_py.gallery.matcher import Matcher
+    from firmware_py.pipeline.build import estimate_threshold
 
     d = describe_protocol(root, cfg, people, max_gallery, split, mirror)
     proto = d.proto
@@ -196,16 +212,32 @@ def run(  # type: ignore[no-untyped-def]
         out["threshold_at_fpir"][f] = round(t, 4)
     t0 = cfg.recognition.threshold
     fnir, fpir = rates(t0, m_ok, m_d, n_d)
-    out["default_threshold"] = {"value": t0, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
+    per_id = {"fpir_per_identity": round(fpir_per_identity(t0, n_d, proto.nonmated), 4)}
+    out["default_threshold"] = {"value": t0, "fnir": round(fnir, 4), "fpir": round(fpir, 4), **per_id}
+    # What a reader with this gallery and no stored calibration uses (pipeline/build.py: choose_threshold).
+    est = estimate_threshold(cfg, gm) if cfg.recognition.threshold_source == "gallery" else None
+    t1 = est.value if est is not None else t0
+    fnir, fpir = rates(t1, m_ok, m_d, n_d)
+    out["reader_threshold"] = {
+        "value": t1,
+        "source": est.source if est else "config",
+        "fnir": round(fnir, 4),
+        "fpir": round(fpir, 4),
+        "fpir_per_identity": round(fpir_per_identity(t1, n_d, proto.nonmated), 4),
+    }
     if calibrate_fpir is not None:
-        # What `kaoclock gallery calibrate` would store (capped at the configured threshold, as there).
-        cal = calibrate(gm, calibrate_fpir, ceiling=t0)
+        # The estimator alone (as `gallery calibrate --allow-looser`), then capped as `gallery calibrate` stores it.
+        cal = calibrate(gm, calibrate_fpir)
         fnir, fpir = rates(cal.threshold, m_ok, m_d, n_d)
+        capped = min(cal.threshold, t0)
+        fnir_c, fpir_c = rates(capped, m_ok, m_d, n_d)
         out["calibrated_threshold"] = {
             "value": cal.threshold,
             "target_fpir": calibrate_fpir,
             "fnir": round(fnir, 4),
             "fpir": round(fpir, 4),
+            "fpir_per_identity": round(fpir_per_identity(cal.threshold, n_d, proto.nonmated), 4),
+            "capped": {"value": capped, "fnir": round(fnir_c, 4), "fpir": round(fpir_c, 4)},
             "method": cal.method,
         }
     out["cohort_normalised"] = matcher.normalised
