@@ -165,6 +165,8 @@ def build_reader(
     from firmware_py.gate.edge import GateEdge
     from firmware_py.mqtt.commands.builtin import RunningConfig
     from firmware_py.mqtt.event_catalogue import DecisionEvents
+    from firmware_py.provision.console_enrol import enrol_command
+    from firmware_py.provision.wiring import build_fleet
     from firmware_py.punch.service import PunchService
     from firmware_py.serial.console import daemon_console
     from firmware_py.service.runtime import ServiceRuntime
@@ -186,11 +188,10 @@ def build_reader(
         gallery=lambda: {"version": str(pipeline.gallery.gallery_version), "size": pipeline.gallery.persons, "templates": len(pipeline.gallery)},
         camera=lambda: {"state": getattr(camera, "state", "running")},
     )
-    live_enrol = None
-    if punch.commands is not None:  # gallery sync and live enrolment from the backend, by signed commands
-        from firmware_py.provision.wiring import register_gallery_commands
-
-        live_enrol = register_gallery_commands(punch.commands, cfg, pipeline, bus)
+    # Gallery sync, live enrolment, chunked transfers (firmware, snapshots): signed commands when MQTT is on.
+    fleet = build_fleet(cfg, pipeline, bus, choice.value)
+    if punch.commands is not None:
+        fleet.register(punch.commands)
     gate = GateEdge.from_config(cfg, bus, punch.recorder, pin_factory=pin_factory)
     door.target = gate.door
     closers = [link_state_to_leds(bus, gate.feedback), PunchPrinter(bus, console_out).close]
@@ -216,15 +217,15 @@ def build_reader(
         if result.faces:
             stage_times.face(time.time())
 
-    services: list[Any] = [punch, gate]
+    services: list[Any] = [punch, fleet.reporter, gate]  # the reporter's events go out through the started link
     if console is not None:
+        console.registry.add(enrol_command(fleet.live))
         services.append(console)
     # sd_notify readiness and the watchdog, petted only while frames are processed.
     runtime = ServiceRuntime.from_config(cfg, bus)
     services.append(runtime)
     hooks: list[Callable[[FrameResult], None]] = [timing, LookingLight(gate.feedback), WatchdogHook(runtime)]
-    if live_enrol is not None:
-        hooks.append(live_enrol)
+    hooks.append(fleet.live)
     sinks: list[DecisionSink] = [gate.controller, DecisionEvents(bus), ConsoleSink(console_out), *extra_sinks]
     daemon = Daemon(camera, pipeline, sinks, services, bus=bus, on_frame=hooks, decision_events=False)
     return Reader(cfg, bus, daemon, choice, punch, gate, console, runtime, closers)

@@ -261,3 +261,66 @@ def test_commands_over_the_broker_with_the_backend_cli(
     finally:
         dev.stop()
         cap.close()
+
+
+def test_config_reload_of_mqtt_settings_reconnects_and_results_are_signed(
+    tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmware_py.backend.commands import verify_result
+    from firmware_py.backend.registry import DeviceRegistry
+    from firmware_py.keys.store import load_private_key
+
+    second = LocalBroker(tmp_path / "second").start()
+    home, bhome = tmp_path / "device", tmp_path / "backend"
+    init_private_key(device_key_path(home))
+    assert main(["backend", "init", "--home", str(bhome)]) == 0
+    assert main(["backend", "key", "--jwk", "--home", str(bhome)]) == 0
+    (tmp_path / "backend.jwk").write_text(capsys.readouterr().out.split("\n", 1)[1])
+    (tmp_path / "device.jwk").write_text(json.dumps(public_jwk(load_private_key(device_key_path(home)))))
+    assert main(["backend", "devices", "add", SITE, DEVICE, str(tmp_path / "device.jwk"), "--home", str(bhome)]) == 0
+    cfg_file = tmp_path / "k.toml"
+
+    def write_config(broker: str) -> None:
+        cfg_file.write_text(
+            f'[device]\ndata_dir = "{home}"\nsite = "{SITE}"\nid = "{DEVICE}"\n\n'
+            f'[mqtt]\nbrokers = ["{broker}"]\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
+        )
+
+    write_config(mosquitto.url)
+    assert main(["keys", "trust-backend", str(tmp_path / "backend.jwk"), "--config", str(cfg_file)]) == 0
+    running = RunningConfig(load(cfg_file), cfg_file)
+    bus = EventBus()
+    dev = DeviceLink.from_config(running.current, bus, outbox=Outbox.from_config(running.current, bus), config=running)
+    dev.start()
+
+    def command(broker: str, name: str, *args: str, wait: str = "10") -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        code = main(["backend", "command", SITE, DEVICE, name, *args, "--home", str(bhome), "--broker", broker, "--wait", wait])
+        return code, json.loads(capsys.readouterr().out)
+
+    try:
+        assert dev.link.wait_connected(10) is not None
+        code, result = command(mosquitto.url, "ping")
+        assert code == 0 and result["signature"] == "verified"  # signed by the device key, checked by the backend CLI
+        # A result altered on the way no longer verifies.
+        signed = dev.sign_result(dev.processor._result("c-1", "ping", "done", None, "ok", {"pong": True}))
+        assert verify_result(signed, DeviceRegistry(bhome / "devices")) == "verified"
+        with pytest.raises(ValueError, match="differ"):
+            verify_result(signed | {"status": "refused"}, DeviceRegistry(bhome / "devices"))
+        with pytest.raises(ValueError, match="not signed"):
+            verify_result({k: v for k, v in signed.items() if k != "jws"}, DeviceRegistry(bhome / "devices"))
+
+        write_config(second.url)  # the broker moves: the technician edits the file and reloads
+        code, result = command(mosquitto.url, "config.reload")
+        assert code == 0 and "mqtt.brokers" in result["result"]["changed"], result
+        end = time.monotonic() + 15
+        while not (dev.link.connected and dev.link.state.broker == second.url) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert dev.link.state.broker == second.url and dev.link.connected
+        code, result = command(second.url, "ping")
+        assert code == 0 and result["result"]["pong"] is True and result["signature"] == "verified"
+        code, result = command(mosquitto.url, "ping", wait="2")
+        assert code == 1 and result["status"] == "no_result"  # no longer listening on the old broker
+    finally:
+        dev.stop()
+        second.stop()

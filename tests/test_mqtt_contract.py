@@ -56,3 +56,45 @@ def test_acl_example_covers_each_device_channel() -> None:
     conf = (MQTT_CONTRACT / "mosquitto" / "mosquitto.conf.example").read_text()
     for line in ("require_certificate true", "use_identity_as_username true", "allow_anonymous false", "persistence true"):
         assert line in conf
+
+
+def _emitted_event_names() -> dict[str, set[str]]:
+    """Every event type the code can put on the bus, read from the source: literal first arguments of
+    ``emit_new`` / ``_emit`` / ``emit`` / ``Event``, the serial services' ``<name>.<suffix>``, the update reporter's table."""
+    import ast
+
+    from firmware_py.update.remote import REPORTED
+
+    root = MQTT_CONTRACT.parent / "firmware_py"
+    found: dict[str, set[str]] = {}
+    serial_names: set[str] = set()
+    serial_suffixes: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+            first = node.args[0]
+            literal = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+            if name == "SerialService" and literal:
+                serial_names.add(literal)
+            elif name == "_emit" and path.name == "service.py" and path.parent.name == "serial":
+                if literal:
+                    serial_suffixes.add(literal)
+            elif name in ("emit_new", "_emit", "emit", "Event") and literal:
+                found.setdefault(literal, set()).add(str(path.relative_to(root)))
+    for svc in serial_names:
+        for suffix in serial_suffixes:
+            found.setdefault(f"{svc}.{suffix}", set()).add("serial/service.py")
+    for event_type, _severity in REPORTED.values():
+        found.setdefault(event_type, set()).add("update/remote.py")
+    return found
+
+
+def test_every_event_the_code_emits_is_catalogued() -> None:
+    emitted = _emitted_event_names()
+    # The scan sees the events this brief added, and the gallery's model-mismatch warning.
+    assert {"gallery.model_mismatch", "gallery.enrol_live_pending", "transfer.progress", "update.committed", "console.port_lost"} <= set(emitted)
+    missing = {name: sorted(where) for name, where in emitted.items() if name not in CATALOGUE}
+    assert not missing, f"emitted but not in firmware_py/mqtt/event_catalogue.py (and mqtt/README.md, asyncapi.yaml): {missing}"

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.commands import command_claims, sign_command
+from firmware_py.backend.transfer import send_file
 from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
 from firmware_py.gallery.store import GalleryStore, Person, Template, content_hash
@@ -177,6 +178,29 @@ def test_the_assembled_reader_syncs_and_reports_it(tmp_path: Path, grace_hopper_
         r = proc.process(sign_command(backend, command_claims(SITE, DEVICE, "gallery.add", _person("e6", 1, version="old-float"))))
         assert r["reason"] == "model_mismatch"
         assert reader.punch.telemetry.snapshot()["gallery"]["size"] == 1
+        # The same reader takes a snapshot as a chunked transfer; matching and telemetry follow it.
+        names = set(reader.punch.commands.names())
+        assert {"transfer.begin", "transfer.chunk", "transfer.status", "transfer.commit", "transfer.abort"} <= names
+        assert {"gallery.enrol_live", "gallery.enrol_live_status", "gallery.enrol_live_confirm", "gallery.enrol_live_cancel"} <= names
+        people = [_person(f"s{i}", 1, version=emb) for i in range(3)]
+        decoded = [
+            Person(
+                p["person_id"],
+                p["name"],
+                tuple(p["sites"]),
+                tuple(Template(np.frombuffer(base64.b64decode(t["embedding"]), "<f4"), emb) for t in p["templates"]),
+            )
+            for p in people
+        ]
+
+        class Session:
+            def call(self, cmd: str, args: dict[str, Any], wait_s: float = 30.0) -> dict[str, Any]:
+                return proc.process(sign_command(backend, command_claims(SITE, DEVICE, cmd, args)))
+
+        doc = json.dumps({"persons": people, "hash": content_hash(decoded)}).encode()
+        out = send_file(Session(), "gallery.snapshot", doc, chunk_size=1024)
+        assert out["persons"] == 3 and reader.punch.telemetry.snapshot()["gallery"]["size"] == 3
+        assert reader.daemon.pipeline.gallery.persons == 3
     finally:
         for close in reader.closers:
             close()

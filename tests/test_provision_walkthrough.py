@@ -1,5 +1,5 @@
 """The technician's walk-through, as commands: provision -> register at the backend -> run -> enrol live
-by a signed command -> the punch arrives at the backend.  Every step is the real CLI in its own process,
+by a signed command, confirmed -> the punch arrives at the backend.  Every step is the real CLI in its own process,
 over a real mosquitto; only the camera is a replayed walk-up (the Pi camera is not on this machine)."""
 
 from __future__ import annotations
@@ -83,6 +83,17 @@ def test_bring_up_to_first_punch(tmp_path: Path, mosquitto, walkup: Path, grace_
         r = kc("backend", "command", "hq", "gate-01", "gallery.enrol_live", "--args", args, "--home", str(bhome), "--broker", url, "--wait", "20")
         assert r.returncode == 0, r.stdout + r.stderr
         assert json.loads(r.stdout)["result"]["window_open"] is True
+        # The candidate is held until the technician confirms it (after a look at the pending result).
+        backend = ("--home", str(bhome), "--broker", url, "--wait", "20")
+        for _ in range(30):
+            r = kc("backend", "command", "hq", "gate-01", "gallery.enrol_live_status", *backend)
+            status = json.loads(r.stdout)["result"]
+            if status["state"] != "collecting":
+                break
+            time.sleep(1)
+        assert status["state"] == "pending" and status["templates"] == 3 and status["near_duplicate"] is None, status
+        r = kc("backend", "command", "hq", "gate-01", "gallery.enrol_live_confirm", "--args", '{"person_id": "e7"}', *backend)
+        assert json.loads(r.stdout)["result"]["templates"] == 3, r.stdout + r.stderr
         try:
             consumer.wait(timeout=60)  # the first punch, verified and stored by the backend
         except subprocess.TimeoutExpired:

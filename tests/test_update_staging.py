@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_corrupt_chunks_and_a_wrong_total_are_refused(reader: Reader) -> None:
     staging.begin("t3", len(data), sha(b"another bundle"), CHUNK)
     for i, part in enumerate(chunks(data)):
         staging.stage_chunk("t3", i, part, sha(part))
-    with pytest.raises(BundleError, match="assembled bundle has sha256"):
+    with pytest.raises(BundleError, match="assembled file has sha256"):
         staging.complete("t3")
     assert not (staging.dir / "READY").exists()
 
@@ -88,3 +89,36 @@ def test_a_staged_bundle_with_a_bad_signature_is_refused_and_removed(reader: Rea
     with pytest.raises(BundleError, match="signed by release key"):
         reader.updater().apply_staged(staging.dir)
     assert not bundle.exists() and reader.link("current") == "a"
+
+
+def test_a_staged_bundle_the_updater_refuses_is_recorded_and_reported_by_the_daemon(reader: Reader) -> None:
+    from firmware_py.events import EventBus
+    from firmware_py.update.remote import UpdateReporter
+
+    bus = EventBus()
+    events: list = []
+    bus.subscribe(events.append)
+    reporter = UpdateReporter(reader.data / "update", reader.data / "update_reported.json", bus)
+    assert reporter.report() == [] and events == []  # the first start reports nothing old
+    data = reader.bundle("0.0.5").read_bytes()  # validly signed, but older than what runs
+    staging = Staging(reader.data / "update" / "incoming")
+    staging.begin("old", len(data), sha(data), CHUNK)
+    for i, part in enumerate(chunks(data)):
+        staging.stage_chunk("old", i, part, sha(part))
+    staging.complete("old")
+    with pytest.raises(Exception, match="older than the running"):
+        reader.updater().apply_staged(staging.dir)
+    assert reader.link("current") == "a" and list(staging.dir.iterdir()) == []
+    (entry,) = reporter.report()
+    assert entry["event"] == "staged-refused" and "older than the running" in entry["reason"]
+    assert [(e.type, e.severity) for e in events] == [("update.failed", "fault")]
+    assert reporter.report() == []  # once
+    # A history that moved on past the marker (30 entries kept): only the latest outcome is reported.
+    state = json.loads((reader.data / "update" / "state.json").read_text())
+    state["history"] = [
+        {"time": "2026-01-01T00:00:00Z", "event": "switched", "slot": "b", "version": "9.0"},
+        {"time": "2026-01-01T00:00:01Z", "event": "rolled-back", "slot": "b", "version": "9.0", "to_slot": "a", "reason": "camera"},
+    ]
+    (reader.data / "update" / "state.json").write_text(json.dumps(state))
+    (entry,) = reporter.report()
+    assert entry["event"] == "rolled-back" and events[-1].type == "update.rolled_back" and events[-1].data["reason"] == "camera"

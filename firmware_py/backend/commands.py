@@ -94,3 +94,32 @@ def send_command(
         return got or None
     finally:
         link.stop()
+
+
+def verify_result(result: dict[str, Any], registry: Any) -> str:
+    """Check a command result's ``jws`` against the registered key of the device it names.
+
+    Returns ``"verified"``, or raises ValueError saying why the result cannot
+    be trusted (unsigned, unknown key, another device's key, bad signature,
+    plain fields that differ from the signed ones). ``registry`` is a
+    :class:`~firmware_py.backend.registry.DeviceRegistry`.
+    """
+    from firmware_py.keys.jws import JwsError, peek, verify
+    from firmware_py.mqtt.commands.processor import RESULT_TYP
+
+    token = result.get("jws")
+    if not isinstance(token, str):
+        raise ValueError("the result is not signed (no jws field)")
+    try:
+        header, _ = peek(token)
+        found = registry.lookup(str(header.get("kid")))
+        if found is None:
+            raise ValueError(f"signed by key {header.get('kid')!r}, which is not registered (kaoclock backend devices add)")
+        claims = verify(token, {found.key.kid: found.key}, RESULT_TYP).claims
+    except JwsError as exc:
+        raise ValueError(f"signature refused: {exc}") from None
+    if (claims.get("site"), claims.get("device")) != (found.site, found.device):
+        raise ValueError(f"signed by {found.site}/{found.device}'s key but claims to come from {claims.get('site')}/{claims.get('device')}")
+    if {k: v for k, v in result.items() if k != "jws"} != claims:
+        raise ValueError("the plain fields differ from the signed ones")
+    return "verified"

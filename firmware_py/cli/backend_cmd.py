@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from firmware_py.backend.attendance import book, to_csv, to_table
-from firmware_py.backend.commands import command_claims, send_command, sign_command
+from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.registry import DeviceRegistry
@@ -94,6 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--ttl", type=float, default=60.0, help="seconds the command stays valid (default 60)")
     m.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the result (with --broker)")
     m.set_defaults(func=cmd_command)
+
+    x = bsub.add_parser(
+        "send",
+        parents=[home, mqtt],
+        help="send a file to a device in signed chunks (firmware bundle, gallery snapshot); run again to resume",
+    )
+    x.add_argument("site")
+    x.add_argument("device")
+    x.add_argument("file", type=Path, help="a release bundle (--kind firmware) or a snapshot JSON, optionally gzipped (--kind gallery.snapshot)")
+    x.add_argument("--kind", default="firmware", choices=["firmware", "gallery.snapshot"], help="what the file is (default firmware)")
+    x.add_argument("--version", dest="release_version", help="with firmware: the bundle's version (the reader refuses an older one before any chunk)")
+    x.add_argument("--transfer-id", help="transfer id (default: from the kind and the file's sha256, so a re-run resumes)")
+    x.add_argument("--chunk-kib", type=int, default=128, help="chunk size in KiB (default 128; must fit the reader's command_max_bytes)")
+    x.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each answer")
+    x.set_defaults(func=cmd_send)
 
 
 def _home(args: argparse.Namespace) -> BackendHome:
@@ -254,5 +269,43 @@ def cmd_command(args: argparse.Namespace) -> int:
     if result is None:
         print(json.dumps({"id": claims["id"], "status": "no_result", "detail": f"no result within {args.wait} s (device offline?)"}))
         return 1
-    print(json.dumps(result, indent=2))
+    try:
+        result["signature"] = verify_result(result, DeviceRegistry(_home(args).devices_dir))
+    except ValueError as exc:
+        result["signature"] = f"NOT VERIFIED: {exc}"
+    print(json.dumps({k: v for k, v in result.items() if k != "jws"}, indent=2))
     return 0 if result.get("status") == "done" else 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from firmware_py.backend.transfer import CommandSession, send_file
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    if not 1 <= args.chunk_kib <= 4096:
+        raise UsageError("--chunk-kib must be from 1 to 4096")
+    meta = {"version": args.release_version} if args.release_version else None
+    key = load_private_key(_home(args).key_file)
+    session = CommandSession(
+        _brokers(args),
+        args.site,
+        args.device,
+        key,
+        tls=_tls(args),
+        username=args.username,
+        password=os.environ.get("KAOCLOCK_MQTT_PASSWORD"),
+        prefix=args.prefix,
+    )
+
+    def progress(received: int, chunks: int) -> None:
+        print(f"\r{received}/{chunks} chunks", end="", file=sys.stderr, flush=True)
+
+    with session:
+        result = send_file(
+            session, args.kind, data, transfer_id=args.transfer_id, chunk_size=args.chunk_kib << 10, meta=meta, progress=progress, wait_s=args.wait
+        )
+    print(file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0

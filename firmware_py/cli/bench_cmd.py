@@ -16,6 +16,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.bench.match",
     "firmware_py.bench.pipeline",
     "firmware_py.liveness.bench",
+    "firmware_py.mqtt.bench_transfer",
 ]
 
 

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("health", help="check config, models, data dir and camera frames (exit 0 = healthy)")
-    p.add_argument("--config", type=Path, default=_env_config(), help="config file (default $KAOCLOCK_CONFIG, else the built-in defaults)")
+    p.add_argument("--config", type=Path, help="config file (default $KAOCLOCK_CONFIG, else the built-in defaults)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--frames", type=int, default=3, help="frames to read from the camera (default 3)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds allowed for reading them (default 10)")
     p.set_defaults(func=cmd_health)
-
-
-def _env_config() -> Path | None:
-    env = os.environ.get("KAOCLOCK_CONFIG")
-    return Path(env) if env else None
 
 
 def cmd_health(args: argparse.Namespace) -> int:

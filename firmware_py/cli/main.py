@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from firmware_py import __version__
 from firmware_py.errors import KaoclockError
@@ -51,9 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_env(args: argparse.Namespace) -> None:
+    """``$KAOCLOCK_CONFIG`` is the default of every command's ``--config`` (the one place that says so).
+
+    The reader's unit and its ``/usr/local/bin/kaoclock`` set it, so
+    ``kaoclock status`` on a reader reads the reader's config like the daemon.
+    """
+    env = os.environ.get("KAOCLOCK_CONFIG")
+    if env and "config" in vars(args) and args.config is None:
+        args.config = Path(env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    config_from_env(args)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

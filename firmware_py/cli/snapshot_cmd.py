@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -21,7 +20,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from firmware_py.config import load
     from firmware_py.provision.snapshot import _label, take_snapshot
 
-    cfg = load(args.config or os.environ.get("KAOCLOCK_CONFIG"))
+    cfg = load(args.config)
     rep = take_snapshot(cfg, Path(args.annotate), args.source)
     if args.json:
         print(json.dumps(rep.as_dict(), indent=2))

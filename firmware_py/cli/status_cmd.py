@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
 
@@ -22,7 +21,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     # A missing section is already explained in the output; the collector's warning would say it twice.
     logging.getLogger("firmware_py.telemetry.collector").setLevel(logging.ERROR)
-    path = args.config or os.environ.get("KAOCLOCK_CONFIG")
+    path = args.config
     cfg = load(path)
     snap = local_status(cfg, Path(path) if path else None)
     print(json.dumps(snap, indent=2, default=str) if args.json else render(snap))

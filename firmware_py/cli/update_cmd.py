@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        default=_env_config(),
         help="config file (default $KAOCLOCK_CONFIG; on a reader /etc/kaoclock/kaoclock.toml)",
     )
     act = p.add_mutually_exclusive_group()
@@ -41,12 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="with --rollback: switch even to a slot not known to be good")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_update)
-
-
-def _env_config() -> Path | None:
-    """$KAOCLOCK_CONFIG: set by the unit and by the reader's /usr/local/bin/kaoclock."""
-    env = os.environ.get("KAOCLOCK_CONFIG")
-    return Path(env) if env else None
 
 
 def _config(args: argparse.Namespace) -> Config:

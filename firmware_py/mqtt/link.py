@@ -198,6 +198,7 @@ class MqttLink:
         self._props: dict[str, Properties] = {}
         self._state = LinkState(False, None, None, None, 0, None)
         self._connections = 0
+        self._reconfigured = False
 
     # ------------------------------------------------------------ wiring
 
@@ -309,18 +310,40 @@ class MqttLink:
             self._thread.join(timeout)
             self._thread = None
 
+    def reconfigure(self, settings: LinkSettings) -> None:
+        """Use ``settings`` from the next connection on, and drop the current one now (brokers, TLS, credentials changed).
+
+        Subscriptions and callbacks stay; the supervisor reconnects at once
+        with the new settings, starting with their first broker.
+        """
+        if not settings.brokers:
+            raise ValueError("MqttLink needs at least one broker URL")
+        self.settings = settings
+        self._downgraded.clear()
+        self._reconfigured = True
+        for s in (self._session, self._attempting):
+            if s is not None:
+                s.close_reason = "reconnecting with new settings"
+                s.closed.set()
+                s.connack.set()
+
     # ------------------------------------------------------------ supervisor
 
     def _supervise(self) -> None:
-        brokers = self.settings.brokers
         index = 0
         failures = 0
         while not self._stop.is_set():
+            if self._reconfigured:
+                self._reconfigured, index, failures = False, 0, 0
+            brokers = self.settings.brokers  # re-read: reconfigure() may have changed them
             url = brokers[index % len(brokers)]
             protocol = "3.1.1" if self.settings.protocol == "3.1.1" or url in self._downgraded else "5"
             outcome, error = self._attempt(url, protocol)
             if outcome == _STOPPED:
                 break
+            if self._reconfigured:  # dropped on purpose: reconnect at once with the new settings
+                self._set_state(False, str(url), None, "reconnecting with new settings")
+                continue
             if outcome == _REFUSED_PROTOCOL and protocol == "5" and self.settings.protocol == "auto":
                 log.warning("broker %s refused MQTT 5 (%s); falling back to MQTT 3.1.1", url, error)
                 self._downgraded.add(url)

@@ -14,6 +14,7 @@ It emits ``link.offline`` / ``link.online`` on the bus: the "offline" signal
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -23,10 +24,11 @@ from typing import Any
 from firmware_py.decision.ports import Door
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import KeyFileError, PublicKey, load_public_keys
-from firmware_py.keys.store import backend_public_path
+from firmware_py.keys.jws import sign
+from firmware_py.keys.store import backend_public_path, device_key_path, load_private_key
 from firmware_py.mqtt.commands.builtin import RunningConfig, register_builtin
 from firmware_py.mqtt.commands.nonces import NonceStore
-from firmware_py.mqtt.commands.processor import CommandProcessor
+from firmware_py.mqtt.commands.processor import RESULT_TYP, CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.events_bridge import EventPublisher
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, LinkState, MqttLink, TlsFiles, Will
@@ -38,6 +40,9 @@ from firmware_py.punch.claims import utc_ms
 from firmware_py.telemetry.collector import TelemetryCollector
 
 log = logging.getLogger(__name__)
+
+# Delay between a config change of [mqtt] and the reconnect (the command's result goes out first).
+RECONNECT_DELAY_S = 0.5
 
 
 def link_settings(cfg: Any, topics: Topics) -> LinkSettings:
@@ -138,6 +143,9 @@ class DeviceLink:
         self.link.before_disconnect(self._goodbye)
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+        self._result_key: Any = None
+        if config is not None:
+            config.on_change(self._config_changed)
 
     @classmethod
     def from_config(cls, cfg: Any, bus: EventBus, **kwargs: Any) -> DeviceLink:
@@ -182,7 +190,26 @@ class DeviceLink:
         self._publish_json(self.topics.telemetry, snap, 0, False)
         return snap
 
+    def _device_key(self) -> Any:
+        """The device's signing key (loaded once); None, logged, when it cannot be read."""
+        if self._result_key is None:
+            path = self.cfg.punch.key_file or device_key_path(self.cfg.device.data_dir)
+            try:
+                self._result_key = load_private_key(path)
+            except (KeyFileError, OSError) as exc:
+                log.error("command results go out unsigned: the device key cannot be used: %s", exc)
+                self._result_key = False
+        return self._result_key or None
+
+    def sign_result(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``result`` plus ``jws``: the same fields signed by the device's key, so the backend can trust it."""
+        key = self._device_key()
+        if key is None:
+            return result
+        return {**result, "jws": sign(result, key, RESULT_TYP)}
+
     def publish_result(self, result: dict[str, Any]) -> None:
+        result = self.sign_result(result)
         if not self._publish_json(self.topics.command_results, result, 1, False):
             log.warning("command result %s not published (offline)", result.get("id"))
 
@@ -210,6 +237,23 @@ class DeviceLink:
             self.bus.emit_new("link.online", "info", broker=state.broker, protocol=state.protocol, queued=self.outbox.depth())
         else:
             self.bus.emit_new("link.offline", "warning", broker=state.broker, error=state.last_error, queued=self.outbox.depth())
+
+    def _config_changed(self, new: Any) -> None:
+        """A validated config replaced the running one: reconnect when the MQTT settings differ, adopt the command limits."""
+        old_settings, self.cfg = self.link.settings, new
+        settings = link_settings(new, self.topics)
+        m = new.mqtt
+        self.processor.max_bytes, self.processor.max_ttl_s, self.processor.skew_s = m.command_max_bytes, m.command_max_ttl_s, m.command_clock_skew_s
+        self.events.rate = m.events_per_minute / 60.0
+        self._result_key = None  # [punch] key_file may have changed
+        # The Last Will holds a timestamp: compare everything else.
+        if dataclasses.replace(settings, will=None) == dataclasses.replace(old_settings, will=None):
+            return
+        log.warning("MQTT settings changed: reconnecting to %s", ", ".join(str(b) for b in settings.brokers))
+        # Shortly after, so the result of the command that made the change still goes out on this connection.
+        timer = threading.Timer(RECONNECT_DELAY_S, self.link.reconfigure, (settings,))
+        timer.daemon = True
+        timer.start()
 
     def _link_info(self) -> dict[str, Any]:
         s = self.link.state

@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import io
+import json
 import re
 import threading
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,12 +160,15 @@ class GallerySync:
         return self._apply(lambda s: {"person_id": pid, "removed": s.remove_person(pid)})
 
     def snapshot(self, ctx: CommandContext) -> dict[str, Any]:
-        persons, expected = ctx.args.get("persons"), ctx.args.get("hash")
+        return self.apply_snapshot(ctx.args.get("persons"), ctx.args.get("hash"))
+
+    def apply_snapshot(self, persons: Any, expected: Any, where: str = "args") -> dict[str, Any]:
+        """Replace the whole gallery with ``persons`` in one transaction, only if their content hash is ``expected``."""
         if not isinstance(persons, list):
-            raise _bad("args.persons must be a list of persons")
+            raise _bad(f"{where}.persons must be a list of persons")
         if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-f]{64}", expected):
-            raise _bad("args.hash must be the snapshot's sha256 content hash (64 hex digits)")
-        decoded = [decode_person(p, f"args.persons[{i}]", self.embedder_version) for i, p in enumerate(persons)]
+            raise _bad(f"{where}.hash must be the snapshot's sha256 content hash (64 hex digits)")
+        decoded = [decode_person(p, f"{where}.persons[{i}]", self.embedder_version) for i, p in enumerate(persons)]
 
         def replace(store: GalleryStore) -> dict[str, Any]:
             try:
@@ -171,3 +179,42 @@ class GallerySync:
             return {"persons": len(decoded)}
 
         return self._apply(replace)
+
+
+class SnapshotReceiver:
+    """The ``gallery.snapshot`` receiver of the chunked transfer: a snapshot larger than one command.
+
+    The file is the JSON of ``gallery.snapshot``'s arguments,
+    ``{"persons": [...], "hash": "..."}``, optionally gzip-compressed. It is
+    checked exactly like the command (every template, the embedder version,
+    the content hash) and applied in one transaction: on any refusal the
+    stored gallery is unchanged.
+    """
+
+    kind = "gallery.snapshot"
+
+    def __init__(self, sync: GallerySync, max_bytes: int = 64 << 20) -> None:
+        self.sync = sync
+        self.max_bytes = max_bytes
+
+    def check_begin(self, size: int, meta: dict[str, Any]) -> None:
+        if meta:
+            raise _bad("a gallery.snapshot transfer takes no meta")
+
+    def accept(self, path: Path, transfer_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            try:
+                with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                    raw = gz.read(self.max_bytes + 1)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise _bad(f"the snapshot is not valid gzip: {exc}") from None
+            if len(raw) > self.max_bytes:
+                raise _bad(f"the snapshot unpacks to more than {self.max_bytes} bytes")
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad(f"the snapshot is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or set(doc) != {"persons", "hash"}:
+            raise _bad('the snapshot must be a JSON object {"persons": [...], "hash": "..."}')
+        return self.sync.apply_snapshot(doc["persons"], doc["hash"], where="snapshot")

@@ -1,23 +1,53 @@
-"""Wiring the provisioning room's commands into an assembled reader (called by :func:`firmware_py.reader.build_reader`)."""
+"""Wiring the fleet parts into an assembled reader (called by :func:`firmware_py.reader.build_reader`).
+
+Gallery sync, live enrolment, chunked transfers (firmware, gallery snapshots)
+and the update outcome report, built from the config; the MQTT commands are
+registered when the reader has a command registry (MQTT enabled), the live
+enrolment also serves the serial console.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from firmware_py.events import EventBus
 from firmware_py.mqtt.commands.registry import CommandRegistry
-from firmware_py.provision.gallery_sync import GallerySync
+from firmware_py.mqtt.commands.transfer import TransferCommands
+from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
 from firmware_py.provision.live_enrol import LiveEnrolment
+from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
+from firmware_py.update.staging import Staging
+
+
+@dataclass
+class FleetParts:
+    sync: GallerySync
+    live: LiveEnrolment  # also the frame hook that collects enrolment frames
+    transfers: TransferCommands
+    reporter: UpdateReporter  # a service: reports update outcomes at start
+
+    def register(self, registry: CommandRegistry) -> None:
+        """gallery.add/update/remove/snapshot, gallery.enrol_live*, transfer.*."""
+        self.sync.register(registry)
+        self.live.register(registry)
+        self.transfers.register(registry)
+
+
+def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
+    """Every gallery change hands the running ``pipeline`` the new matrix (``set_gallery``),
+    so matching and the telemetry's gallery section follow at once."""
+    sync = GallerySync.from_config(cfg, pipeline.embedder.version, pipeline.set_gallery)
+    live = LiveEnrolment(sync, pipeline.analyzer, pipeline.embedder, bus=bus, mirror=pipeline.mirror, threshold=threshold)
+    snapshots = SnapshotReceiver(sync)
+    staging = Staging(staging_dir(cfg), max(cfg.update.max_bundle_mb << 20, snapshots.max_bytes))
+    receivers = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
+    transfers = TransferCommands(staging, receivers, bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes)
+    return FleetParts(sync, live, transfers, UpdateReporter.from_config(cfg, bus))
 
 
 def register_gallery_commands(registry: CommandRegistry, cfg: Any, pipeline: Any, bus: EventBus | None = None) -> LiveEnrolment:
-    """Register gallery.add/update/remove/snapshot and gallery.enrol_live; returns the live-enrolment frame hook.
-
-    Every change hands the running ``pipeline`` the new matrix (``set_gallery``),
-    so matching and the telemetry's gallery section follow at once.
-    """
-    sync = GallerySync.from_config(cfg, pipeline.embedder.version, pipeline.set_gallery)
-    sync.register(registry)
-    live = LiveEnrolment(sync, pipeline.analyzer, pipeline.embedder, bus=bus, mirror=pipeline.mirror)
-    live.register(registry)
-    return live
+    """All the fleet commands on ``registry``; returns the live-enrolment frame hook."""
+    parts = build_fleet(cfg, pipeline, bus or EventBus())
+    parts.register(registry)
+    return parts.live

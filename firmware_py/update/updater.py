@@ -582,6 +582,13 @@ class Updater:
             return Outcome("nothing", detail="no staged bundle")
         try:
             return self.apply(bundle)
+        except (BundleError, UpdateError) as exc:
+            # Nobody watches this unit's output: record the refusal for the daemon to report (update.failed).
+            with self.statefile.locked(timeout=10.0):
+                st = self.statefile.load()
+                st.note("staged-refused", bundle=bundle.name, reason=str(exc))
+                self.statefile.save(st)
+            raise
         finally:
             bundle.unlink(missing_ok=True)
 

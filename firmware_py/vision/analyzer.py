@@ -310,10 +310,10 @@ class FaceAnalyzer:
             det = head.detection
             assert det is not None
             landmarks = None
-            # One Pillow copy of the frame serves the landmark crop and the chip.
+            # The landmark crop converts only the pixels it reads; the chip (when asked for) has its own Pillow copy.
             rs = Resampler(image)
             if self.mesh is not None:
-                lm = self.mesh.landmarks(rs, det)
+                lm = self.mesh.landmarks(image, det)
                 invoke["facemesh"] = self.mesh.last_invoke_ms
                 if lm.presence >= self.min_presence:
                     landmarks = lm

@@ -140,6 +140,31 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def _weighted_nms_rows(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted NMS on ``rows (N, 4 + D)`` (box corners, then any values averaged with them).
+
+    One weighted mean per *output* face over the whole row, so boxes and
+    keypoints merge in one matrix product; the IoU matrix is computed once.
+    """
+    order = np.argsort(-scores, kind="stable")
+    rows, scores = rows[order], scores[order]
+    if len(rows) == 1:
+        return rows, scores
+    ious = iou_matrix(rows, rows)
+    remaining = np.ones(len(rows), bool)
+    out_r, out_s = [], []
+    for i in range(len(rows)):
+        if not remaining[i]:
+            continue
+        members = remaining & (ious[i] > iou_threshold)
+        members[i] = True
+        w = scores[members]
+        out_r.append(w @ rows[members] / w.sum())
+        out_s.append(scores[i])
+        remaining &= ~members
+    return np.array(out_r, rows.dtype), np.array(out_s, scores.dtype)
+
+
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MediaPipe's weighted non-maximum suppression.
 
@@ -150,25 +175,40 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     best one's.  Returns the merged (boxes, scores, keypoints), best first.
     The loop runs once per *output* face; the IoU work is vectorised.
     """
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
-    ious = iou_matrix(boxes, boxes)
-    remaining = np.ones(len(boxes), bool)
-    out_b, out_s, out_k = [], [], []
-    for i in range(len(boxes)):
-        if not remaining[i]:
-            continue
-        members = remaining & (ious[i] > iou_threshold)
-        members[i] = True
-        w = scores[members]
-        total = w.sum()
-        out_b.append((boxes[members] * w[:, None]).sum(0) / total)
-        out_k.append((keypoints[members] * w[:, None, None]).sum(0) / total)
-        out_s.append(scores[i])
-        remaining &= ~members
-    if not out_b:
+    if len(boxes) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, *keypoints.shape[1:]), np.float32)
-    return np.array(out_b), np.array(out_s), np.array(out_k)
+    n = len(boxes)
+    rows = np.concatenate([np.asarray(boxes).reshape(n, 4), np.asarray(keypoints).reshape(n, -1)], axis=1)
+    merged, s = _weighted_nms_rows(rows, np.asarray(scores), iou_threshold)
+    return merged[:, :4], s, merged[:, 4:].reshape(len(merged), *keypoints.shape[1:])
+
+
+@dataclass(frozen=True)
+class _Letterbox:
+    """Precomputed sampling of one frame shape into the model's input square (see ``FaceDetector._plan``)."""
+
+    rows: tuple[slice | np.ndarray, slice | np.ndarray]  # the two frame rows of each input row's 2x2 block
+    cols: np.ndarray  # flat (x * 3 + channel) indices of the two block columns, left columns first
+    nw: int
+    nh: int
+    px: int
+    py: int
+    scale: np.ndarray  # (x, y): frame pixels -> input pixels
+    offset: np.ndarray  # (x, y): letterbox padding in input pixels
+    row_sum: np.ndarray  # (nh, w * 3) uint16 work buffer
+    col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
+    acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
+
+
+def _rows(idx: np.ndarray) -> slice | np.ndarray:
+    """``idx`` as a slice when it is evenly spaced (a strided view reads no row twice and copies nothing)."""
+    if len(idx) > 1:
+        step = int(idx[1] - idx[0])
+        if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))):
+            return slice(int(idx[0]), int(idx[-1]) + 1, step)
+    elif len(idx) == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1)
+    return idx
 
 
 class FaceDetector:
@@ -217,55 +257,81 @@ class FaceDetector:
         n = int(by_shape[16]["shape"][1])
         if n != len(self._anchors):
             raise ValueError(f"{self.path}: {n} boxes, but the short-range anchor layout has {len(self._anchors)}")
-        # Logit threshold: sigmoid(x) >= t  <=>  x >= logit(t); saves a sigmoid over 896 scores.
+        # Logit threshold: sigmoid(x) >= t  <=>  x >= logit(t): only anchors that pass are decoded.
         t = min(max(self.score_threshold, 1e-6), 1 - 1e-6)
-        self._logit_threshold = float(np.log(t / (1 - t)))
+        self._logit_threshold = np.float32(np.log(t / (1 - t)))
+        # What each anchor adds to its 16 regressors: its centre to the box centre and the 6
+        # keypoints (x, y), nothing to the box size; in input pixels (x_scale = 128, anchor size 1).
+        centres = self._anchors * INPUT_SIZE
+        self._anchor_add = np.zeros((n, 16), np.float32)
+        self._anchor_add[:, 0:2] = centres
+        self._anchor_add[:, 4 : 4 + 2 * NUM_KEYPOINTS] = np.tile(centres, NUM_KEYPOINTS)
+        # Box (cx, cy, w, h) -> corners (x0, y0, x1, y1): corners = centre +- size / 2.
+        self._corner_sign = np.array([-0.5, -0.5, 0.5, 0.5], np.float32)
         self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
-        self._sampler_key: tuple[int, int] = (0, 0)
-        self._sampler_val: tuple[np.ndarray, int, int, int, int] = (np.zeros(0, np.intp), 0, 0, 0, 0)
+        self._plans: dict[tuple[int, int], _Letterbox] = {}
+        self._input_shape = (0, 0)
         self.last_invoke_ms = 0.0
         self.last_ms = 0.0
 
-    def _sampler(self, h: int, w: int) -> tuple[np.ndarray, int, int, int, int]:
-        """Gather indices that letterbox an (h, w) frame into the input square (cached per shape).
+    def _plan(self, h: int, w: int) -> _Letterbox:
+        """How an (h, w) frame is letterboxed into the input square (computed once per frame shape).
 
         Each input pixel is the mean of the 2x2 frame pixels around its
         sample point: MediaPipe samples bilinearly without a pre-filter,
         which aliases when shrinking a 640x480 frame 5x; the 2x2 mean is a
-        cheap partial anti-alias (exact for the 2x shrink of a 250 px photo)
-        at the cost of four numpy gathers instead of a full resize.
+        cheap partial anti-alias (exact for the 2x shrink of a 250 px photo).
+        The mean is separable: the two rows of each block are added first
+        (strided views when evenly spaced, as for 640x480), then one gather
+        picks the two columns of each block from that row sum.
         """
-        if self._sampler_key == (h, w):
-            return self._sampler_val
+        plan = self._plans.get((h, w))
+        if plan is not None:
+            return plan
         scale = INPUT_SIZE / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         # Top-left of the 2x2 block centred on each output pixel's sample point.
         ys = np.clip(np.floor((np.arange(nh) + 0.5) * (h / nh) - 1.0).astype(np.intp), 0, max(h - 2, 0))
         xs = np.clip(np.floor((np.arange(nw) + 0.5) * (w / nw) - 1.0).astype(np.intp), 0, max(w - 2, 0))
         dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
-        base = (ys[:, None] * w + xs[None, :]).ravel()
-        idx = np.concatenate([base, base + dx, base + dy * w, base + dy * w + dx])
+        ch = np.arange(3)
+        cols = np.concatenate([(xs[:, None] * 3 + ch).ravel(), ((xs + dx)[:, None] * 3 + ch).ravel()])
         px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
-        self._input[...] = -1.0  # black borders (-1 after scaling)
-        self._sampler_key = (h, w)
-        self._sampler_val = (idx, nw, nh, px, py)
-        return self._sampler_val
+        plan = _Letterbox(
+            rows=(_rows(ys), _rows(ys + dy)),
+            cols=cols,
+            nw=nw,
+            nh=nh,
+            px=px,
+            py=py,
+            scale=np.array([nw / w, nh / h], np.float32),
+            offset=np.array([px, py], np.float32),
+            row_sum=np.empty((nh, w * 3), np.uint16),
+            col_pairs=np.empty((nh, 2 * nw * 3), np.uint16),
+            acc=np.empty((nh, nw * 3), np.uint16),
+        )
+        if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
+            self._plans.clear()
+        self._plans[(h, w)] = plan
+        return plan
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input (1,128,128,3) in [-1,1], and the (x, y) scale and padding that undo it."""
         h, w = image.shape[:2]
-        idx, nw, nh, px, py = self._sampler(h, w)
-        flat = np.ascontiguousarray(image).reshape(-1, 3)
-        g = np.take(flat, idx, axis=0).reshape(4, nh, nw, 3)
-        acc = g[0].astype(np.uint16)
-        acc += g[1]
-        acc += g[2]
-        acc += g[3]
+        p = self._plan(h, w)
+        rows = np.ascontiguousarray(image).reshape(h, w * 3)
+        np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
+        np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs)
+        n = p.nw * 3
+        np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
         x = self._input
-        view = x[0, py : py + nh, px : px + nw]
-        np.multiply(acc, np.float32(2 / 255 / 4), out=view)
-        view -= 1.0
-        return x, np.array([nw / w, nh / h], np.float32), np.array([px, py], np.float32)
+        if self._input_shape != (h, w):
+            x[...] = -1.0  # black borders (-1 after scaling), redrawn when the frame shape changes
+            self._input_shape = (h, w)
+        view = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw].reshape(p.nh, n)
+        np.multiply(p.acc, np.float32(2 / 255 / 4), out=view)
+        view -= np.float32(1.0)
+        return x, p.scale, p.offset
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Faces in an RGB ``(H, W, 3)`` uint8 image, largest first."""
@@ -277,29 +343,34 @@ class FaceDetector:
         t1 = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t1) * 1000
-        logits = self._interp.get_tensor(self._cls_index).reshape(-1)
+        # Views of the output tensors (no copy of all 896 anchors); released before the next invoke.
+        logits = self._interp.tensor(self._cls_index)().reshape(-1)
         keep = np.flatnonzero(logits >= self._logit_threshold)
         if keep.size == 0:
+            del logits
             self.last_ms = (time.perf_counter() - t0) * 1000
             return []
-        raw = self._interp.get_tensor(self._reg_index)[0, keep]
-        anchors = self._anchors[keep] * INPUT_SIZE
-        # reverse_output_order: x, y, w, h; offsets in input pixels (x_scale = 128, anchor size 1).
-        cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
-        half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
-        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
-        kps = raw[:, 4 : 4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None, :]
-        scores = 1 / (1 + np.exp(-np.clip(logits[keep], -100, 100)))
-        boxes, scores, kps = weighted_nms(boxes, scores, kps, self.nms_iou)
-        # Undo the letterbox: input pixels -> frame pixels.
-        boxes = ((boxes.reshape(-1, 2, 2) - offset) / scale).reshape(-1, 4)
-        kps = (kps - offset) / scale
-        out = [
-            FaceDetection(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(s), keypoints=k.astype(np.float32))
-            for b, s, k in zip(boxes, scores, kps, strict=True)
-            if b[2] - b[0] >= self.min_face_px
-        ]
-        out.sort(key=lambda d: d.area, reverse=True)
+        raw_logits = logits[keep]
+        del logits
+        regs = self._interp.tensor(self._reg_index)()
+        rows = regs[0, keep]  # a copy of the passing anchors only
+        del regs
+        # Decode in input pixels, in place: centres and keypoints get their anchor added,
+        # then the box (cx, cy, w, h) becomes its corners (reverse_output_order: x, y, w, h).
+        rows += self._anchor_add[keep]
+        rows[:, 0:4] = rows[:, [0, 1, 0, 1]] + rows[:, [2, 3, 2, 3]] * self._corner_sign
+        scores = 1 / (1 + np.exp(-np.clip(raw_logits, -100, 100)))
+        rows, scores = _weighted_nms_rows(rows, scores, self.nms_iou)
+        # Undo the letterbox: input pixels -> frame pixels (boxes and keypoints are all (x, y) pairs).
+        pts = rows.reshape(len(rows), -1, 2)
+        pts -= offset
+        pts /= scale
+        out = []
+        for r, sc in zip(rows.tolist(), scores.tolist(), strict=True):
+            if r[2] - r[0] >= self.min_face_px:
+                out.append(FaceDetection(box=(r[0], r[1], r[2], r[3]), score=sc, keypoints=np.array(r[4:], np.float32).reshape(NUM_KEYPOINTS, 2)))
+        if len(out) > 1:
+            out.sort(key=lambda d: d.area, reverse=True)
         if self.max_faces:
             out = out[: self.max_faces]
         self.last_ms = (time.perf_counter() - t0) * 1000

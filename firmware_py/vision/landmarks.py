@@ -115,12 +115,51 @@ def detection_roi(det: FaceDetection, scale: float = 1.5) -> tuple[float, float,
 
 def roi_affine(roi: tuple[float, float, float, float], size: int) -> np.ndarray:
     """2x3 matrix mapping crop pixels (continuous, 0..size) to frame pixels."""
+    return np.array(_roi_affine(roi, size)).reshape(2, 3)
+
+
+def _roi_affine(roi: tuple[float, float, float, float], size: int) -> tuple[float, float, float, float, float, float]:
+    # (a, b, c, d, e, f): frame x = a u + b v + c, y = d u + e v + f; Python floats (no per-frame arrays).
     cx, cy, side, rot = roi
-    c, s = math.cos(rot), math.sin(rot)
     k = side / size
-    a = np.array([[c * k, -s * k], [s * k, c * k]])
-    t = np.array([cx, cy]) - a @ np.array([size / 2, size / 2])
-    return np.hstack([a, t[:, None]])
+    c, s = math.cos(rot) * k, math.sin(rot) * k
+    h = size / 2
+    return (c, -s, cx - (c - s) * h, s, c, cy - (s + c) * h)
+
+
+def crop_region(data: tuple[float, ...], size: tuple[int, int], frame: tuple[int, int], margin: int = 2) -> tuple[int, int, int, int] | None:
+    """The frame pixels (x0, y0, x1, y1) an affine crop can read, ``None`` if it misses the frame.
+
+    ``data`` is Pillow's affine (output pixel centre -> frame continuous
+    coordinates); ``margin`` pixels are added for the bilinear neighbours.
+    Clipped to the frame, so where the crop leaves the frame the region
+    ends at the frame's own edge and the pixels outside stay black.
+    """
+    a, b, c, d, e, f = data
+    w, h = size
+    xs = (c, a * w + c, b * h + c, a * w + b * h + c)
+    ys = (f, d * w + f, e * h + f, d * w + e * h + f)
+    fw, fh = frame
+    x0, y0 = max(0, math.floor(min(xs)) - margin), max(0, math.floor(min(ys)) - margin)
+    x1, y1 = min(fw, math.ceil(max(xs)) + margin), min(fh, math.ceil(max(ys)) + margin)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def region_image(image: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
+    """A Pillow image of ``image[y0:y1, x0:x1]`` (RGB uint8), converting only those pixels.
+
+    Pillow keeps RGB as 4 bytes per pixel, so every conversion copies;
+    decoding the region straight from the frame's rows (Pillow's raw decoder
+    with the frame's row stride) copies just the part a crop reads.
+    """
+    x0, y0, x1, y1 = box
+    if not image.flags.c_contiguous:
+        return Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    stride = image.shape[1] * 3
+    buf = memoryview(image.reshape(-1))[y0 * stride + x0 * 3 :]
+    return Image.frombuffer("RGB", (x1 - x0, y1 - y0), buf, "raw", "RGB", stride, 1)
 
 
 class FaceMesh:
@@ -156,15 +195,30 @@ class FaceMesh:
         it is shrunk, which Pillow does 8x faster (0.1 ms instead of 0.8) and
         which moved the 468 points by 0.1-0.2% of the eye distance on the
         clips (MediaPipe's unfiltered bilinear is near point sampling there).
+        From a numpy frame only the region the crop reads is handed to
+        Pillow (the same pixels as warping the whole frame).
         """
+        data = _roi_affine(roi, INPUT_SIZE)
+        nearest = roi[2] >= INPUT_SIZE
+        if isinstance(image, np.ndarray):
+            box = crop_region(data, (INPUT_SIZE, INPUT_SIZE), (image.shape[1], image.shape[0]))
+            if box is None:
+                return np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+            x0, y0 = box[0], box[1]
+            a, b, c, d, e, f = data
+            region = region_image(image, box)
+            out = region.transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, (a, b, c - x0, d, e, f - y0), Image.NEAREST if nearest else Image.BILINEAR)
+            return np.asarray(out)
         rs = image if isinstance(image, Resampler) else Resampler(image)
-        data = tuple(float(v) for v in roi_affine(roi, INPUT_SIZE).ravel())
-        return rs.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=roi[2] >= INPUT_SIZE)
+        return rs.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=nearest)
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """Raw model output for one 192x192 crop: points ``(468, 3)`` in crop pixels and presence."""
-        x = crop[None].astype(np.float32) * np.float32(1 / 255)
-        self._interp.set_tensor(self._in_index, x)
+        # Scaled straight into the interpreter's input tensor (no float copy of the crop to hand over);
+        # the view is released before invoke, as LiteRT requires.
+        inp = self._interp.tensor(self._in_index)()
+        np.multiply(crop, np.float32(1 / 255), out=inp[0])
+        del inp
         t = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t) * 1000
@@ -181,8 +235,10 @@ class FaceMesh:
     def landmarks_in_roi(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> FaceLandmarks:
         """468 landmarks for an explicit ROI (cx, cy, side, rotation)."""
         pts, presence = self.run_crop(self.crop(image, roi))
-        m = roi_affine(roi, INPUT_SIZE)
+        a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
         out = np.empty((NUM_POINTS, 3), np.float32)
-        out[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
+        x, y = pts[:, 0], pts[:, 1]
+        out[:, 0] = x * a + y * b + c
+        out[:, 1] = x * d + y * e + f
         out[:, 2] = pts[:, 2] * (roi[2] / INPUT_SIZE)
         return FaceLandmarks(points=out, presence=presence, roi=roi)

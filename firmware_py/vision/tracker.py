@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from firmware_py.vision.detector import FaceDetection, iou_matrix
+from firmware_py.vision.detector import FaceDetection
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,17 @@ class Track:
     @property
     def duration(self) -> float:
         return self.last_seen - self.first_seen
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """IoU of two boxes (x0, y0, x1, y1)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 class _State:
@@ -105,14 +114,18 @@ class IouTracker:
         tracks = self._tracks
         assigned: dict[int, int] = {}  # detection index -> track index
         if tracks and detections:
-            ious = iou_matrix(np.array([d.box for d in detections], np.float64), np.array([t.box for t in tracks], np.float64))
-            # Greedy on the IoU-sorted pairs: each detection and each track used at most once.
-            order = np.argsort(-ious, axis=None)
+            # A gate sees a handful of faces: plain Python floats beat numpy's per-call cost here.
+            pairs = []
+            for di, d in enumerate(detections):
+                for ti, t in enumerate(tracks):
+                    iou = box_iou(d.box, t.box)
+                    if iou >= self.iou_threshold:
+                        pairs.append((-iou, di, ti))
+            # Greedy on the IoU-sorted pairs (ties: earlier detection, then older track first):
+            # each detection and each track used at most once.
+            pairs.sort()
             used_t: set[int] = set()
-            for flat in order:
-                di, ti = divmod(int(flat), len(tracks))
-                if ious[di, ti] < self.iou_threshold:
-                    break
+            for _, di, ti in pairs:
                 if di in assigned or ti in used_t:
                     continue
                 assigned[di] = ti

@@ -46,6 +46,8 @@ from firmware_py.punch.claims import utc_ms
 log = logging.getLogger(__name__)
 
 RESULT_VERSION = 1
+# The JWS type of a command result signed with the device key (the ``jws`` field of every result).
+RESULT_TYP = "kaoclock-result+jwt"
 
 
 class CommandProcessor:
