@@ -231,6 +231,12 @@ def build_reader(
     return Reader(cfg, bus, daemon, choice, punch, gate, console, runtime, closers)
 
 
+DEMO_LIVENESS_OFF = "the demo's walk-up is synthesised from still photos, which is exactly what the liveness check must reject"
+
+
 def demo_overrides(cfg: Config) -> Config:
-    """The demo keeps everything local: mock pins, no broker, no serial console."""
-    return with_changes(cfg, {"gpio.pin_factory": "mock", "mqtt.enabled": False, "console.device": "", "card_reader.device": ""})
+    """The demo keeps everything local: mock pins, no broker, no serial console; liveness off (:data:`DEMO_LIVENESS_OFF`)."""
+    return with_changes(
+        cfg,
+        {"gpio.pin_factory": "mock", "mqtt.enabled": False, "console.device": "", "card_reader.device": "", "liveness.policy": "off"},
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, homography_residual, nonplanar_motion
+from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, homography_residual, nonplanar_motion, planar_motion, similarity_residual
 from firmware_py.liveness.texture import (
     FRAME_FEATURE_NAMES,
     cue_group,
@@ -135,6 +135,27 @@ def test_homography_residual_is_zero_for_a_plane_and_not_for_a_turning_head() ->
     assert nonplanar_motion([a, turned]) > 0.02
     assert nonplanar_motion([a, talking]) > 0.02
     assert nonplanar_motion([a]) == 0.0
+
+
+def tilted(points: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """The projected points of a flat picture of ``points``, moved by the homography ``h``."""
+    ph = np.c_[points[:, :2], np.ones(len(points))] @ h.T
+    return np.c_[ph[:, :2] / ph[:, 2:3], points[:, 2]]
+
+
+TILT = np.array([[1.05, 0.08, 12.0], [-0.06, 0.97, -7.0], [6e-4, -3e-4, 1.0]])  # a held photo tilted towards the camera
+
+
+def test_planar_motion_tells_a_tilted_picture_from_a_turning_head_and_ignores_a_walk_up() -> None:
+    a = _face_points()
+    zoom = np.c_[a[:, :2] * 1.3 + [15.0, -9.0], a[:, 2]]  # walking straight up: a similarity
+    assert similarity_residual(a, zoom) < 1e-6
+    assert planar_motion([a, zoom])[0] < 1e-6  # no distortion: no evidence, never a veto
+    d_tilt, ratio_tilt = planar_motion([a, tilted(a, TILT)])
+    assert d_tilt >= 0.06 and ratio_tilt >= 2.2  # a flat picture tilting: the shipped veto fires
+    d_turn, ratio_turn = planar_motion([a, _face_points(yaw_deg=30)])
+    assert d_turn >= 0.06 and ratio_turn < 2.2  # a head turning as far: no veto
+    assert planar_motion([a]) == (0.0, 0.0)
 
 
 def test_eye_aspect_ratio_and_blink() -> None:

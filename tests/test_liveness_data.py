@@ -81,10 +81,42 @@ def test_phone_replay_crop_is_rejected(dev: dict[str, Presentation], front: Fron
     assert not passed and rec.verdicts[-1].cues["frames"] == 1.0
 
 
-@pytest.mark.parametrize("pid", ["clip-retalking_3", "clip-liveportrait_d6", "nuaa-ClientRaw-0009_01_00_02-seq"])
+# retalking_3 and liveportrait_d9 are held out of training, as is NUAA subject 0009.
+@pytest.mark.parametrize("pid", ["clip-retalking_3", "clip-liveportrait_d9", "nuaa-ClientRaw-0009_01_00_02-seq"])
 def test_live_presentations_are_accepted(dev: dict[str, Presentation], front: FrontEnd, pid: str) -> None:
     passed, rec = run(dev[pid], front)
     assert passed, rec.verdicts[-1].reason
+
+
+def test_a_print_sequence_through_the_decision_machine_emits_a_spoof_event_with_cue_scores(dev: dict[str, Presentation], front: FrontEnd) -> None:
+    """The daemon's order: the machine agrees on identity, waits for liveness, rejects as spoof; the event explains it."""
+    from firmware_py.decision.machine import DecisionMachine, DecisionParams
+    from firmware_py.gallery.matcher import MatchResult
+    from firmware_py.liveness.presentations import frames
+    from firmware_py.mqtt.event_catalogue import decision_event
+
+    st = LivenessDetector.from_config(load(None))  # the shipped default: passive
+    m = DecisionMachine(DecisionParams(k=3, n=5, cooldown_s=60, track_timeout_s=5, liveness_timeout_s=3), liveness=st)
+    hit = MatchResult("match", "p0008", "Subject 8", 0.3, "other", 0.8, 0.45)  # the photo's owner is enrolled
+    decisions = []
+    front.reset()
+    for index, (ts, image) in enumerate(frames(dev["nuaa-ImposterRaw-0008_00_00_01-seq"])):
+        frame, observations = front.analyze(image, ts, index, "print")
+        for obs in observations[:1]:
+            st.observe(obs, frame)
+            d = m.observe(obs.track_id, ts, hit)
+            decisions += [d] if d else []
+        if decisions:
+            break
+    assert decisions, "no decision within the print sequence"
+    d = decisions[0]
+    assert d.reason == "spoof" and not d.accepted
+    ev = decision_event(d)
+    assert ev is not None and ev.type == "decision.spoof_attempt" and ev.severity == "alarm"
+    lv = ev.data["liveness"]
+    assert lv["policy"] == "passive" and lv["score"] < lv["threshold"]
+    assert {"texture", "texture.colour_texture", "texture.context", "moire_peak", "nonplanar_motion", "planarity", "frames"} <= set(lv["cues"])
+    assert lv["reason"].startswith("spoof suspected")
 
 
 def test_strict_policy_demands_a_blink(dev: dict[str, Presentation], front: FrontEnd) -> None:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from firmware_py.config import load
 from firmware_py.liveness.evaluate import Outcome, summarise
 from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
-from firmware_py.liveness.train import fit_logistic, pick_threshold, rates, units
+from firmware_py.liveness.train import VIDEO_KIND, cross_validate, fit_logistic, fold_of_units, pick_threshold, rates, units
 
 HEADER = "id,label,kind,path,attack_type,subject\n"
 
@@ -124,6 +125,37 @@ def test_training_pieces() -> None:
     assert [u[f"r{i}"] for i in range(10)] == ["rc-b0", "rc-b0", "rc-b1", "rc-b1", "rc-b2", "rc-b2", "rc-b3", "rc-b3", "rc-b4", "rc-b4"]
 
 
+def test_grouped_cross_validation_holds_whole_units_out() -> None:
+    assert fold_of_units(["nuaa-1", "nuaa-2", "nuaa-3", "rc-b0", "rc-b1", "rc-b2"], 2) == {
+        "nuaa-1": 0,
+        "nuaa-2": 1,
+        "nuaa-3": 0,
+        "rc-b0": 0,
+        "rc-b1": 1,
+        "rc-b2": 0,
+    }
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    rng = np.random.default_rng(5)
+    unit_names = [f"s{i}" for i in range(6)]
+    u = np.repeat(unit_names, 40)
+    y = np.tile(np.r_[np.ones(20), np.zeros(20)], 6)
+    x = rng.normal(size=(len(y), len(FRAME_FEATURE_NAMES)))
+    x[:, :60] += 1.5 * y[:, None]  # 60 weak cues that together separate the classes
+    k = np.where(y == 1, "live", "print").astype(object)
+    k[:5] = VIDEO_KIND  # clip frames: trained on, never in the still rates
+    k = k.astype(str)
+    assert set(rates(np.zeros(len(y)), k, 0.0)) == {"bpcer", "print"}
+    peaks = np.zeros(len(y))
+    cv = cross_validate(x, y, k, u, peaks, 3, [1e-3], 5.5, 0.0)
+    assert [sorted(f["units"]) for f in cv["per_fold"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
+    assert cv["pooled_at_fold_thresholds"]["bpcer"] < 0.1 and cv["pooled_at_fold_thresholds"]["print"] < 0.1
+    assert cv["clips_accepted_at_fold_thresholds"] == "1/1"
+    # The moire veto counts as a rejection in the still rates.
+    vetoed = cross_validate(x, y, k, u, np.full(len(y), 9.0), 3, [1e-3], 5.5, 0.0)
+    assert vetoed["pooled_at_fold_thresholds"]["bpcer"] == 1.0
+
+
 def test_cli_refuses_a_bad_manifest_with_a_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\n")
@@ -144,21 +176,34 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     Image.fromarray(screen_moire(astronaut)).save(tmp_path / "screen.png")
     seq = tmp_path / "seq"
     seq.mkdir()
+    jumpy = tmp_path / "jumpy"
+    jumpy.mkdir()
+    face = astronaut[0:256, 92:348]
     for i in range(10):
         Image.fromarray(astronaut).save(seq / f"f_{i}.png")
-    m = write(tmp_path, "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n")
+        # The face jumps from one side of the frame to the other every frame (a shaky hand-held
+        # print sampled sparsely): the tracker never holds it for the passive window's 3 frames.
+        canvas = np.full((384, 768, 3), 90, np.uint8)
+        canvas[64:320, (i % 2) * 512 : (i % 2) * 512 + 256] = face
+        Image.fromarray(canvas).save(jumpy / f"j_{i}.png")
+    m = write(
+        tmp_path,
+        "live,live,image,live.png,,a\nscreen,attack,image,screen.png,replay,a\nseq,live,frames,seq/f_*.png,,a\n"
+        "jumpy,attack,frames,jumpy/j_*.png,print,a\n",
+    )
     details = tmp_path / "d.jsonl"
     cmd = [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(m), "--json", "--details", str(details)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["n"] == 3 and out["fta"] == {"live": 0, "attack": 0}
+    assert out["n"] == 4 and out["fta"] == {"live": 0, "attack": 0}
     assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
-    assert out["by_kind"]["frames"]["bpcer"] == 0.0
-    assert out["policy"] == "passive" and out["threshold"] == 0.0 and out["ms_per_frame"] > 0
+    assert out["by_kind"]["frames"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"print": 0.0}}
+    assert out["policy"] == "passive" and out["threshold"] == load(None).liveness.threshold and out["ms_per_frame"] > 0
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
     assert "screen or halftone" in rows["screen"]["reason"]
     assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
     b = subprocess.run(
         [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
         capture_output=True,

@@ -13,7 +13,7 @@ from firmware_py.config import ConfigError, load, with_changes
 from firmware_py.liveness.fusion import LivenessModelError, TextureModel
 from firmware_py.liveness.stage import LivenessDetector
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
-from tests.test_liveness_cues import dlib_box, screen_moire
+from tests.test_liveness_cues import TILT, _face_points, dlib_box, screen_moire, tilted
 
 
 @dataclass
@@ -36,11 +36,29 @@ def stage(policy: str, **changes: object) -> LivenessDetector:
     return LivenessDetector.from_config(cfg)
 
 
+@dataclass
+class Landmarks:
+    points: np.ndarray
+
+
 def feed(
-    st: LivenessDetector, image: np.ndarray, box: tuple[float, float, float, float], n: int, dt: float = 0.1, track: int = 1, t0: float = 100.0
+    st: LivenessDetector,
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    n: int,
+    dt: float = 0.1,
+    track: int = 1,
+    t0: float = 100.0,
+    points: list[np.ndarray] | None = None,
 ) -> None:
     for i in range(n):
-        st.observe(Observation(track, Detection(box), None, t0 + i * dt), image)
+        lm = Landmarks(points[i]) if points is not None else None
+        st.observe(Observation(track, Detection(box), lm, t0 + i * dt), image)
+
+
+def head_turning(n: int, blink_at: int | None = None) -> list[np.ndarray]:
+    """FaceMesh-indexed points of a head turning 0-30 degrees, the eyes closing in frame ``blink_at``."""
+    return [_face_points(yaw_deg=30 * i / (n - 1), eye_open=0.1 if i == blink_at else 1.0) for i in range(n)]
 
 
 def test_policy_off_passes_everything_and_says_so(astronaut: np.ndarray) -> None:
@@ -99,6 +117,89 @@ def test_strict_needs_every_cue_so_a_still_photo_fails(astronaut: np.ndarray) ->
     assert "no blink" in v.reason and "strict needs" in v.reason
 
 
+def test_planar_motion_vetoes_a_tilted_picture_even_when_its_texture_passes(astronaut: np.ndarray) -> None:
+    box = dlib_box(astronaut)
+    a = _face_points()
+    flat = [tilted(a, np.eye(3) + (TILT - np.eye(3)) * i / 9) for i in range(10)]  # tilting further frame by frame
+    st = stage("passive")
+    feed(st, astronaut, box, 10, points=flat)
+    v = st.verdict(1)
+    assert v is not None and not v.passed
+    assert "tilted like a flat picture" in v.reason and "texture score" not in v.reason  # the texture passed
+    assert v.cues["planarity"] >= st.params.planar_ratio and v.cues["planar_distortion"] >= st.params.planar_distortion
+    # The same pixels with a head turning as far: live.
+    st2 = stage("passive")
+    feed(st2, astronaut, box, 10, points=head_turning(10))
+    v2 = st2.verdict(1)
+    assert v2 is not None and v2.passed, v2.reason
+    assert v2.cues["planarity"] < st2.params.planar_ratio
+    # planar_ratio = 0 turns the veto off.
+    st3 = stage("passive", planar_ratio=0.0)
+    feed(st3, astronaut, box, 10, points=flat)
+    assert st3.verdict(1).passed  # type: ignore[union-attr]
+
+
+def test_strict_passes_a_blinking_turning_face_and_not_the_same_face_without_a_blink(astronaut: np.ndarray) -> None:
+    """Strict's blink path (no dev clip blinks: the lids of the landmark sequence close in one frame)."""
+    box = dlib_box(astronaut)
+    st = stage("strict")
+    feed(st, astronaut, box, 26, points=head_turning(26, blink_at=12))
+    v = st.verdict(1)
+    assert v is not None and v.policy == "strict"
+    assert v.passed, v.reason
+    assert v.cues["blink"] > st.params.strict_blink and v.cues["nonplanar_motion"] > st.params.strict_motion
+    assert "blink" in v.reason
+    st2 = stage("strict")
+    feed(st2, astronaut, box, 26, points=head_turning(26))
+    v2 = st2.verdict(1)
+    assert v2 is not None and not v2.passed and "no blink" in v2.reason
+    assert "face moved like a flat picture" not in v2.reason  # the motion cue did pass
+
+
+def test_policy_switch_in_config_reaches_the_decision_hook(astronaut: np.ndarray) -> None:
+    from firmware_py.decision.liveness import LivenessOff, liveness_from_config
+
+    assert load(None).liveness.policy == "passive"  # a shipped reader checks liveness
+    off = liveness_from_config(with_changes(load(None), {"liveness.policy": "off"}))
+    assert isinstance(off, LivenessOff)
+    recapture = screen_moire(astronaut)
+    box = dlib_box(astronaut)
+    verdicts = {}
+    for policy in ("off", "passive", "strict"):
+        st = liveness_from_config(with_changes(load(None), {"liveness.policy": policy}))
+        for i in range(30):
+            st.observe(Observation(1, Detection(box), None, 100 + i * 0.1), recapture)
+        verdicts[policy] = st.verdict(1)
+    assert verdicts["off"].passed and verdicts["off"].policy == "off"  # type: ignore[union-attr]
+    assert not verdicts["passive"].passed and verdicts["passive"].policy == "passive"  # type: ignore[union-attr]
+    assert not verdicts["strict"].passed and verdicts["strict"].policy == "strict"  # type: ignore[union-attr]
+
+
+def test_a_spoof_reject_emits_an_event_with_the_cue_scores(astronaut: np.ndarray) -> None:
+    from firmware_py.decision.machine import DecisionMachine, DecisionParams
+    from firmware_py.gallery.matcher import MatchResult
+    from firmware_py.mqtt.event_catalogue import decision_event
+
+    st = stage("passive")
+    m = DecisionMachine(DecisionParams(k=3, n=5, cooldown_s=60, track_timeout_s=5, liveness_timeout_s=3), liveness=st)
+    recapture, box = screen_moire(astronaut), dlib_box(astronaut)
+    hit = MatchResult("match", "eileen", "Eileen", 0.3, "other", 0.8, 0.45)
+    decisions = []
+    for i in range(12):
+        ts = 100 + i * 0.1
+        st.observe(Observation(7, Detection(box), None, ts), recapture)
+        d = m.observe(7, ts, hit)
+        decisions += [d] if d else []
+    (d,) = decisions
+    assert d.reason == "spoof" and not d.accepted and d.person_id == "eileen"
+    ev = decision_event(d)
+    assert ev is not None and ev.type == "decision.spoof_attempt"
+    lv = ev.data["liveness"]
+    assert lv["policy"] == "passive" and lv["score"] == d.liveness.score and "spoof suspected" in lv["reason"]  # type: ignore[union-attr]
+    assert {"texture", "texture.colour", "texture.frequency", "moire_peak", "frames"} <= set(lv["cues"])
+    assert lv["cues"]["moire_peak"] > st.params.moire_peak
+
+
 def test_conclude_on_a_single_still_and_forget(astronaut: np.ndarray) -> None:
     st = stage("passive")
     feed(st, astronaut, dlib_box(astronaut), 1)
@@ -130,7 +231,7 @@ def test_config_refuses_a_strict_looser_than_passive() -> None:
 def test_shipped_model_matches_the_features_and_records_its_build() -> None:
     from firmware_py.models.manifest import load_manifest
 
-    path = load_manifest().require("liveness_texture_v1", load(None).models.dir)  # sha256 verified
+    path = load_manifest().require("liveness_texture_v2", load(None).models.dir)  # sha256 verified
     m = TextureModel.load(path)
     assert m.features == FRAME_FEATURE_NAMES
     assert m.build["script"] == "python -m firmware_py.liveness.train"

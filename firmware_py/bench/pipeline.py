@@ -17,6 +17,7 @@ import gc
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from firmware_py.config import load
+from firmware_py.config import load, with_changes
 from firmware_py.errors import UsageError
 
 SIZE = (640, 480)
@@ -60,10 +61,9 @@ def pct(v: list[float], q: float) -> float:
 
 def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, max_frames: int | None = None) -> dict[str, Any]:
     from firmware_py.capture.frame import Frame
-    from firmware_py.decision.machine import DecisionParams
     from firmware_py.gallery.blas import limit_blas_threads
-    from firmware_py.gallery.store import GalleryMatrix
-    from firmware_py.pipeline.build import build_analyzer, live_quality_limits
+    from firmware_py.gallery.store import GalleryMatrix, open_from_config
+    from firmware_py.pipeline.build import build_analyzer, build_pipeline
     from firmware_py.pipeline.embedding import describe_face, load_embedder
     from firmware_py.pipeline.loop import RecognitionPipeline, stage_percentiles
 
@@ -92,17 +92,17 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         ids = ["clip-person", *ids]
     gal = GalleryMatrix(rows, np.array(ids, dtype=object), {"clip-person": "Clip Person"}, embedder.version, 1, "bench")
 
+    # The daemon's own constructor (build_pipeline: liveness policy, threshold choice, live quality
+    # limits, decision parameters from this config), on an empty gallery store in a scratch
+    # directory, then the synthetic gallery swapped in the way a gallery sync does.
+    scratch = tempfile.TemporaryDirectory(prefix="kaoclock-bench-")
+    bcfg = with_changes(cfg, {"device.data_dir": scratch.name})
+
     def fresh_pipeline() -> RecognitionPipeline:
-        return RecognitionPipeline(
-            analyzer,
-            embedder,
-            gal,
-            cfg.recognition.threshold,
-            cfg.recognition.min_margin,
-            DecisionParams.from_config(cfg),
-            mirror=cfg.recognition.mirror_average,
-            quality_limits=live_quality_limits(cfg, analyzer),
-        )
+        with open_from_config(bcfg) as store:
+            pipe, _ = build_pipeline(bcfg, store=store, analyzer=analyzer, embedder=embedder)
+        pipe.set_gallery(gal)
+        return pipe
 
     pipe = fresh_pipeline()
     # Warm-up on a few frames (interpreter allocation, caches), then a fresh tracker.
@@ -119,6 +119,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     frame_ms = [r.frame_ms for r in results]
     invoke = [r.invoke_ms for r in results]
     decisions = [d for r in results for d in r.decisions] + pipe.finish(ts[-1] + 10)
+    models = sorted({m for r in results for m in r.invoke_by_model_ms})
     out: dict[str, Any] = {
         "frames": len(results),
         "frame_ms_p50": pct(frame_ms, 50),
@@ -126,6 +127,9 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         "stages_ms": stage_percentiles(results),
         "model_invoke_ms_p50": pct(invoke, 50),
         "overhead_ratio": round(pct(frame_ms, 50) / max(pct(invoke, 50), 1e-9), 3),
+        # Per model, and the time outside the models per frame (median of frame - invokes).
+        "invoke_ms_p50": {m: pct([r.invoke_by_model_ms.get(m, 0.0) for r in results], 50) for m in models},
+        "overhead_ms_p50": pct([r.frame_ms - r.invoke_ms for r in results], 50),
         "fps": round(len(results) / wall, 2),
         "rss_mb_peak": round(rss_mb_peak(), 1),
         "gallery": len(gal),
@@ -137,7 +141,9 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         "decisions": [{"reason": d.reason, "person": d.person_id, "distance": d.distance} for d in decisions],
         "embedder": embedder.version,
         "threads": cfg.models.threads,
+        "liveness": cfg.liveness.policy,
     }
+    scratch.cleanup()
     if peer:
         from firmware_py.bench.dlib_peer import DlibPeer
 

@@ -5,7 +5,13 @@ goes through the daemon's own front-end (detection, landmarks, tracking) and
 the daemon's own liveness stage at the operating threshold of the config, and
 is classified *attack* or *bona fide* exactly as at the gate: the first
 verdict the stage gives for the presentation's track, or, when the frames run
-out first (a still, a short sequence), the verdict on what was seen.
+out first, the verdict on what was seen: for a still, on its one frame; for a
+sequence, only when its last track has at least the policy's minimum frames
+(``passive_min_frames`` / ``strict_min_frames``).  A sequence whose face keeps
+being lost (a shaky hand-held print sampled every 5th frame breaks the IoU
+tracker into one- and two-frame tracks) is refused, as the daemon refuses a
+track that ends while liveness is still watching (``timeout``); it is never
+accepted on a single frame.
 
 Reported (JSON on stdout):
 
@@ -52,6 +58,7 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
     track: int | None = None
     verdict = None
     used = 0
+    on_track = 0  # frames fed for the current track
     for index, (ts, image) in enumerate(frames(p, fps=fps, max_seconds=max_seconds)):
         t0 = time.perf_counter()
         frame, observations = front.analyze(image, ts, index, p.id)
@@ -62,8 +69,12 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
             continue
         obs = next((o for o in observations if o.track_id == track), None) if track is not None else None
         if obs is None:  # first face, or the track was lost: follow the person at the reader
+            if track is not None:
+                stage.forget(track)  # that track ended without a verdict
             obs = largest(observations)
             track = obs.track_id
+            on_track = 0
+        on_track += 1
         stage.observe(obs, frame)
         verdict = stage.verdict(track)
         timing["liveness_s"] += time.perf_counter() - t1
@@ -74,6 +85,10 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
     if track is None:
         return Outcome(p, False, False, None, "no face found in any frame", 0)
     if verdict is None:
+        min_frames = stage.params.strict_min_frames if stage.policy == "strict" else stage.params.passive_min_frames
+        if p.kind != "image" and on_track < min_frames and stage.policy != "off":
+            stage.forget(track)
+            return Outcome(p, True, False, None, f"no verdict: the face's last track lasted {on_track} frame(s) < {min_frames}", used)
         t1 = time.perf_counter()
         verdict = stage.conclude(track)
         timing["liveness_s"] += time.perf_counter() - t1

@@ -22,7 +22,11 @@ class FrontEndMissing(KaoclockError):
 
 
 class FrontEnd:
-    """A fresh vision ``FaceAnalyzer`` per presentation (so tracks never leak between them)."""
+    """One vision ``FaceAnalyzer`` for every presentation, its tracker reset between them (tracks never leak).
+
+    Loading the LiteRT models once, not per presentation, keeps a full dev
+    evaluation to a couple of minutes.
+    """
 
     def __init__(self, cfg: Any) -> None:
         try:

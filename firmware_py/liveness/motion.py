@@ -13,6 +13,16 @@ without a camera.
   not: its 3-D shape and its moving mouth and eyes leave a residual after the
   best homography.  The residual is measured relative to the inter-ocular
   distance so it does not depend on the face's size in the frame.
+* **planar motion**: the other side of the same geometry.  When the face
+  points move well beyond a 2-D shift / turn / zoom (the residual after the
+  best *similarity* is large: the thing is tilted or turned) yet one
+  homography still explains that motion (the residual after the best
+  homography stays small), the face is a flat picture being tilted.  A real
+  head that turns that much is not a plane: its homography residual grows
+  with its similarity residual (ratio about 1-1.6 on the dev clips and NUAA
+  live sequences; 2.4-5 on tilted NUAA prints).  A face that barely moves
+  (a person standing still) gives no evidence either way, so this cue only
+  ever vetoes.
 """
 
 from __future__ import annotations
@@ -84,6 +94,39 @@ def homography_residual(a: NDArray[np.floating], b: NDArray[np.floating]) -> flo
     ph = np.c_[a, np.ones(n)] @ h.T
     mapped = ph[:, :2] / ph[:, 2:3]
     return float(np.sqrt(((mapped - b) ** 2).sum(axis=1).mean()))
+
+
+def similarity_residual(a: NDArray[np.floating], b: NDArray[np.floating]) -> float:
+    """RMS distance (pixels) between ``b`` and ``a`` mapped by the least-squares similarity a -> b.
+
+    Zero for a face that only shifts, turns in the image plane or changes
+    size (walking straight up to the camera); grows with tilt, turn and
+    expression.
+    """
+    a = np.asarray(a, np.float64)[:, :2]
+    b = np.asarray(b, np.float64)[:, :2]
+    za = (a[:, 0] - a[:, 0].mean()) + 1j * (a[:, 1] - a[:, 1].mean())
+    zb = (b[:, 0] - b[:, 0].mean()) + 1j * (b[:, 1] - b[:, 1].mean())
+    k = (np.conj(za) @ zb) / ((np.conj(za) @ za).real + 1e-12)  # scale * rotation as one complex number
+    return float(np.sqrt(np.mean(np.abs(k * za - zb) ** 2)))
+
+
+def planar_motion(points_seq: list[NDArray[np.floating]]) -> tuple[float, float]:
+    """(distortion, planarity) of a window of landmarks.
+
+    ``distortion``: the largest similarity residual between the first frame
+    and any later one, over the inter-ocular distance (how far the face moved
+    beyond shift / in-plane turn / zoom).  ``planarity``: that over
+    :func:`nonplanar_motion` (how much of it one homography explains; high =
+    a tilted flat picture).  (0, 0) for fewer than two frames.
+    """
+    if len(points_seq) < 2:
+        return 0.0, 0.0
+    idx = list(MOTION_POINTS)
+    ref = np.asarray(points_seq[0])[idx]
+    iod = interocular(np.asarray(points_seq[0])) + 1e-6
+    distortion = max(similarity_residual(ref, np.asarray(p)[idx]) / iod for p in points_seq[1:])
+    return distortion, distortion / max(nonplanar_motion(points_seq), 1e-3)
 
 
 def nonplanar_motion(points_seq: list[NDArray[np.floating]]) -> float:

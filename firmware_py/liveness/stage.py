@@ -8,14 +8,27 @@ until it answers; ``None`` means *still watching*.  Policies:
     no check; every verdict passes and says so.
 ``passive``
     decide within the walk-up window: once the face has been watched for
-    ``passive_window_s`` and ``passive_min_frames`` frames, it passes when the
-    mean fused texture logit reaches ``threshold`` and no periodic screen /
-    halftone pattern shows on the face (``moire_peak``, a calibrated rule).
+    ``passive_window_s`` and ``passive_min_frames`` frames, it passes when
+    all of these hold (an AND of independent cues, each able to veto):
+
+    1. the mean fused texture logit reaches ``threshold`` (the learned cue);
+    2. no periodic screen / halftone pattern shows on the face: the median
+       spectral peak stays <= ``moire_peak``;
+    3. the face did not move like a tilted flat picture: *not* (distortion
+       >= ``planar_distortion`` and planarity >= ``planar_ratio``), see
+       :func:`firmware_py.liveness.motion.planar_motion`.
+
+    Motion only ever vetoes, it never rescues a low texture score: a person
+    standing still shows no motion at all, and a bent print flexes a little,
+    so the amount of non-planar motion alone does not separate them in the
+    dev data (0.005-0.042 for NUAA print sequences, 0.020-0.096 live).
 ``strict``
     a longer window (``strict_window_s``, ``strict_min_frames``) and every cue
-    must pass: the texture logit reaches ``strict_threshold``, the eyes blink
-    (``strict_blink``) and the face moves like a head, not like a flat picture
-    (``strict_motion``).
+    must pass: the passive vetoes, the texture logit reaches
+    ``strict_threshold``, the eyes blink (``strict_blink``) and the face moves
+    like a head, not like a flat picture (``strict_motion``).  People must
+    blink within the window (a site using it should prompt them); the dev
+    clips hold no blink in their first seconds, so strict rejects them.
 
 Every verdict carries the cue scores (the texture logit split by cue group,
 blink depth, non-planar motion) and a reason a person can read.
@@ -33,7 +46,7 @@ from numpy.typing import NDArray
 
 from firmware_py.decision.outcome import LivenessVerdict
 from firmware_py.liveness.fusion import TextureModel
-from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, nonplanar_motion
+from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, nonplanar_motion, planar_motion
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
 
 HF_PEAK = FRAME_FEATURE_NAMES.index("hf_peak")  # the face crop's spectral peak (moire / halftone)
@@ -57,7 +70,7 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = 0.0
+    threshold: float = -0.4
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
@@ -66,6 +79,8 @@ class LivenessParams:
     strict_blink: float = 0.3
     strict_motion: float = 0.025
     moire_peak: float = 5.5
+    planar_distortion: float = 0.06
+    planar_ratio: float = 2.2
 
     @classmethod
     def from_config(cls, cfg: Any) -> LivenessParams:
@@ -81,6 +96,8 @@ class LivenessParams:
             c.strict_blink,
             c.strict_motion,
             c.moire_peak,
+            c.planar_distortion,
+            c.planar_ratio,
         )
 
 
@@ -220,10 +237,14 @@ class LivenessDetector:
         cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
         blink = blink_score(tr.ears) if len(tr.ears) >= 3 else None
         motion = nonplanar_motion(tr.points) if len(tr.points) >= 2 else None
+        distortion, planarity = planar_motion(tr.points) if len(tr.points) >= 2 else (None, None)
         if blink is not None:
             cues["blink"] = round(blink, 4)
         if motion is not None:
             cues["nonplanar_motion"] = round(motion, 4)
+        if distortion is not None and planarity is not None:
+            cues["planar_distortion"] = round(distortion, 4)
+            cues["planarity"] = round(planarity, 4)
 
         failures: list[str] = []
         if score < thr:
@@ -231,6 +252,17 @@ class LivenessDetector:
             failures.append(f"texture score {score:.2f} < {thr:.2f}: {CUE_TEXT.get(worst, worst)}")
         if p.moire_peak > 0 and peak > p.moire_peak:
             failures.append(f"periodic screen or halftone pattern on the face (spectral peak {peak:.2f} > {p.moire_peak:.2f})")
+        if (
+            p.planar_ratio > 0
+            and distortion is not None
+            and planarity is not None
+            and distortion >= p.planar_distortion
+            and planarity >= p.planar_ratio
+        ):
+            failures.append(
+                f"the face tilted like a flat picture (distortion {distortion:.3f} >= {p.planar_distortion:.3f}, "
+                f"{planarity:.1f}x what one homography leaves >= {p.planar_ratio:.1f}x)"
+            )
         if self.policy == "strict":
             if p.strict_blink > 0 and (blink is None or blink < p.strict_blink):
                 seen = "too few landmark frames" if blink is None else f"deepest eye closure {blink:.2f} < {p.strict_blink:.2f}"

@@ -20,9 +20,11 @@ What the cues look for:
   and 2, and the 59-bin uniform LBP of luma, the classic print-attack
   descriptor on NUAA.
 * **colour texture**: the 59-bin uniform LBP of the chroma planes Cb and Cr
-  (Boulkenafet et al., "Face anti-spoofing based on color texture analysis",
-  ICIP 2015): recapture through ink or a screen leaves its grain in chroma,
-  where skin is smooth.
+  and of the H, S and V planes (Boulkenafet et al., "Face anti-spoofing based
+  on color texture analysis", ICIP 2015, use both spaces): recapture through
+  ink or a screen leaves its grain in chroma and saturation, where skin is
+  smooth.  Adding HSV halved the print APCER at a 3 % BPCER in the grouped
+  5-fold cross-validation (see README).
 * **context**: the colour / frequency / LBP cues again on a wider crop (1.6 x
   the face box) that takes in the paper or screen edge, the hand holding it
   and the background around the face.
@@ -71,6 +73,17 @@ def _ycbcr(rgb: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.fl
     return y, cb, cr
 
 
+def _hsv(rgb: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    """Hue, saturation and value planes on a 0-255 scale (only their local order matters to LBP)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    d = mx - mn + 1e-6
+    h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 42.5
+    s = (mx - mn) / (mx + 1e-6) * 255
+    return h, s, mx
+
+
 def _riu2_table(p: int = 8) -> NDArray[np.uint8]:
     """Rotation-invariant uniform LBP (riu2): code -> bin 0..p+1."""
     table = np.empty(1 << p, np.uint8)
@@ -99,13 +112,13 @@ _OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)
 
 
 def lbp_codes(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.int32]:
-    """8-neighbour LBP codes (square neighbourhood at ``radius``) of a 2-D plane."""
+    """8-neighbour LBP codes (square neighbourhood at ``radius``) of a 2-D plane (or a stack of them: the last two axes)."""
     r = radius
-    h, w = plane.shape
-    c = plane[r : h - r, r : w - r]
+    h, w = plane.shape[-2:]
+    c = plane[..., r : h - r, r : w - r]
     code = np.zeros(c.shape, np.int32)
     for i, (dy, dx) in enumerate(_OFFSETS):
-        code |= (plane[r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r] >= c).astype(np.int32) << i
+        code |= (plane[..., r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r] >= c).astype(np.int32) << i
     return code
 
 
@@ -113,6 +126,14 @@ def lbp_histogram(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.fl
     """Normalised 10-bin riu2 LBP(8, ``radius``) histogram."""
     hist = np.bincount(_RIU2[lbp_codes(plane, radius)].ravel(), minlength=10).astype(np.float64)
     return hist / hist.sum()
+
+
+def u59_histograms(planes: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The normalised 59-bin uniform LBP(8, 1) histograms of a (K, H, W) stack of planes, concatenated (one pass)."""
+    bins = _U59[lbp_codes(planes)].reshape(len(planes), -1).astype(np.int64)
+    bins += 59 * np.arange(len(planes))[:, None]
+    hist = np.bincount(bins.ravel(), minlength=59 * len(planes)).astype(np.float64)
+    return hist / (bins.shape[1])
 
 
 def u59_histogram(plane: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -204,6 +225,9 @@ FRAME_FEATURE_NAMES: tuple[str, ...] = (
     *(f"lbpY_{i}" for i in range(59)),
     *(f"lbpCb_{i}" for i in range(59)),
     *(f"lbpCr_{i}" for i in range(59)),
+    *(f"lbpH_{i}" for i in range(59)),
+    *(f"lbpS_{i}" for i in range(59)),
+    *(f"lbpV_{i}" for i in range(59)),
     *(f"ctx_{n}" for n in FEATURE_NAMES),
 )
 
@@ -212,15 +236,17 @@ def frame_features(image: NDArray[np.uint8], box: Box) -> NDArray[np.float64]:
     """All per-frame cues of the face in ``box`` (order: :data:`FRAME_FEATURE_NAMES`)."""
     face = face_crop(image, box, CROP, 1.0)
     ctx = face_crop(image, box, CROP, CONTEXT_SCALE)
-    y, cb, cr = _ycbcr(face.astype(np.float32))
-    return np.concatenate([texture_features(face), u59_histogram(y), u59_histogram(cb), u59_histogram(cr), texture_features(ctx)])
+    rgb = face.astype(np.float32)
+    y, cb, cr = _ycbcr(rgb)
+    h, s, v = _hsv(rgb)
+    return np.concatenate([texture_features(face, (y, cb, cr)), u59_histograms(np.stack([y, cb, cr, h, s, v])), texture_features(ctx)])
 
 
 def cue_group(name: str) -> str:
     """The cue a feature belongs to (how a verdict explains itself)."""
     if name.startswith("ctx_"):
         return "context"
-    if name.startswith(("lbpCb", "lbpCr")):
+    if name.startswith(("lbpCb", "lbpCr", "lbpH", "lbpS", "lbpV")):
         return "colour_texture"
     if name.startswith("lbp"):
         return "micro_texture"

@@ -1,11 +1,14 @@
 """Train the texture-cue logistic regression from the shared data set (numpy only, reproducible).
 
     python -m firmware_py.liveness.train --manifest $KAOCLOCK_DATA/liveness-dev.csv \\
-        --out models/liveness_texture_v1.json --heldout-ids /tmp/liveness-heldout.txt
+        --out models/liveness_texture_v2.json --heldout-ids /tmp/liveness-heldout.txt
 
 What it does, step by step:
 
-1. Takes the manifest's stills (kind ``image``) and finds the face in each
+1. Takes the manifest's stills (kind ``image``), and every ``--video-step``-th
+   frame of its live clips (kind ``video``: close-up, compressed faces the
+   webcam stills do not show; trained on as live, never counted in the
+   still-image rates), and finds the face in each
    through the daemon's own front-end (:mod:`firmware_py.liveness.frontend`;
    or, with ``--boxes``, from a CSV ``path,x0,y0,x1,y1`` of boxes that the
    front-end produced earlier, so a re-run is cheap), then computes
@@ -24,6 +27,17 @@ What it does, step by step:
    evaluate exactly them.
 5. Writes the coefficients with a build record (inputs' sha256, units,
    regularisation, threshold, metrics).  Deterministic: no random numbers.
+
+With ``--cv K`` it also measures the *procedure* the honest way: grouped
+K-fold over all units (NUAA subjects dealt round-robin to the folds, replay
+blocks ``b`` to fold ``b mod K``).  For each outer fold, steps 3-4 run on the
+other folds only (leave-one-unit-out picks the regularisation and the
+threshold), and the fold is scored at that threshold and at the shipped one
+(``--shipped-threshold``, the config's).  Per-fold and pooled APCER per attack
+type, BPCER and ACER go into the report (``cv``).  The feature set is fixed
+in code (:data:`~firmware_py.liveness.texture.FRAME_FEATURE_NAMES`) before
+any fold is scored.  ``--write-boxes`` keeps the front-end's face boxes so a
+re-run with ``--boxes`` skips detection.
 """
 
 from __future__ import annotations
@@ -41,10 +55,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from firmware_py.liveness.fusion import TextureModel
-from firmware_py.liveness.presentations import Presentation, load_rgb, read_manifest
+from firmware_py.liveness.presentations import Presentation, frames, load_rgb, read_manifest
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
 
-DEFAULT_HOLDOUT = "nuaa-0007,nuaa-0008,nuaa-0009,replaycrop-b4"
+DEFAULT_HOLDOUT = "nuaa-0007,nuaa-0008,nuaa-0009,replaycrop-b4,clip-liveportrait_d9,clip-retalking_3"
+VIDEO_KIND = "live-video"  # frames of live clips: trained on as live, left out of the still-image rates
 GOALS = {"print": 0.01, "replay": 0.02, "bpcer": 0.03}
 
 
@@ -70,7 +85,7 @@ def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64], lam: float) -> 
 def rates(scores: NDArray[np.float64], kinds: NDArray[np.str_], thr: float) -> dict[str, float]:
     """BPCER and APCER per attack type of per-still scores at ``thr`` (kinds: 'live' or the attack type)."""
     out = {"bpcer": float((scores[kinds == "live"] < thr).mean()) if (kinds == "live").any() else float("nan")}
-    for a in sorted(str(v) for v in set(kinds) - {"live"}):
+    for a in sorted(str(v) for v in set(kinds) if not str(v).startswith("live")):
         out[a] = float((scores[kinds == a] >= thr).mean())
     return out
 
@@ -102,6 +117,115 @@ def units(presentations: list[Presentation], split: dict[str, int]) -> dict[str,
     return out
 
 
+def effective_scores(logits: NDArray[np.float64], peaks: NDArray[np.float64], moire_peak: float) -> NDArray[np.float64]:
+    """Still scores as the passive stage decides them: the moire veto (``hf_peak > moire_peak``) rejects outright."""
+    if moire_peak <= 0:
+        return logits
+    return np.where(peaks > moire_peak, -np.inf, logits)
+
+
+def fold_of_units(unit_names: list[str], k: int) -> dict[str, int]:
+    """Deal units to K folds: block units (``NAME-bJ``) to fold J mod K, the others round-robin in sorted order."""
+    out: dict[str, int] = {}
+    plain = sorted(n for n in unit_names if not re.search(r"-b\d+$", n))
+    for i, name in enumerate(plain):
+        out[name] = i % k
+    for name in unit_names:
+        m = re.search(r"-b(\d+)$", name)
+        if m:
+            out[name] = int(m.group(1)) % k
+    return out
+
+
+def _with_acer(r: dict[str, float]) -> dict[str, float]:
+    attacks = [v for kk, v in r.items() if kk != "bpcer" and not np.isnan(v)]
+    out = {kk: round(v, 4) for kk, v in r.items()}
+    if attacks and not np.isnan(r["bpcer"]):
+        out["apcer_max"] = round(max(attacks), 4)
+        out["acer"] = round((max(attacks) + r["bpcer"]) / 2, 4)
+    return out
+
+
+def fit_and_calibrate(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    k: NDArray[np.str_],
+    u: NDArray[np.str_],
+    peaks: NDArray[np.float64],
+    lams: list[float],
+    moire_peak: float,
+) -> tuple[TextureModel, float, float, dict[float, tuple[tuple[float, float], float, NDArray[np.float64]]]]:
+    """Leave-one-unit-out over the given rows chooses lambda and threshold; the model is then fitted on all of them."""
+    grid: dict[float, tuple[tuple[float, float], float, NDArray[np.float64]]] = {}
+    for lam in lams:
+        oof = np.zeros(len(y))
+        for unit in sorted(set(u)):
+            te = u == unit
+            m = fit_logistic(x[~te], y[~te], lam)
+            oof[te] = [m.logit(v) for v in x[te]]
+        eff = effective_scores(oof, peaks, moire_peak)
+        t = pick_threshold(eff, k)
+        r = rates(eff, k, t)
+        ratios = [r[kk] / GOALS.get(kk, 0.02) for kk in r]
+        grid[lam] = ((round(max(ratios), 6), round(sum(ratios), 6)), t, oof)  # worst goal ratio, then the sum
+    lam = min(grid, key=lambda v: grid[v][0])
+    return fit_logistic(x, y, lam), grid[lam][1], lam, grid
+
+
+def cross_validate(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    k: NDArray[np.str_],
+    u: NDArray[np.str_],
+    peaks: NDArray[np.float64],
+    folds: int,
+    lams: list[float],
+    moire_peak: float,
+    shipped_threshold: float,
+) -> dict[str, Any]:
+    """Grouped K-fold with everything (lambda, threshold) chosen inside the training folds."""
+    fold = fold_of_units(sorted(set(u)), folds)
+    fu = np.array([fold[v] for v in u])
+    pooled_own = np.zeros(len(y))
+    pooled_ship = np.zeros(len(y))
+    per_fold = []
+    for f in range(folds):
+        te = fu == f
+        if not te.any():
+            continue
+        model, thr, lam, _ = fit_and_calibrate(x[~te], y[~te], k[~te], u[~te], peaks[~te], lams, moire_peak)
+        eff = effective_scores(np.array([model.logit(v) for v in x[te]]), peaks[te], moire_peak)
+        # Pooling at a per-fold threshold: shift each fold's scores so its threshold sits at 0.
+        pooled_own[te] = eff - thr
+        pooled_ship[te] = eff
+        clips = {}
+        for unit in sorted(set(u[te & (k == VIDEO_KIND)])):
+            rows = (u[te] == unit) & (k[te] == VIDEO_KIND)
+            clips[str(unit)] = round(float(np.mean(eff[rows])) - thr, 3)  # mean clip-frame score over the threshold
+        per_fold.append(
+            {
+                "fold": f,
+                "clip_margin_over_threshold": clips,
+                "units": sorted(set(u[te])),
+                "lam": lam,
+                "threshold": thr,
+                "n_live": int((k[te] == "live").sum()),
+                "n_attack": int((k[te] != "live").sum()),
+                "at_fold_threshold": _with_acer(rates(eff, k[te], thr)),
+                "at_shipped_threshold": _with_acer(rates(eff, k[te], shipped_threshold)),
+            }
+        )
+    clip_margins = {c: m for f in per_fold for c, m in f["clip_margin_over_threshold"].items()}
+    return {
+        "folds": folds,
+        "shipped_threshold": shipped_threshold,
+        "clips_accepted_at_fold_thresholds": f"{sum(m >= 0 for m in clip_margins.values())}/{len(clip_margins)}",
+        "per_fold": per_fold,
+        "pooled_at_fold_thresholds": _with_acer(rates(pooled_own, k, 0.0)),
+        "pooled_at_shipped_threshold": _with_acer(rates(pooled_ship, k, shipped_threshold)),
+    }
+
+
 def read_boxes(path: Path) -> dict[str, tuple[float, float, float, float] | None]:
     boxes: dict[str, tuple[float, float, float, float] | None] = {}
     with path.open() as fh:
@@ -119,15 +243,25 @@ def sha256(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m firmware_py.liveness.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, required=True, help="presentation manifest (e.g. $KAOCLOCK_DATA/liveness-dev.csv)")
-    ap.add_argument("--out", type=Path, required=True, help="coefficient file to write (models/liveness_texture_v1.json)")
+    ap.add_argument("--out", type=Path, required=True, help="coefficient file to write (models/liveness_texture_v2.json)")
     ap.add_argument("--boxes", type=Path, help="CSV path,x0,y0,x1,y1 of face boxes from the front-end (path relative to the manifest)")
+    ap.add_argument("--write-boxes", type=Path, help="write the front-end's face boxes here (CSV for --boxes)")
     ap.add_argument("--holdout", default=DEFAULT_HOLDOUT, help=f"units never trained on (default {DEFAULT_HOLDOUT})")
     ap.add_argument("--split-subject", default="replaycrop:5", help="SUBJECT:K cuts one subject into K blocks of file numbers")
     ap.add_argument("--lam", default="1e-3", help="L2 regularisation per sample; a comma list is a grid chosen by leave-one-unit-out")
+    ap.add_argument("--cv", type=int, default=0, metavar="K", help="also run grouped K-fold over all units (nested calibration) and report it")
+    ap.add_argument("--shipped-threshold", type=float, help="threshold the CV also scores at (default: the config's liveness.threshold)")
+    ap.add_argument("--video-step", type=int, default=3, help="train on every Nth frame of the live video clips (0 = stills only; default 3)")
+    ap.add_argument("--video-seconds", type=float, default=6.0, help="use the first this many seconds of each clip (default 6)")
     ap.add_argument("--heldout-ids", type=Path, help="write the held-out presentations' ids here (for eval --ids)")
-    ap.add_argument("--config", type=Path, help="kaoclock config for the front-end (default: built-in)")
+    ap.add_argument("--config", type=Path, help="kaoclock config for the front-end and the moire veto (default: built-in)")
     args = ap.parse_args(argv)
 
+    from firmware_py.config import load
+
+    cfg = load(args.config)
+    moire_peak = float(cfg.liveness.moire_peak)
+    shipped = float(cfg.liveness.threshold) if args.shipped_threshold is None else args.shipped_threshold
     pres = read_manifest(args.manifest)
     split = {s.split(":")[0]: int(s.split(":")[1]) for s in args.split_subject.split(",") if s}
     unit_of = units(pres, split)
@@ -137,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     boxes = read_boxes(args.boxes) if args.boxes else None
     front = None
     if boxes is None:
-        from firmware_py.config import load
         from firmware_py.liveness.frontend import FrontEnd, largest
 
-        front = FrontEnd(load(args.config))
-    feats, labels, kinds, unit_list, fta = [], [], [], [], 0
+        front = FrontEnd(cfg)
+    feats, labels, kinds, unit_list, found, fta = [], [], [], [], [], 0
     for i, p in enumerate(stills):
         image = load_rgb(p.root / p.path)
         if boxes is not None:
@@ -152,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             _, obs = front.analyze(image, 0.0, 0, p.id)
             o = largest(obs)
             box = None if o is None else tuple(float(v) for v in o.detection.box)
+        found.append((p.path, box))
         if box is None:
             fta += 1
             continue
@@ -161,49 +295,72 @@ def main(argv: list[str] | None = None) -> int:
         unit_list.append(unit_of[p.id])
         if i % 500 == 0:
             print(f"features {i}/{len(stills)}", file=sys.stderr)
+    if args.video_step > 0:
+        # Live clips: close-up, H.264-compressed faces unlike the webcam stills; without them the
+        # model reads compression as recapture.  Their frames are live samples of their clip's unit.
+        if front is None:
+            from firmware_py.liveness.frontend import FrontEnd, largest
+
+            front = FrontEnd(cfg)
+        for p in (p for p in pres if p.kind == "video" and p.label == "live"):
+            front.reset()
+            for index, (ts, image) in enumerate(frames(p, max_seconds=args.video_seconds)):
+                if index % args.video_step:
+                    continue
+                _, obs = front.analyze(image, ts, index, p.id)
+                o = largest(obs)
+                if o is None:
+                    continue
+                feats.append(frame_features(image, tuple(float(v) for v in o.detection.box)))
+                labels.append(1.0)
+                kinds.append(VIDEO_KIND)
+                unit_list.append(unit_of[p.id])
+    if args.write_boxes:
+        args.write_boxes.write_text(
+            "path,x0,y0,x1,y1\n" + "".join(f"{path},{'' if b is None else ','.join(f'{v:.2f}' for v in b)}\n" for path, b in found)
+        )
     x, y = np.array(feats), np.array(labels)
     k, u = np.array(kinds), np.array(unit_list)
+    peaks = x[:, FRAME_FEATURE_NAMES.index("hf_peak")]
     train = ~np.isin(u, list(holdout))
+    lams = [float(v) for v in args.lam.split(",")]
 
     # Leave-one-unit-out on the training units: out-of-fold scores choose the
     # regularisation and the threshold; the held-out units play no part.
-    grid: dict[float, tuple[tuple[float, float], float, NDArray[np.float64]]] = {}
-    for lam in (float(v) for v in args.lam.split(",")):
-        oof = np.zeros(len(y))
-        for unit in sorted(set(u[train])):
-            te = u == unit
-            m = fit_logistic(x[train & ~te], y[train & ~te], lam)
-            oof[te] = [m.logit(v) for v in x[te]]
-        t = pick_threshold(oof[train], k[train])
-        r = rates(oof[train], k[train], t)
-        ratios = [r[kk] / GOALS.get(kk, 0.02) for kk in r]
-        grid[lam] = ((round(max(ratios), 6), round(sum(ratios), 6)), t, oof)  # worst goal ratio, then the sum
-        print(f"lam {lam:g}: threshold {t}, out-of-fold {json.dumps(r)}", file=sys.stderr)
-    lam = min(grid, key=lambda v: grid[v][0])
-    _, thr, oof = grid[lam]
-    model = fit_logistic(x[train], y[train], lam)
-    held = np.array([model.logit(v) for v in x[~train]]) if (~train).any() else np.zeros(0)
+    model, thr, lam, grid = fit_and_calibrate(x[train], y[train], k[train], u[train], peaks[train], lams, moire_peak)
+    oof = np.zeros(len(y))
+    oof[train] = effective_scores(grid[lam][2], peaks[train], moire_peak)
+    held = effective_scores(np.array([model.logit(v) for v in x[~train]]), peaks[~train], moire_peak) if (~train).any() else np.zeros(0)
     report: dict[str, Any] = {
         "threshold": thr,
         "lam": lam,
+        "moire_peak": moire_peak,
         "lam_grid_goal_ratios_worst_sum": {f"{v:g}": [round(g[0][0], 3), round(g[0][1], 3)] for v, g in grid.items()},
-        "n_stills": len(y),
+        "n_stills": int((k != VIDEO_KIND).sum()),
+        "n_video_frames": int((k == VIDEO_KIND).sum()),
         "fta_stills": fta,
         "train_units": sorted(set(u[train])),
         "holdout_units": sorted(set(u[~train])),
         "oof_train_at_threshold": {kk: round(v, 4) for kk, v in rates(oof[train], k[train], thr).items()},
-        "oof_per_unit": {unit: {kk: round(v, 4) for kk, v in rates(oof[u == unit], k[u == unit], thr).items()} for unit in sorted(set(u[train]))},
+        "oof_per_unit": {
+            unit: {kk: round(v, 4) for kk, v in rates(oof[u == unit], k[u == unit], thr).items()}
+            for unit in sorted(set(u[train & (k != VIDEO_KIND)]))
+        },
         "holdout_stills_at_threshold": {kk: round(v, 4) for kk, v in rates(held, k[~train], thr).items()} if len(held) else {},
     }
+    if args.cv:
+        report["cv"] = cross_validate(x, y, k, u, peaks, args.cv, lams, moire_peak, shipped)
     build = {
         "script": "python -m firmware_py.liveness.train",
         "args": {kk: str(v) for kk, v in vars(args).items()},
         "manifest_sha256": sha256(args.manifest),
         "boxes_sha256": sha256(args.boxes) if args.boxes else None,
         "seed": None,  # deterministic Newton solve: nothing random
-        **report,
+        **{kk: v for kk, v in report.items() if kk != "cv"},
     }
-    final = TextureModel(model.features, model.mean, model.scale, model.weights, model.bias, "liveness_texture_v1", build)
+    if "cv" in report:
+        build["cv_pooled_at_fold_thresholds"] = report["cv"]["pooled_at_fold_thresholds"]
+    final = TextureModel(model.features, model.mean, model.scale, model.weights, model.bias, args.out.stem, build)
     args.out.write_text(final.to_json() + "\n")
     if args.heldout_ids:
         args.heldout_ids.write_text("".join(f"{p.id}\n" for p in pres if unit_of[p.id] in holdout))

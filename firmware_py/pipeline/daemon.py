@@ -11,6 +11,11 @@ in reverse order, after the last.  ``on_frame`` hooks see every
 
 SIGTERM / SIGINT stop the loop cleanly: the current frame finishes, open
 tracks are ended, services stop.
+
+A ``camera.lost`` or ``camera.stalled`` event on the bus (the capture thread
+reopens the camera) resets the pipeline before the next frame: the reopened
+camera shows a new scene, so open tracks end there and then and the tracker
+starts afresh (see :meth:`RecognitionPipeline.reset`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from firmware_py.events import EventBus
 from firmware_py.pipeline.loop import FrameResult, RecognitionPipeline
 
 log = logging.getLogger(__name__)
+
+# Capture events after which the camera is reopened on what may be another scene.
+SCENE_RESET_EVENTS = frozenset({"camera.lost", "camera.stalled"})
 
 
 class Service(Protocol):
@@ -72,12 +80,27 @@ class Daemon:
         self.services = list(services)
         self.on_frame = list(on_frame)
         self._stop = threading.Event()
+        self._new_scene = threading.Event()  # set from the capture thread, handled by the loop
         self.frames = 0
         self.decisions = 0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish (safe from a signal handler or another thread)."""
         self._stop.set()
+
+    def _on_camera_event(self, event: Any) -> None:
+        if event.type in SCENE_RESET_EVENTS:
+            self._new_scene.set()
+
+    def _reset_if_new_scene(self, ts: float) -> None:
+        # Checked once per loop turn, after get(): at most the one frame that was already waiting
+        # in the capture slot when the camera failed is processed after the reset.
+        if self._new_scene.is_set():
+            self._new_scene.clear()
+            decisions = self.pipeline.reset(ts)
+            log.info("camera lost or stalled: pipeline reset, %d open track(s) decided", len(decisions))
+            for d in decisions:
+                self._deliver(d)
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +114,7 @@ class Daemon:
         is the capture room's to reopen).
         """
         started: list[Service] = []
+        unsubscribe = self.bus.subscribe(self._on_camera_event, "camera.")
         try:
             for s in self.services:
                 s.start()
@@ -103,6 +127,7 @@ class Daemon:
                 if max_frames is not None and self.frames >= max_frames:
                     break
                 frame = self.source.get(timeout=0.2)
+                self._reset_if_new_scene(last_ts)
                 if frame is None:
                     if self.source.finished:
                         break
@@ -124,6 +149,7 @@ class Daemon:
             for d in self.pipeline.finish(last_ts + self.pipeline.lost_after_s + 1e-3):
                 self._deliver(d)
         finally:
+            unsubscribe()
             try:
                 self.source.stop()
             finally:

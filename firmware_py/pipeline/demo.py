@@ -143,7 +143,7 @@ def run_demo(
                     f"demo: replaying {n} frames: Grace Hopper walks up, then the astronaut (not enrolled), then Grace Hopper again",
                     file=say,
                 )
-            from firmware_py.reader import build_reader, demo_overrides
+            from firmware_py.reader import DEMO_LIVENESS_OFF, build_reader, demo_overrides
 
             decisions: list[Decision] = []
 
@@ -155,9 +155,12 @@ def run_demo(
             if jsonl:
                 extra.append(JsonLinesSink(None if str(jsonl) == "-" else jsonl))
             # The whole reader: gate on mock pins, signed punches into the outbox (no broker), LEDs.
-            reader = build_reader(demo_overrides(cfg), store=store, embedder=embedder, extra_sinks=extra, console_out=out)
+            run_cfg = demo_overrides(cfg)
+            reader = build_reader(run_cfg, store=store, embedder=embedder, extra_sinks=extra, console_out=out)
             choice = reader.threshold
-            print(f"demo: threshold {choice.value:.3f} ({choice.source}: {choice.detail}); liveness policy {cfg.liveness.policy}", file=say)
+            print(f"demo: threshold {choice.value:.3f} ({choice.source}: {choice.detail}); liveness policy {run_cfg.liveness.policy}", file=say)
+            if run_cfg.liveness.policy != cfg.liveness.policy:
+                print(f"demo: liveness check OFF: {DEMO_LIVENESS_OFF}; a real reader runs policy {cfg.liveness.policy!r}", file=say)
             reader.daemon.install_signal_handlers()
             frames = reader.run()
         print(f"demo: done, {frames} frames, {len(decisions)} decision(s)", file=say)

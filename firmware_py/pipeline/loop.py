@@ -44,6 +44,7 @@ class FrameResult:
     decisions: list[Decision] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)  # analyzer stages + embed, match, decide
     invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder)
+    invoke_by_model_ms: dict[str, float] = field(default_factory=dict)  # the same, per model
     embedded: bool = False  # whether the embedder ran (not on decided tracks or unusable frames)
     frame_ms: float = 0.0
 
@@ -153,8 +154,28 @@ class RecognitionPipeline:
         stages["decide"] = (t3 - t2) * 1e3
         res.stages_ms = stages
         res.invoke_ms = invoke_ms
+        res.invoke_by_model_ms = {**getattr(analysis, "invoke_ms", {}), "embedder": t_embed}
         res.frame_ms = (t3 - t0) * 1e3
         return res
+
+    def reset(self, ts: float) -> list[Decision]:
+        """A new scene (the camera was lost or stalled and reopened): end every track at ``ts``.
+
+        The tracker forgets its boxes, so a face in the reopened camera's first
+        frames starts a new walk-up instead of inheriting the track (and maybe
+        the decision) of whoever stood there before the outage; every open
+        track is ended as if its person had left.  Returns those decisions.
+        """
+        reset = getattr(self.analyzer, "reset", None)
+        ended = {t.track_id for t in reset()} if reset is not None else set()
+        ended |= set(self._last_seen)
+        self._last_seen.clear()
+        out = []
+        for tid in sorted(ended):
+            d = self.machine.end_track(tid, ts)
+            if d:
+                out.append(d)
+        return out
 
     def finish(self, ts: float) -> list[Decision]:
         """The source ended: end every open track."""

@@ -32,7 +32,9 @@ on the image's left (smaller x).
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,29 +142,42 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _weighted_nms_rows(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted NMS on ``rows (N, 4 + D)`` (box corners, then any values averaged with them).
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two boxes (x0, y0, x1, y1), in plain Python floats (faster than numpy for a handful)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
-    One weighted mean per *output* face over the whole row, so boxes and
-    keypoints merge in one matrix product; the IoU matrix is computed once.
+
+def _weighted_nms(cands: list[tuple[float, list[float]]], iou_threshold: float) -> list[tuple[float, list[float]]]:
+    """Weighted NMS on ``(score, row)`` candidates, a row being box corners then values merged with them.
+
+    A face yields a dozen overlapping anchors: plain Python on those few
+    rows costs less than numpy's per-call overhead (which, right after a
+    model invoke has flushed the caches, is most of the cost).
     """
-    order = np.argsort(-scores, kind="stable")
-    rows, scores = rows[order], scores[order]
-    if len(rows) == 1:
-        return rows, scores
-    ious = iou_matrix(rows, rows)
-    remaining = np.ones(len(rows), bool)
-    out_r, out_s = [], []
-    for i in range(len(rows)):
-        if not remaining[i]:
-            continue
-        members = remaining & (ious[i] > iou_threshold)
-        members[i] = True
-        w = scores[members]
-        out_r.append(w @ rows[members] / w.sum())
-        out_s.append(scores[i])
-        remaining &= ~members
-    return np.array(out_r, rows.dtype), np.array(out_s, scores.dtype)
+    order = sorted(cands, key=lambda c: -c[0])  # stable: ties keep anchor order, as MediaPipe
+    out = []
+    while order:
+        best_score, best = order[0]
+        members, rest = [order[0]], []
+        for c in order[1:]:
+            (members if box_iou(best, c[1]) > iou_threshold else rest).append(c)
+        if len(members) == 1:
+            out.append((best_score, best))
+        else:
+            total = sum(w for w, _ in members)
+            merged = [0.0] * len(best)
+            for w, r in members:
+                for k, v in enumerate(r):
+                    merged[k] += w * v
+            out.append((best_score, [v / total for v in merged]))
+        order = rest
+    return out
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,9 +193,10 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, *keypoints.shape[1:]), np.float32)
     n = len(boxes)
-    rows = np.concatenate([np.asarray(boxes).reshape(n, 4), np.asarray(keypoints).reshape(n, -1)], axis=1)
-    merged, s = _weighted_nms_rows(rows, np.asarray(scores), iou_threshold)
-    return merged[:, :4], s, merged[:, 4:].reshape(len(merged), *keypoints.shape[1:])
+    rows = np.concatenate([np.asarray(boxes, np.float64).reshape(n, 4), np.asarray(keypoints, np.float64).reshape(n, -1)], axis=1)
+    merged = _weighted_nms(list(zip(np.asarray(scores, np.float64).tolist(), rows.tolist(), strict=True)), iou_threshold)
+    m = np.array([r for _, r in merged], np.float32)
+    return m[:, :4], np.array([sc for sc, _ in merged], np.float32), m[:, 4:].reshape(len(m), *keypoints.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -260,14 +276,7 @@ class FaceDetector:
         # Logit threshold: sigmoid(x) >= t  <=>  x >= logit(t): only anchors that pass are decoded.
         t = min(max(self.score_threshold, 1e-6), 1 - 1e-6)
         self._logit_threshold = np.float32(np.log(t / (1 - t)))
-        # What each anchor adds to its 16 regressors: its centre to the box centre and the 6
-        # keypoints (x, y), nothing to the box size; in input pixels (x_scale = 128, anchor size 1).
-        centres = self._anchors * INPUT_SIZE
-        self._anchor_add = np.zeros((n, 16), np.float32)
-        self._anchor_add[:, 0:2] = centres
-        self._anchor_add[:, 4 : 4 + 2 * NUM_KEYPOINTS] = np.tile(centres, NUM_KEYPOINTS)
-        # Box (cx, cy, w, h) -> corners (x0, y0, x1, y1): corners = centre +- size / 2.
-        self._corner_sign = np.array([-0.5, -0.5, 0.5, 0.5], np.float32)
+        self._anchor_px: list[list[float]] = (self._anchors * INPUT_SIZE).tolist()
         self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
         self._plans: dict[tuple[int, int], _Letterbox] = {}
         self._input_shape = (0, 0)
@@ -343,32 +352,36 @@ class FaceDetector:
         t1 = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t1) * 1000
-        # Views of the output tensors (no copy of all 896 anchors); released before the next invoke.
-        logits = self._interp.tensor(self._cls_index)().reshape(-1)
+        # Only the anchors whose raw logit passes are decoded, in plain Python: a face passes about a
+        # dozen, and numpy's per-call cost right after an invoke exceeds the arithmetic on so few.
+        logits = self._interp.get_tensor(self._cls_index).reshape(-1)
         keep = np.flatnonzero(logits >= self._logit_threshold)
         if keep.size == 0:
-            del logits
             self.last_ms = (time.perf_counter() - t0) * 1000
             return []
-        raw_logits = logits[keep]
-        del logits
-        regs = self._interp.tensor(self._reg_index)()
-        rows = regs[0, keep]  # a copy of the passing anchors only
-        del regs
-        # Decode in input pixels, in place: centres and keypoints get their anchor added,
-        # then the box (cx, cy, w, h) becomes its corners (reverse_output_order: x, y, w, h).
-        rows += self._anchor_add[keep]
-        rows[:, 0:4] = rows[:, [0, 1, 0, 1]] + rows[:, [2, 3, 2, 3]] * self._corner_sign
-        scores = 1 / (1 + np.exp(-np.clip(raw_logits, -100, 100)))
-        rows, scores = _weighted_nms_rows(rows, scores, self.nms_iou)
+        regs = self._interp.tensor(self._reg_index)()  # a view: only the passing rows are copied
+        try:
+            raws = regs[0, keep].tolist()
+        finally:
+            del regs  # LiteRT refuses to invoke while a view of its tensors is alive
+        cands = []
+        for i, lg, r in zip(keep.tolist(), logits[keep].tolist(), raws, strict=True):
+            # reverse_output_order: x, y, w, h; offsets in input pixels (x_scale = 128, anchor size 1).
+            ax, ay = self._anchor_px[i]
+            cx, cy, hw, hh = r[0] + ax, r[1] + ay, r[2] / 2, r[3] / 2
+            row = [cx - hw, cy - hh, cx + hw, cy + hh]
+            for k in range(4, 4 + 2 * NUM_KEYPOINTS, 2):
+                row += (r[k] + ax, r[k + 1] + ay)
+            cands.append((1 / (1 + math.exp(-min(max(lg, -100.0), 100.0))), row))
         # Undo the letterbox: input pixels -> frame pixels (boxes and keypoints are all (x, y) pairs).
-        pts = rows.reshape(len(rows), -1, 2)
-        pts -= offset
-        pts /= scale
+        sx, sy = scale.tolist()
+        ox, oy = offset.tolist()
         out = []
-        for r, sc in zip(rows.tolist(), scores.tolist(), strict=True):
-            if r[2] - r[0] >= self.min_face_px:
-                out.append(FaceDetection(box=(r[0], r[1], r[2], r[3]), score=sc, keypoints=np.array(r[4:], np.float32).reshape(NUM_KEYPOINTS, 2)))
+        for sc, row in _weighted_nms(cands, self.nms_iou):
+            xy = [(row[k] - ox) / sx if k % 2 == 0 else (row[k] - oy) / sy for k in range(len(row))]
+            if xy[2] - xy[0] >= self.min_face_px:
+                kps = np.array(xy[4:], np.float32).reshape(NUM_KEYPOINTS, 2)
+                out.append(FaceDetection(box=(xy[0], xy[1], xy[2], xy[3]), score=sc, keypoints=kps))
         if len(out) > 1:
             out.sort(key=lambda d: d.area, reverse=True)
         if self.max_faces:

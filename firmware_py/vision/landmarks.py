@@ -106,11 +106,11 @@ def detection_roi(det: FaceDetection, scale: float = 1.5) -> tuple[float, float,
     keypoints, target angle 0) then ``RectTransformationCalculator``
     (``scale 1.5``, ``square_long``), in pixels.
     """
-    (x0, y0), (x1, y1) = det.keypoints[RIGHT_EYE], det.keypoints[LEFT_EYE]
+    (x0, y0), (x1, y1) = det.keypoints[[RIGHT_EYE, LEFT_EYE]].tolist()
     rotation = -math.atan2(-(y1 - y0), x1 - x0)
-    cx, cy = det.centre
-    side = max(det.width, det.height) * scale
-    return float(cx), float(cy), float(side), float(rotation)
+    bx0, by0, bx1, by1 = det.box
+    side = max(bx1 - bx0, by1 - by0) * scale
+    return (bx0 + bx1) / 2, (by0 + by1) / 2, side, rotation
 
 
 def roi_affine(roi: tuple[float, float, float, float], size: int) -> np.ndarray:
@@ -217,8 +217,10 @@ class FaceMesh:
         # Scaled straight into the interpreter's input tensor (no float copy of the crop to hand over);
         # the view is released before invoke, as LiteRT requires.
         inp = self._interp.tensor(self._in_index)()
-        np.multiply(crop, np.float32(1 / 255), out=inp[0])
-        del inp
+        try:
+            np.multiply(crop, np.float32(1 / 255), out=inp[0])
+        finally:
+            del inp  # even on a bad crop: a live view would block every later invoke
         t = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t) * 1000
@@ -235,10 +237,8 @@ class FaceMesh:
     def landmarks_in_roi(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> FaceLandmarks:
         """468 landmarks for an explicit ROI (cx, cy, side, rotation)."""
         pts, presence = self.run_crop(self.crop(image, roi))
+        # Crop pixels -> frame pixels (x, y) and depth scaled alike: one 3x3 product and a shift.
         a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
-        out = np.empty((NUM_POINTS, 3), np.float32)
-        x, y = pts[:, 0], pts[:, 1]
-        out[:, 0] = x * a + y * b + c
-        out[:, 1] = x * d + y * e + f
-        out[:, 2] = pts[:, 2] * (roi[2] / INPUT_SIZE)
+        out = pts @ np.array([[a, d, 0.0], [b, e, 0.0], [0.0, 0.0, roi[2] / INPUT_SIZE]], np.float32)
+        out += np.array([c, f, 0.0], np.float32)
         return FaceLandmarks(points=out, presence=presence, roi=roi)

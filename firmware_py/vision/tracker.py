@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware_py.vision.detector import FaceDetection
+from firmware_py.vision.detector import FaceDetection, box_iou
 
 
 @dataclass(frozen=True)
@@ -51,17 +51,6 @@ class Track:
     @property
     def duration(self) -> float:
         return self.last_seen - self.first_seen
-
-
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """IoU of two boxes (x0, y0, x1, y1)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class _State:

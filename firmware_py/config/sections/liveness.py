@@ -14,11 +14,13 @@ class LivenessConfig(Section):
     """Presentation-attack detection (photos, screens, replayed video)."""
 
     policy: Literal["off", "passive", "strict"] = setting(
-        "off", doc="off: no check; passive: decide within the walk-up window; strict: longer window, every cue must pass."
+        "passive",
+        doc="off: no check; passive: decide within the walk-up window (texture AND moire AND planar-motion vetoes); "
+        "strict: longer window, every cue must pass, a blink is required.",
     )
-    model: str = setting("liveness_texture_v1", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
+    model: str = setting("liveness_texture_v2", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        0.0, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
+        -0.4, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
     )
     moire_peak: float = setting(
         5.5,
@@ -26,6 +28,19 @@ class LivenessConfig(Section):
         le=50,
         doc="Veto when the face's median high-band spectral peak (log peak/mean) exceeds this: a periodic screen or "
         "halftone pattern; live faces in the dev data stay below 4.8. 0 = no veto.",
+    )
+    planar_distortion: float = setting(
+        0.06,
+        ge=0,
+        le=1,
+        doc="Planar-motion veto: face motion beyond a 2-D shift/turn/zoom (similarity residual / inter-ocular) from which on the veto may fire.",
+    )
+    planar_ratio: float = setting(
+        2.2,
+        ge=0,
+        le=100,
+        doc="Planar-motion veto: fires when that motion is at least this many times the homography residual "
+        "(a tilted flat picture; live heads stay below 1.6 in the dev data). 0 = no veto.",
     )
     passive_window_s: float = setting(0.8, gt=0, le=10, doc="passive: the face must be watched this long before a verdict.")
     passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
