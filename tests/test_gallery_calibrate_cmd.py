@@ -22,10 +22,13 @@ def test_calibrate_stores_threshold_and_reader_uses_it(models_dir, capsys):
         for i in range(12):  # a homogeneous site: people fairly close to each other
             t = Template(centre + rng.normal(0, 0.03, 128).astype(np.float32), version, f"p{i}.jpg")
             store.upsert_person(Person(f"e{i:03d}", f"Person {i}", (cfg.device.site,), (t,)))
-        assert choose_threshold(cfg, store, version).source == "config"
+        # No stored calibration: the reader estimates one from the gallery, never looser than the config's.
+        est = choose_threshold(cfg, store, version)
+        assert est.source == "gallery-estimate" and 0 < est.value <= cfg.recognition.threshold
+        assert "FPIR 0.003 over 12 people" in est.detail
     assert main(["gallery", "calibrate", "--target-fpir", "0.01", "--json"]) == 0
     cal = json.loads(capsys.readouterr().out)
-    assert cal["persons"] == 12 and cal["impostor_pairs"] == 12 * 11 and 0 < cal["threshold"] <= cfg.recognition.threshold
+    assert cal["persons"] == 12 and cal["impostor_pairs"] == 12 and 0 < cal["threshold"] <= cfg.recognition.threshold
     with open_from_config(cfg) as store:
         chosen = choose_threshold(cfg, store, version)
         assert chosen.source == "gallery" and chosen.value == cal["threshold"]
@@ -38,3 +41,8 @@ def test_calibrate_stores_threshold_and_reader_uses_it(models_dir, capsys):
     assert main(["gallery", "calibrate", "--clear"]) == 0
     with open_from_config(cfg) as store:
         assert store.calibration() is None
+        # cleared: back to the gallery's own estimate; too few people for one: the config's threshold
+        assert choose_threshold(cfg, store, version).source == "gallery-estimate"
+        for i in range(1, 10):
+            store.remove_person(f"e{i:03d}")
+        assert choose_threshold(cfg, store, version).source == "config"

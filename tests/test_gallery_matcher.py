@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_py.gallery.calibration import calibrate, impostor_distances, impostor_scores, pairwise_rate_for, threshold_for
+from firmware_py.gallery import calibration
+from firmware_py.gallery.calibration import calibrate, stranger_scores, threshold_for, tolerance_factor
 from firmware_py.gallery.matcher import Matcher
 from firmware_py.gallery.store import GalleryError, GalleryMatrix
 
@@ -62,24 +63,59 @@ def test_empty_gallery_says_empty():
     assert r.verdict == "empty" and r.person_id is None
 
 
-def test_calibration_reaches_its_target_on_synthetic_normal_impostors():
-    # Impostor distances of people drawn around a common centre, like a homogeneous population.
+def test_stranger_scores_are_the_matchers_scores_without_the_person():
     rng = np.random.default_rng(2)
-    people = rng.normal(0, 0.035, (40, 128)).astype(np.float32)
-    rows = np.concatenate([people + rng.normal(0, 0.01, people.shape).astype(np.float32) for _ in range(2)])
-    ids = np.array([f"p{i}" for i in range(40)] * 2, dtype=object)
-    gal = _gallery(rows, ids.tolist())
-    cal = calibrate(gal, 0.01)
-    assert len(impostor_distances(gal)) == (80 * 79) // 2 - 40  # template pairs of different people
-    imp = impostor_scores(gal)  # as the matcher scores them: person pairs, both directions
-    assert len(imp) == cal.impostor_pairs == 40 * 39
-    # The pairwise rate the threshold implies, applied over 40 people, is about the target FPIR.
-    p = float(np.mean(imp < cal.threshold))
-    assert p <= pairwise_rate_for(0.01, 40) * 3
-    assert 1 - (1 - p) ** 40 < 0.05
-    t_loose, _ = threshold_for(imp, 0.2, 40)
+    people = rng.normal(0, 0.035, (12, 128)).astype(np.float32)
+    rows = np.concatenate([people, people[:4] + rng.normal(0, 0.01, (4, 128)).astype(np.float32)])  # 4 people with 2 templates
+    ids = [f"p{i:02d}" for i in range(12)] + [f"p{i:02d}" for i in range(4)]
+    gal = _gallery(rows, ids)
+    got = stranger_scores(gal)
+    # Brute force: each template matched by a Matcher built on everybody else, as the reader would score a stranger.
+    order = np.argsort(np.asarray(ids), kind="stable")
+    want = []
+    for r in order:
+        others = [j for j in range(len(ids)) if ids[j] != ids[r]]
+        m = Matcher(_gallery(rows[others], [ids[j] for j in others]), threshold=1.0)
+        want.append(m.match(rows[r]).distance)
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_masked_stranger_scores_approximate_the_exact_ones(monkeypatch):
+    rng = np.random.default_rng(3)
+    gal = _gallery(rng.normal(0, 0.035, (60, 128)), [f"p{i:02d}" for i in range(60)])
+    exact = stranger_scores(gal)
+    monkeypatch.setattr(calibration, "EXACT_MAX_PERSONS", 10)  # large-gallery path: the person masked out, densities kept
+    masked = stranger_scores(gal)
+    assert not np.allclose(exact, masked, atol=1e-6)  # a different computation...
+    assert np.abs(exact - masked).max() < 0.02 * exact.mean()  # ...of nearly the same scores
+
+
+def test_tolerance_factor_matches_published_tables():
+    # One-sided normal tolerance factors (e.g. NIST/SEMATECH e-Handbook 7.2.6.3; exact values by the noncentral t).
+    assert tolerance_factor(10, 0.10, 0.95) == pytest.approx(2.355, abs=0.05)
+    assert tolerance_factor(20, 0.01, 0.95) == pytest.approx(3.295, abs=0.05)
+    # Few samples: a wide margin beyond the quantile's z; many samples: the z itself.
+    z = 2.748  # z of the 0.3% quantile
+    assert tolerance_factor(7, 0.003, 0.95) > z + 1.5
+    assert tolerance_factor(100_000, 0.003, 0.95) == pytest.approx(z, abs=0.02)
+    assert tolerance_factor(7, 0.003, 0.95) > tolerance_factor(20, 0.003, 0.95) > tolerance_factor(50, 0.003, 0.95)
+
+
+def test_calibration_keeps_fresh_strangers_near_the_target():
+    # A homogeneous population: sites of 20 people, each met by 2,000 strangers of the same population.
+    rng = np.random.default_rng(4)
+    reached = []
+    for _ in range(10):
+        site = _gallery(rng.normal(0, 0.035, (20, 128)), [f"p{i:02d}" for i in range(20)])
+        cal = calibrate(site, 0.01)
+        assert cal.persons == 20 and cal.impostor_pairs == 20 and "tolerance bound" in cal.method
+        _, scores = Matcher(site, threshold=cal.threshold).match_many(rng.normal(0, 0.035, (2000, 128)).astype(np.float32))
+        reached.append(float((scores <= cal.threshold).mean()))
+    assert 0 < np.median(reached) <= 0.01  # the typical site is at or below its target...
+    assert max(reached) < 0.05  # ...and none is far above it
+    assert calibrate(site, 0.01, ceiling=cal.threshold - 0.01).threshold == pytest.approx(cal.threshold - 0.01, abs=1e-4)
+    t_loose, _ = threshold_for(stranger_scores(site), 0.2, 20)
     assert t_loose > cal.threshold
-    assert calibrate(gal, 0.01, ceiling=cal.threshold - 0.01).threshold == pytest.approx(cal.threshold - 0.01, abs=1e-4)
 
 
 def test_calibration_needs_enough_people(real):

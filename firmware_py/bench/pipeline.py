@@ -64,7 +64,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     from firmware_py.gallery.blas import limit_blas_threads
     from firmware_py.gallery.store import GalleryMatrix, open_from_config
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
-    from firmware_py.pipeline.embedding import describe, load_embedder
+    from firmware_py.pipeline.embedding import describe_face, load_embedder
     from firmware_py.pipeline.loop import RecognitionPipeline, stage_percentiles
 
     limit_blas_threads(1)
@@ -78,7 +78,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         analyzer.reset()
         obs = analyzer.process(Frame(img, 0.0, 0, str(source))).primary
         if obs is not None and obs.chip is not None:
-            enrolled = describe(embedder, obs.chip, cfg.recognition.mirror_average)[0]
+            enrolled = describe_face(embedder, obs.chips, cfg.recognition.mirror_average)
             break
     analyzer.reset()
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ EVAL_MODULES: list[str] = [
     "firmware_py.vision.evaluate",
     "firmware_py.eval.lfw",
     "firmware_py.eval.identify",
+    "firmware_py.eval.tune",
+    "firmware_py.eval.calibration",
     "firmware_py.liveness.evaluate",
 ]
 

@@ -94,7 +94,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with open_from_config(cfg, create=False) as store:
         if args.clear:
             store.set_calibration(None)
-            print(f"calibration cleared; the reader uses recognition.threshold = {cfg.recognition.threshold}")
+            print(
+                "calibration cleared; the reader estimates a threshold from the gallery at start "
+                f"(never looser than recognition.threshold = {cfg.recognition.threshold}), or uses recognition.threshold"
+            )
             return 0
         version = load_embedder(cfg).version
         gallery = store.load_matrix(cfg.device.site, version)

@@ -1,8 +1,9 @@
 """Descriptors of still images through the reader's own front-end, with an on-disk cache.
 
 Each image goes through the same stages as a camera frame (BlazeFace,
-FaceMesh, dlib-geometry alignment, the int8 embedder); the largest face is
-the one described.  An image where no face is found still gets a descriptor,
+FaceMesh, dlib-geometry alignment, the int8 embedder) and is described by
+the reader's own :func:`~firmware_py.pipeline.embedding.describe_face`; the
+largest face is the one described.  An image where no face is found still gets a descriptor,
 from a centred crop, and is counted as a detection failure (LFW's images are
 centred on the labelled face).
 
@@ -28,7 +29,7 @@ from PIL import Image
 
 from firmware_py.config.schema import to_plain
 from firmware_py.gallery.enrol import load_photo
-from firmware_py.pipeline.embedding import ChipEmbedder, describe
+from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,15 @@ class StillDescriber:
         )
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+    def chips(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The chips the reader would embed for this image's largest face ``(n, 150, 150, 3)``, and whether a face was found."""
         from firmware_py.capture.frame import Frame
 
         self.analyzer.reset()
         obs = self.analyzer.process(Frame(image, 0.0, 0, "still")).primary
-        if obs is None or obs.chip is None:
-            return centre_chip(image), False
-        return obs.chip, True
+        if obs is None or obs.chips is None:
+            return centre_chip(image)[None], False
+        return obs.chips, True
 
     def describe_paths(self, paths: list[Path], progress: bool = True) -> StillDescriptors:
         t0 = time.perf_counter()
@@ -112,8 +114,8 @@ class StillDescriber:
             else:
                 out[i], det[i] = hit
         for n, i in enumerate(todo):
-            chip, ok = self.chip(load_photo(paths[i]))
-            out[i] = describe(self.embedder, chip, self.mirror)[0]
+            chips, ok = self.chips(load_photo(paths[i]))
+            out[i] = describe_face(self.embedder, chips, self.mirror)
             det[i] = ok
             cache.put(paths[i], out[i], ok)
             if progress and (n + 1) % 250 == 0:

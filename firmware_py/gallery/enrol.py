@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.errors import KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
-from firmware_py.pipeline.embedding import ChipEmbedder, describe
+from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
 
 # dlib's own same-person bound: farther than this from the others is another person.
 SAME_PERSON_MAX = 0.6
@@ -145,7 +145,7 @@ def check_photo(analyzer: Any, embedder: ChipEmbedder, path: Path, mirror: bool 
         if q is not None:
             detail = f" (face {q.face_px:.0f} px, sharpness {q.sharpness:.2f}, yaw {q.yaw:.0f}, pitch {q.pitch:.0f}, luminance {q.luminance:.0f})"
         return PhotoReport(path, False, failures, "; ".join(msgs) + detail, q.as_dict() if q else {}, len(faces))
-    desc = describe(embedder, primary.chip, mirror)[0]
+    desc = describe_face(embedder, primary.chips, mirror)
     return PhotoReport(path, True, [], "ok", q.as_dict() if q else {}, len(faces), desc)
 
 

@@ -49,12 +49,20 @@ def live_quality_limits(cfg: Any, analyzer: Any) -> Any:
 @dataclass(frozen=True)
 class ThresholdChoice:
     value: float
-    source: str  # "config" or "gallery"
+    source: str  # "config", "gallery" (stored calibration) or "gallery-estimate" (estimated at load)
     detail: str
 
 
-def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str) -> ThresholdChoice:
-    """The threshold in force: the gallery's calibrated one when configured and valid, else the config's."""
+def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str, gallery: Any | None = None) -> ThresholdChoice:
+    """The threshold in force: the gallery's calibrated one when configured and valid, else the config's.
+
+    With ``threshold_source = "gallery"`` and no stored calibration for this
+    embedder, the threshold is estimated from the in-scope gallery itself
+    for ``gallery.target_fpir`` (as `kaoclock gallery calibrate` would, never
+    looser than ``recognition.threshold``): the config's default is
+    calibrated on lfw-dev's mostly Western faces, and a site's own people
+    can sit much closer together (gallery/README.md, "Threshold").
+    """
     rc = cfg.recognition
     if rc.threshold_source == "gallery":
         cal = store.calibration()
@@ -63,7 +71,25 @@ def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str) -> Th
             return ThresholdChoice(cal.threshold, "gallery", f"calibrated for FPIR {cal.target_fpir:g} over {cal.persons} people{stale}")
         if cal is not None:
             return ThresholdChoice(rc.threshold, "config", f"gallery calibration is for embedder {cal.embedder_version}; recalibrate")
+        est = estimate_threshold(cfg, gallery if gallery is not None else store.load_matrix(cfg.device.site, embedder_version))
+        if est is not None:
+            return est
     return ThresholdChoice(rc.threshold, "config", "recognition.threshold")
+
+
+def estimate_threshold(cfg: Any, gallery: Any) -> ThresholdChoice | None:
+    """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold`` (None: too few people)."""
+    from firmware_py.gallery.calibration import MIN_PERSONS, calibrate
+    from firmware_py.gallery.store import GalleryError
+
+    if gallery.persons < MIN_PERSONS:
+        return None
+    try:
+        cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=cfg.recognition.threshold)
+    except GalleryError as exc:
+        log.warning("no threshold estimate from the gallery (%s); using recognition.threshold", exc)
+        return None
+    return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 
 def build_pipeline(
@@ -81,7 +107,7 @@ def build_pipeline(
     embedder = embedder or load_embedder(cfg)
     analyzer = analyzer or build_analyzer(cfg)
     gallery = store.load_matrix(cfg.device.site, embedder.version)
-    choice = choose_threshold(cfg, store, embedder.version)
+    choice = choose_threshold(cfg, store, embedder.version, gallery)
     live_limits = live_quality_limits(cfg, analyzer)
     versions = {"gallery": f"{gallery.gallery_version}:{gallery.content_hash[:12]}"}
     pipeline = RecognitionPipeline(

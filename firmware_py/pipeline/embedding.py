@@ -52,3 +52,13 @@ def describe(embedder: ChipEmbedder, chips: np.ndarray, mirror: bool = False) ->
     both = np.concatenate([chips, chips[:, :, ::-1]])
     d = embedder.embed(np.ascontiguousarray(both))
     return ((d[: len(chips)] + d[len(chips) :]) / 2.0).astype(np.float32)
+
+
+def describe_face(embedder: ChipEmbedder, chips: np.ndarray, mirror: bool = False) -> np.ndarray:
+    """One ``(128,)`` descriptor for one face: the mean over its chips (one per alignment, see
+    :attr:`~firmware_py.vision.analyzer.FaceObservation.chips`) and, with ``mirror``, their mirror images.
+
+    This is the reader's whole embedding path: the gate, enrolment and the evaluations all call it,
+    so a template and a probe are always described the same way.
+    """
+    return describe(embedder, chips, mirror).mean(axis=0, dtype=np.float64).astype(np.float32)

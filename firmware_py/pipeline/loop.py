@@ -27,7 +27,7 @@ from firmware_py.decision.outcome import Decision
 from firmware_py.events import EventBus
 from firmware_py.gallery.matcher import Matcher, MatchResult
 from firmware_py.gallery.store import GalleryMatrix
-from firmware_py.pipeline.embedding import ChipEmbedder, describe
+from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class RecognitionPipeline:
             ok, why = quality_verdict(obs.quality, self.quality_limits)
             if ok and obs.chip is not None:
                 a = time.perf_counter()
-                desc = describe(self.embedder, obs.chip, self.mirror)[0]
+                desc = describe_face(self.embedder, obs.chips, self.mirror)
                 b = time.perf_counter()
                 res.match = self.matcher.match(desc)
                 c = time.perf_counter()

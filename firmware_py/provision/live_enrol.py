@@ -40,7 +40,7 @@ from firmware_py.gallery.enrol import SAME_PERSON_MAX, SECOND_FACE_RATIO
 from firmware_py.gallery.enrol import _closest_others as closest_others
 from firmware_py.gallery.store import GalleryStore, Person, Template
 from firmware_py.mqtt.commands.registry import CommandContext, CommandRefused, CommandRegistry
-from firmware_py.pipeline.embedding import describe
+from firmware_py.pipeline.embedding import describe_face
 from firmware_py.provision.gallery_sync import SITE_RE, GallerySync
 
 
@@ -271,7 +271,7 @@ class LiveEnrolment:
         failures = primary.quality.failures(self.analyzer.quality_limits)
         if failures:
             return str(failures[0])
-        w.descriptors.append(describe(self.embedder, primary.chip, self.mirror)[0])
+        w.descriptors.append(describe_face(self.embedder, primary.chips, self.mirror))
         w.last_taken = now
         return None
 

@@ -106,7 +106,7 @@ def analyse(frame: Frame, pipeline: Any) -> tuple[list[FaceReport], list[Any]]:
 
     Returns a report per face and the observations themselves (their landmarks are drawn).
     """
-    from firmware_py.pipeline.embedding import describe
+    from firmware_py.pipeline.embedding import describe_face
 
     analysis = pipeline.analyzer.process(frame)
     faces = []
@@ -120,7 +120,7 @@ def analyse(frame: Frame, pipeline: Any) -> tuple[list[FaceReport], list[Any]]:
         if obs.landmarks is not None:
             rep.landmarks = len(obs.landmarks.points)
         if obs.chip is not None:
-            m = pipeline.matcher.match(describe(pipeline.embedder, obs.chip, pipeline.mirror)[0])
+            m = pipeline.matcher.match(describe_face(pipeline.embedder, obs.chips, pipeline.mirror))
             rep.verdict, rep.person_id, rep.name = str(m.verdict), m.person_id, m.name
             rep.distance, rep.threshold = m.distance, m.threshold
         # One frame is all there is: ask for a verdict on it now (conclude) rather than after a window.

@@ -53,7 +53,21 @@ class _Aligned:
     ``quality``).  Until then the frame's pixels stay referenced.
     """
 
-    __slots__ = ("_chip", "_det", "_exact", "_landmarks", "_lazy_ms", "_points", "_quality", "_rs", "_scale", "_stages", "_template")
+    __slots__ = (
+        "_chip",
+        "_chips",
+        "_det",
+        "_exact",
+        "_extra",
+        "_landmarks",
+        "_lazy_ms",
+        "_points",
+        "_quality",
+        "_rs",
+        "_scale",
+        "_stages",
+        "_template",
+    )
 
     def __init__(
         self,
@@ -65,12 +79,15 @@ class _Aligned:
         exact: bool,
         stages: dict[str, float],
         lazy_ms: list[float],
+        extra: tuple[tuple[np.ndarray, np.ndarray], ...] = (),
     ) -> None:
         self._rs: Resampler | None = rs
+        self._extra = extra  # (points, template) of further chips for the embedder
         self._points, self._template = points, template
         self._det, self._landmarks, self._exact, self._stages = det, landmarks, exact, stages
         self._lazy_ms = lazy_ms
         self._chip: np.ndarray | None = None
+        self._chips: np.ndarray | None = None
         self._quality: FaceQuality | None = None
         self._scale = 1.0
 
@@ -81,9 +98,20 @@ class _Aligned:
             geom = chip_geometry(self._points, self._template)
             self._scale = geom.scale
             self._chip = warp_chip(self._rs, geom, exact=self._exact)
-            self._rs = None  # the frame is no longer needed
+            if not self._extra:
+                self._rs = None  # the frame is no longer needed
             self._add("align", (time.perf_counter() - t) * 1000)
         return self._chip
+
+    def chips(self) -> np.ndarray:
+        if self._chips is None:
+            chip = self.chip()
+            t = time.perf_counter()
+            more = [warp_chip(self._rs, chip_geometry(p, tpl), exact=self._exact) for p, tpl in self._extra]  # type: ignore[arg-type]
+            self._chips = np.stack([chip, *more])
+            self._rs = None
+            self._add("align", (time.perf_counter() - t) * 1000)
+        return self._chips
 
     def quality(self) -> FaceQuality:
         if self._quality is None:
@@ -108,7 +136,11 @@ class FaceObservation:
     ``(150, 150, 3)`` uint8 input of the embedder; ``align_source`` says
     which points align it (``"facemesh"`` or ``"detector"``).  ``chip`` and
     ``quality`` are computed on first access (then kept), so a frame whose
-    chip nobody needs costs no alignment.
+    chip nobody needs costs no alignment.  ``chips`` is what the embedder
+    describes: ``(n, 150, 150, 3)``, ``chip`` first, then the chips of the
+    other alignments ``[vision.align] source = "both"`` asks for (their
+    descriptors are averaged; ``align_source`` is then
+    ``"facemesh+detector"``).
     """
 
     track_id: int
@@ -123,6 +155,10 @@ class FaceObservation:
     @property
     def chip(self) -> np.ndarray | None:
         return self._aligned.chip() if self._aligned is not None else None
+
+    @property
+    def chips(self) -> np.ndarray | None:
+        return self._aligned.chips() if self._aligned is not None else None
 
     @property
     def quality(self) -> FaceQuality | None:
@@ -162,7 +198,8 @@ class FaceAnalyzer:
     :param detector: the face detector.
     :param tracker: the IoU tracker.
     :param mesh: FaceMesh, or ``None`` to align from detector keypoints only.
-    :param align_source: ``"facemesh"`` or ``"detector"`` (see ``[vision.align]``).
+    :param align_source: ``"facemesh"``, ``"detector"`` or ``"both"`` (FaceMesh's
+        chip plus the detector's for the embedder; see ``[vision.align]``).
     :param min_presence: FaceMesh presence below which its points are not used.
     :param quality_limits: thresholds carried for callers (enrolment, feedback).
     :param exact_resample: reproduce dlib's pyramid for large faces bit for
@@ -183,10 +220,10 @@ class FaceAnalyzer:
         exact_resample: bool = False,
         lazy: bool = True,
     ) -> None:
-        if align_source not in ("facemesh", "detector"):
-            raise ValueError(f"align_source must be 'facemesh' or 'detector', got {align_source!r}")
-        if align_source == "facemesh" and mesh is None:
-            raise ValueError("align_source 'facemesh' needs a FaceMesh")
+        if align_source not in ("facemesh", "detector", "both"):
+            raise ValueError(f"align_source must be 'facemesh', 'detector' or 'both', got {align_source!r}")
+        if align_source != "detector" and mesh is None:
+            raise ValueError(f"align_source {align_source!r} needs a FaceMesh")
         self.detector = detector
         self.tracker = tracker
         self.mesh = mesh
@@ -281,11 +318,14 @@ class FaceAnalyzer:
                 if lm.presence >= self.min_presence:
                     landmarks = lm
             stages["landmarks"] = (time.perf_counter() - t2) * 1000
-            if landmarks is not None and self.align_source == "facemesh":
+            extra: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+            if landmarks is not None and self.align_source != "detector":
                 points, template, source = landmarks.points[list(DLIB5), :2], FACEMESH5_TEMPLATE, "facemesh"
+                if self.align_source == "both":
+                    extra, source = ((det.keypoints[:4], DETECTOR4_TEMPLATE),), "facemesh+detector"
             else:
                 points, template, source = det.keypoints[:4], DETECTOR4_TEMPLATE, "detector"
-            aligned = _Aligned(rs, points, template, det, landmarks, self.exact_resample, stages, lazy_ms)
+            aligned = _Aligned(rs, points, template, det, landmarks, self.exact_resample, stages, lazy_ms, extra)
             observations.append(FaceObservation(head.track_id, det, landmarks, frame.ts, head, True, source, aligned))
             if not self.lazy:
                 aligned.quality()

@@ -27,6 +27,7 @@ from firmware_py.errors import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vision", help="per-stage ms of detect/track/landmarks/align/quality on a video (JSON)")
     p.add_argument("--source", required=True, help="a video file (or image folder) to replay")
+    p.add_argument("--embed", action="store_true", help="also time describing the face: the configured chips vs the first chip alone")
     p.add_argument("--size", default="640x480", help="scale frames to this camera mode before timing (default 640x480)")
     p.add_argument("--frames", type=int, default=300, help="at most this many frames (default 300)")
     p.add_argument("--resample", choices=("fast", "dlib"), help="override [vision.align] resample")
@@ -38,6 +39,50 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _pct(v: list[float]) -> dict[str, float]:
     a = np.asarray(v, np.float64)
     return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
+
+
+def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
+    """What describing a face costs on frames that get embedded: the config's chips vs the first chip alone, same frames.
+
+    (The extra alignments' warps run when ``obs.chips`` is first read, before
+    timing; they cost about 0.3 ms, see ``stages_ms.align``.)
+
+    The decision needs ``decision.k`` agreeing embedded frames, so the added
+    cost per decision is about k times the per-frame difference.
+    """
+    from firmware_py.pipeline.embedding import describe_face, load_embedder
+
+    emb = load_embedder(cfg)
+    mirror = cfg.recognition.mirror_average
+    full, first = [], []
+    n_chips = 0
+    for i, f in enumerate(frames):
+        obs = analyzer.process(f).primary
+        if obs is None:
+            continue
+        chips = obs.chips
+        runs = {"full": chips, "first": chips[:1]}
+        ms = {}
+        for name in ("full", "first") if i % 2 == 0 else ("first", "full"):  # alternate which runs with warm caches
+            t0 = time.perf_counter()
+            describe_face(emb, runs[name], mirror)
+            ms[name] = (time.perf_counter() - t0) * 1000
+        full.append(ms["full"])
+        first.append(ms["first"])
+        n_chips = len(chips)
+    p_full, p_first = float(np.median(full)), float(np.median(first))
+    k = cfg.decision.k
+    return {
+        "frames": len(full),
+        "align_source": cfg.vision.align.source,
+        "mirror_average": mirror,
+        "invokes_per_frame": n_chips * (2 if mirror else 1),
+        "ms_p50": round(p_full, 2),
+        "ms_p50_first_chip_only": round(p_first, 2),
+        "added_ms_per_embedded_frame": round(p_full - p_first, 2),
+        "decision_k": k,
+        "added_ms_per_decision": round(k * (p_full - p_first), 1),
+    }
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -104,5 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "rss_mb_peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": cfg.models.threads,
     }
+    if args.embed:
+        out["embed"] = _embed_cost(cfg, analyzer, frames)
     print(json.dumps(out, indent=2))
     return 0

@@ -43,8 +43,10 @@ class LandmarksConfig(Section):
 class AlignConfig(Section):
     """Alignment into the embedder's 150x150 chip (dlib's geometry)."""
 
-    source: Literal["facemesh", "detector"] = setting(
-        "facemesh", doc="Points that drive the alignment: FaceMesh's 5 dlib-like points, or the detector's 4 keypoints (eyes, nose, mouth)."
+    source: Literal["facemesh", "detector", "both"] = setting(
+        "both",
+        doc="Points that drive the alignment: FaceMesh's 5 dlib-like points, the detector's 4 keypoints (eyes, nose, mouth), or both: "
+        "the face is described by the mean of both chips' descriptors (twice the embedder runs; best on lfw-dev, see gallery/README.md).",
     )
     resample: Literal["fast", "dlib"] = setting(
         "fast",
@@ -86,7 +88,9 @@ class VisionConfig(Section):
     quality: QualityConfig = setting(default_factory=QualityConfig, doc="Face quality limits (enrolment gates, live feedback).")
 
     def check(self) -> Iterator[Problem]:
-        if self.align.source == "facemesh" and not self.landmarks.enabled:
+        if self.align.source != "detector" and not self.landmarks.enabled:
             yield Problem(
-                "align.source", "is 'facemesh' but landmarks.enabled is false", 'enable [vision.landmarks] or set align.source = "detector"'
+                "align.source",
+                f"is {self.align.source!r} but landmarks.enabled is false",
+                'enable [vision.landmarks] or set align.source = "detector"',
             )
