@@ -16,8 +16,7 @@ from PIL import Image
 from firmware_py.capture.base import Camera, CameraError
 from firmware_py.capture.latest import LatestFrame
 from firmware_py.capture.replay import ImageFolderReplay
-from firmware_py.config import load
-from firmware_py.config.loader import with_changes
+from firmware_py.config import load, with_changes
 from firmware_py.events import EventBus
 from firmware_py.gallery.store import open_from_config
 
@@ -66,7 +65,7 @@ def test_camera_loss_ends_the_open_track_and_the_reopened_scene_is_a_new_walk_up
     folder.mkdir()
     for i in range(6):
         Image.fromarray(grace_hopper).save(folder / f"f{i:02d}.png", compress_level=1)
-    # A still photo replayed as a walk-up: liveness (passive by default) would rightly refuse it.
+    # A still photo replayed for 0.6 s: liveness (passive by default) would rightly not let it in.
     cfg = with_changes(load(None), {"liveness.policy": "off"})
     embedder = load_embedder(cfg)
     log: list[tuple] = []
