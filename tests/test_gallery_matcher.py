@@ -87,7 +87,7 @@ def test_masked_stranger_scores_approximate_the_exact_ones(monkeypatch):
     monkeypatch.setattr(calibration, "EXACT_MAX_PERSONS", 10)  # large-gallery path: the person masked out, densities kept
     masked = stranger_scores(gal)
     assert not np.allclose(exact, masked, atol=1e-6)  # a different computation...
-    assert np.abs(exact - masked).max() < 0.02 * exact.mean()  # ...of nearly the same scores
+    assert np.abs(exact - masked).max() < 0.03 * exact.mean()  # ...of nearly the same scores
 
 
 def test_tolerance_factor_matches_published_tables():
@@ -111,8 +111,8 @@ def test_calibration_keeps_fresh_strangers_near_the_target():
         assert cal.persons == 20 and cal.impostor_pairs == 20 and "tolerance bound" in cal.method
         _, scores = Matcher(site, threshold=cal.threshold).match_many(rng.normal(0, 0.035, (2000, 128)).astype(np.float32))
         reached.append(float((scores <= cal.threshold).mean()))
-    assert 0 < np.median(reached) <= 0.01  # the typical site is at or below its target...
-    assert max(reached) < 0.05  # ...and none is far above it
+    assert np.median(reached) <= 0.01  # the typical site is at or below its target...
+    assert 0 < max(reached) < 0.05  # ...none is far above it, and the margin does not shut everybody out
     assert calibrate(site, 0.01, ceiling=cal.threshold - 0.01).threshold == pytest.approx(cal.threshold - 0.01, abs=1e-4)
     t_loose, _ = threshold_for(stranger_scores(site), 0.2, 20)
     assert t_loose > cal.threshold

@@ -23,8 +23,8 @@ and the best person's score is further corrected by the probe's own cohort
 
 so a stranger who is "close to everybody" does not pass, while a probe that
 stands out from the crowd does.  Both corrections are centred on the mean
-density, so scores stay on dlib's distance scale.  The weights (gamma 0.75,
-beta 0.45, k 5) were chosen on lfw-dev's tuning half (`kaoclock eval tune
+density, so scores stay on dlib's distance scale.  The weights (gamma 1.0,
+beta 0.3, k 5) were chosen on lfw-dev's tuning half (`kaoclock eval tune
 --split 0/2`) and are reported on the other half
 (firmware_py/gallery/README.md).
 """
@@ -65,8 +65,8 @@ class MatchResult:
 
 
 COHORT_K = 5
-GAMMA = 0.75
-BETA = 0.45
+GAMMA = 1.0
+BETA = 0.3
 # Person densities cost O(T^2) at load; above this many templates they are not computed (gamma, beta off).
 DENSITY_MAX_TEMPLATES = 20_000
 

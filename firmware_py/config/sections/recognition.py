@@ -8,7 +8,7 @@ from typing import Literal
 from firmware_py.config.schema import Section, setting
 
 # `kaoclock eval tune --root lfw-dev/images --split 0/2`: FPIR 0.1% on lfw-dev's tuning half (firmware_py/gallery/README.md, "Threshold").
-DEFAULT_THRESHOLD = 0.42
+DEFAULT_THRESHOLD = 0.40
 
 
 @dataclass(frozen=True)
