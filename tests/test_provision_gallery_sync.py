@@ -204,3 +204,40 @@ def test_the_assembled_reader_syncs_and_reports_it(tmp_path: Path, grace_hopper_
     finally:
         for close in reader.closers:
             close()
+
+
+def test_a_reader_filled_by_sync_chooses_its_threshold_for_the_new_gallery(tmp_path: Path) -> None:
+    """Provisioned empty (the config's default threshold), then synced: the threshold follows the gallery."""
+    from firmware_py.gallery.store import open_from_config
+    from firmware_py.pipeline.build import choose_threshold
+    from firmware_py.reader import build_reader
+
+    backend = Ed25519PrivateKey.generate()
+    (tmp_path / "backend.jwk").write_text(json.dumps(public_jwk(backend)))
+    cfg_path = tmp_path / "kaoclock.toml"
+    argv = ["provision", "--device-id", DEVICE, "--site", SITE, "--broker", "mqtt://127.0.0.1:1", "--config-out", str(cfg_path)]
+    assert main([*argv, "--data-dir", str(tmp_path / "data"), "--backend-key", str(tmp_path / "backend.jwk")]) == 0
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cfg = with_changes(load(cfg_path), {"camera.source": str(frames), "gpio.pin_factory": "mock", "console.device": ""})
+    reader = build_reader(cfg)
+    try:
+        pipeline = reader.daemon.pipeline
+        assert reader.threshold.source == "config" and pipeline.threshold == cfg.recognition.threshold
+        emb = pipeline.embedder.version
+        proc = reader.punch.link.processor
+        # People who look alike (one population, one camera): their faces sit close together.
+        local = np.random.default_rng(7)
+        base = local.normal(0, 0.1, 128)
+        for i in range(12):
+            centre = base + local.normal(0, 0.02, 128)
+            templates = [encode_template((centre + local.normal(0, 0.004, 128)).astype(np.float32), emb) for _ in range(2)]
+            person = {"person_id": f"p{i}", "name": f"Person {i}", "sites": [SITE], "templates": templates}
+            assert proc.process(sign_command(backend, command_claims(SITE, DEVICE, "gallery.add", person)))["status"] == "done"
+        with open_from_config(cfg, create=False) as store:
+            expected = choose_threshold(cfg, store, emb, pipeline.gallery)
+        assert expected.source == "gallery-estimate" and expected.value < cfg.recognition.threshold
+        assert pipeline.threshold == expected.value and pipeline.matcher.threshold == expected.value
+    finally:
+        for close in reader.closers:
+            close()

@@ -8,16 +8,20 @@ enrolment also serves the serial console.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from firmware_py.events import EventBus
 from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.commands.transfer import TransferCommands
+from firmware_py.pipeline.build import choose_threshold
 from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
 from firmware_py.provision.live_enrol import LiveEnrolment
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import Staging
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,8 +40,26 @@ class FleetParts:
 
 def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
     """Every gallery change hands the running ``pipeline`` the new matrix (``set_gallery``),
-    so matching and the telemetry's gallery section follow at once."""
-    sync = GallerySync.from_config(cfg, pipeline.embedder.version, pipeline.set_gallery)
+    so matching and the telemetry's gallery section follow at once.
+
+    The threshold is chosen again for the new gallery (as at start): a reader
+    is usually provisioned empty and filled by sync, and a threshold estimated
+    from an empty gallery is only the config's default, which is too loose for
+    people of one population (gallery/README.md, "Threshold").
+    """
+    live: LiveEnrolment | None = None
+
+    def follow(matrix: Any) -> None:
+        with sync.open_store() as store:
+            choice = choose_threshold(cfg, store, pipeline.embedder.version, matrix)
+        if choice.value != pipeline.threshold:
+            log.info("threshold %.3f -> %.3f (%s: %s)", pipeline.threshold, choice.value, choice.source, choice.detail)
+        pipeline.threshold = choice.value
+        pipeline.set_gallery(matrix)
+        if live is not None:
+            live.threshold = choice.value
+
+    sync = GallerySync.from_config(cfg, pipeline.embedder.version, follow)
     live = LiveEnrolment(sync, pipeline.analyzer, pipeline.embedder, bus=bus, mirror=pipeline.mirror, threshold=threshold)
     snapshots = SnapshotReceiver(sync)
     staging = Staging(staging_dir(cfg), max(cfg.update.max_bundle_mb << 20, snapshots.max_bytes))
