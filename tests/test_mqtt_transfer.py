@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lifecycle_support import Reader, RecordingControl, make_reader
 
-from firmware_py.backend.commands import command_claims, sign_command, verify_result
+from firmware_py.backend.commands import CommandSession, command_claims, sign_command, verify_result
 from firmware_py.backend.registry import DeviceRegistry
-from firmware_py.backend.transfer import CommandSession, TransferFailed, send_file
+from firmware_py.backend.transfer import TransferFailed, send_file
 from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
 from firmware_py.events import EventBus

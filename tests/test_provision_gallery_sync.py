@@ -35,6 +35,20 @@ def _person(pid: str, n: int = 2, version: str = EMB, sites: list[str] | None = 
     return {"person_id": pid, "name": f"Person {pid}", "sites": sites or [SITE], "templates": [encode_template(_desc(), version) for _ in range(n)]}
 
 
+def _hash(people: list[dict[str, Any]], version: str) -> str:
+    """The content hash the backend sends with a snapshot, over what it sends, decoded the same way."""
+    decoded = [
+        Person(
+            p["person_id"],
+            p["name"],
+            tuple(p["sites"]),
+            tuple(Template(np.frombuffer(base64.b64decode(t["embedding"]), "<f4"), version) for t in p["templates"]),
+        )
+        for p in people
+    ]
+    return content_hash(decoded)
+
+
 @pytest.fixture
 def rig(tmp_path: Path) -> dict[str, Any]:
     backend = Ed25519PrivateKey.generate()
@@ -112,16 +126,7 @@ def test_snapshot_applied_only_when_its_hash_matches(rig: dict[str, Any]) -> Non
     send("gallery.add", _person("old"))
     people = [_person("s1"), _person("s2", 3)]
     # The backend computes the hash over what it sends, decoded the same way.
-    decoded = [
-        Person(
-            p["person_id"],
-            p["name"],
-            tuple(p["sites"]),
-            tuple(Template(np.frombuffer(base64.b64decode(t["embedding"]), "<f4"), EMB) for t in p["templates"]),
-        )
-        for p in people
-    ]
-    good = content_hash(decoded)
+    good = _hash(people, EMB)
     r = send("gallery.snapshot", {"persons": people, "hash": "0" * 64})
     assert (r["status"], r["reason"]) == ("refused", "hash_mismatch")
     with rig["store"]() as s:
@@ -183,21 +188,12 @@ def test_the_assembled_reader_syncs_and_reports_it(tmp_path: Path, grace_hopper_
         assert {"transfer.begin", "transfer.chunk", "transfer.status", "transfer.commit", "transfer.abort"} <= names
         assert {"gallery.enrol_live", "gallery.enrol_live_status", "gallery.enrol_live_confirm", "gallery.enrol_live_cancel"} <= names
         people = [_person(f"s{i}", 1, version=emb) for i in range(3)]
-        decoded = [
-            Person(
-                p["person_id"],
-                p["name"],
-                tuple(p["sites"]),
-                tuple(Template(np.frombuffer(base64.b64decode(t["embedding"]), "<f4"), emb) for t in p["templates"]),
-            )
-            for p in people
-        ]
 
         class Session:
             def call(self, cmd: str, args: dict[str, Any], wait_s: float = 30.0) -> dict[str, Any]:
                 return proc.process(sign_command(backend, command_claims(SITE, DEVICE, cmd, args)))
 
-        doc = json.dumps({"persons": people, "hash": content_hash(decoded)}).encode()
+        doc = json.dumps({"persons": people, "hash": _hash(people, emb)}).encode()
         out = send_file(Session(), "gallery.snapshot", doc, chunk_size=1024)
         assert out["persons"] == 3 and reader.punch.telemetry.snapshot()["gallery"]["size"] == 3
         assert reader.daemon.pipeline.gallery.persons == 3

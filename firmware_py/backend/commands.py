@@ -10,6 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_py.errors import KaoclockError
 from firmware_py.keys.jwk import b64url_encode
 from firmware_py.keys.jws import COMMAND_TYP, sign
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
@@ -38,6 +39,95 @@ def sign_command(key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:
     return sign(claims, key, COMMAND_TYP)
 
 
+class BrokerUnreachable(KaoclockError):
+    """The backend could not connect to any of its brokers."""
+
+
+class CommandSession:
+    """One MQTT connection for many signed commands to one device, each result matched by command id.
+
+    ::
+
+        with CommandSession(brokers, site, device, backend_key) as s:
+            result = s.call("status.request", {})
+    """
+
+    def __init__(
+        self,
+        brokers: list[str],
+        site: str,
+        device: str,
+        key: Ed25519PrivateKey | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        prefix: str = PREFIX,
+        client_id: str | None = None,
+        ttl_s: float = 120.0,
+        connect_s: float = 10.0,
+    ) -> None:
+        self.site, self.device, self.key, self.ttl_s, self.connect_s = site, device, key, ttl_s, connect_s
+        self.topics = Topics(site, device, prefix)
+        self._results: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self.link = MqttLink(
+            LinkSettings(
+                brokers=[BrokerUrl.parse(b) for b in brokers],
+                client_id=client_id or f"kaoclock-cmd-{site}-{device}-{os.urandom(3).hex()}"[:64],
+                protocol="auto",
+                tls=tls or TlsFiles(),
+                username=username,
+                password=password,
+                clean_start=True,
+                reconnect_min_s=0.5,
+                reconnect_max_s=2.0,
+            )
+        )
+        self.link.subscribe(self.topics.command_results, self._on_result, qos=1)
+
+    def _on_result(self, _t: str, payload: bytes, _p: Any) -> None:
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            with self._cond:
+                self._results[obj["id"]] = obj
+                self._cond.notify_all()
+
+    def __enter__(self) -> CommandSession:
+        self.link.start()
+        if self.link.wait_connected(self.connect_s) is None:
+            self.link.stop()
+            raise BrokerUnreachable(f"cannot reach the broker ({self.link.state.last_error})")
+        time.sleep(0.1)  # let the SUBACK land before the device can answer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.link.stop()
+
+    def call(self, cmd: str, args: dict[str, Any], wait_s: float = 30.0) -> dict[str, Any] | None:
+        """Sign (with the session's key) and send one command; its result, or None when none arrived within ``wait_s``."""
+        if self.key is None:
+            raise ValueError("this session has no signing key: use send() with a signed token")
+        claims = command_claims(self.site, self.device, cmd, args, ttl_s=self.ttl_s)
+        return self.send(sign_command(self.key, claims), claims["id"], wait_s)
+
+    def send(self, token: str, command_id: str, wait_s: float = 30.0) -> dict[str, Any] | None:
+        """Publish an already signed command; its result, or None when none arrived within ``wait_s``."""
+        if not self.link.publish(self.topics.commands, token.encode("ascii"), 1, False, content_type="application/jose"):
+            return None
+        end = time.monotonic() + wait_s
+        with self._cond:
+            while command_id not in self._results:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._results.pop(command_id)
+
+
 def send_command(
     brokers: list[str],
     site: str,
@@ -52,48 +142,15 @@ def send_command(
     prefix: str = PREFIX,
     client_id: str | None = None,
 ) -> dict[str, Any] | None:
-    """Publish a signed command and wait for its result (None on timeout)."""
-    topics = Topics(site, device, prefix)
-    got: dict[str, Any] = {}
-    done = threading.Event()
-
-    def on_result(_t: str, payload: bytes, _p: Any) -> None:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return
-        if isinstance(obj, dict) and obj.get("id") == command_id:
-            got.update(obj)
-            done.set()
-
-    link = MqttLink(
-        LinkSettings(
-            brokers=[BrokerUrl.parse(b) for b in brokers],
-            client_id=client_id or f"kaoclock-cmd-{command_id[-12:]}",
-            protocol="auto",
-            tls=tls or TlsFiles(),
-            username=username,
-            password=password,
-            clean_start=True,
-            reconnect_min_s=0.5,
-            reconnect_max_s=2.0,
-        )
+    """Publish one signed command and wait for its result (None when the broker or the device does not answer)."""
+    session = CommandSession(
+        brokers, site, device, tls=tls, username=username, password=password, prefix=prefix, client_id=client_id, connect_s=wait_s
     )
-    link.subscribe(topics.command_results, on_result, qos=1)
-    subscribed = threading.Event()
-    link.on_connect(lambda _l: subscribed.set())
-    link.start()
     try:
-        if not subscribed.wait(wait_s):
-            return None
-        time.sleep(0.1)  # let the SUBACK land before the device can answer
-        sent = threading.Event()
-        if not link.publish(topics.commands, token.encode("ascii"), 1, False, content_type="application/jose", on_ack=lambda ok, r: sent.set()):
-            return None
-        done.wait(wait_s)
-        return got or None
-    finally:
-        link.stop()
+        with session:
+            return session.send(token, command_id, wait_s)
+    except BrokerUnreachable:
+        return None
 
 
 def verify_result(result: dict[str, Any], registry: Any) -> str:

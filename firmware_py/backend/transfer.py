@@ -2,7 +2,7 @@
 
 The backend's half of :mod:`firmware_py.mqtt.commands.transfer`:
 
-    with CommandSession(brokers, site, device, backend_key) as s:
+    with CommandSession(brokers, site, device, backend_key) as s:  # firmware_py.backend.commands
         result = send_file(s, "firmware", bundle_bytes, meta={"version": "1.3.0"})
 
 :func:`send_file` begins the transfer (a reader that already holds part of it
@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from firmware_py.backend.commands import command_claims, sign_command
 from firmware_py.errors import KaoclockError
-from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
-from firmware_py.mqtt.topics import PREFIX, Topics
 
 DEFAULT_CHUNK = 128 << 10
 
@@ -37,78 +30,6 @@ class TransferFailed(KaoclockError):
     def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.result = result
-
-
-class CommandSession:
-    """One MQTT connection for many signed commands to one device, each result matched by command id."""
-
-    def __init__(
-        self,
-        brokers: list[str],
-        site: str,
-        device: str,
-        key: Ed25519PrivateKey,
-        *,
-        tls: TlsFiles | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        prefix: str = PREFIX,
-        client_id: str | None = None,
-        ttl_s: float = 120.0,
-    ) -> None:
-        self.site, self.device, self.key, self.ttl_s = site, device, key, ttl_s
-        self.topics = Topics(site, device, prefix)
-        self._results: dict[str, dict[str, Any]] = {}
-        self._cond = threading.Condition()
-        self.link = MqttLink(
-            LinkSettings(
-                brokers=[BrokerUrl.parse(b) for b in brokers],
-                client_id=client_id or f"kaoclock-xfer-{site}-{device}"[:64],
-                protocol="auto",
-                tls=tls or TlsFiles(),
-                username=username,
-                password=password,
-                clean_start=True,
-                reconnect_min_s=0.5,
-                reconnect_max_s=2.0,
-            )
-        )
-        self.link.subscribe(self.topics.command_results, self._on_result, qos=1)
-
-    def _on_result(self, _t: str, payload: bytes, _p: Any) -> None:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return
-        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-            with self._cond:
-                self._results[obj["id"]] = obj
-                self._cond.notify_all()
-
-    def __enter__(self) -> CommandSession:
-        self.link.start()
-        if self.link.wait_connected(10.0) is None:
-            self.link.stop()
-            raise TransferFailed(f"cannot reach the broker ({self.link.state.last_error})")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.link.stop()
-
-    def call(self, cmd: str, args: dict[str, Any], wait_s: float = 30.0) -> dict[str, Any] | None:
-        """Sign and publish one command; its result, or None when none arrived within ``wait_s``."""
-        claims = command_claims(self.site, self.device, cmd, args, ttl_s=self.ttl_s)
-        token = sign_command(self.key, claims)
-        if not self.link.publish(self.topics.commands, token.encode("ascii"), 1, False, content_type="application/jose"):
-            return None
-        end = time.monotonic() + wait_s
-        with self._cond:
-            while claims["id"] not in self._results:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-            return self._results.pop(claims["id"])
 
 
 def _done(result: dict[str, Any] | None, what: str) -> dict[str, Any]:
@@ -137,7 +58,7 @@ def send_file(
 ) -> dict[str, Any]:
     """Send ``data`` as a ``kind`` transfer and commit it; returns the commit's result.
 
-    ``session`` has ``call(cmd, args, wait_s)`` (a :class:`CommandSession`).
+    ``session`` has ``call(cmd, args, wait_s)`` (a :class:`~firmware_py.backend.commands.CommandSession`).
     ``stop_after`` sends at most that many chunks and returns the status
     without committing (to test and demonstrate resuming).
     """

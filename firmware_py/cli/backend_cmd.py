@@ -278,7 +278,8 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from firmware_py.backend.transfer import CommandSession, send_file
+    from firmware_py.backend.commands import CommandSession
+    from firmware_py.backend.transfer import send_file
 
     try:
         data = args.file.read_bytes()

@@ -46,7 +46,8 @@ def _snapshot(n: int, version: str) -> bytes:
 
 
 def run(persons: int, chunk_size: int, tmp: Path) -> dict[str, Any]:
-    from firmware_py.backend.transfer import CommandSession, send_file
+    from firmware_py.backend.commands import CommandSession
+    from firmware_py.backend.transfer import send_file
     from firmware_py.config import load, with_changes
     from firmware_py.events import EventBus
     from firmware_py.gallery.store import GalleryStore
