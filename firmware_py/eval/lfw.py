@@ -84,13 +84,13 @@ def cross_validate(d: np.ndarray, same: np.ndarray, folds: np.ndarray) -> tuple[
     return accs, ts
 
 
-def run(root: Path, pairs_file: Path, cfg, mirror: bool | None = None) -> dict:  # type: ignore[no-untyped-def]
+def run(root: Path, pairs_file: Path, cfg, mirror: bool | None = None, face: str = "centre") -> dict:  # type: ignore[no-untyped-def]
     from firmware_py.eval.stills import describer_from_config
 
     images = root / "images" if (root / "images").is_dir() else root
     pairs = read_pairs(pairs_file, images)
     paths = sorted({p for pr in pairs for p in (pr.a, pr.b)})
-    describer = describer_from_config(cfg, mirror=mirror)
+    describer = describer_from_config(cfg, mirror=mirror, face=face)  # type: ignore[arg-type]
     desc = describer.describe_paths(paths)
     d = np.array([float(np.linalg.norm(desc.of(p.a) - desc.of(p.b))) for p in pairs])
     same = np.array([p.same for p in pairs])
@@ -108,6 +108,7 @@ def run(root: Path, pairs_file: Path, cfg, mirror: bool | None = None) -> dict: 
         f"accuracy_at_default_{t_cfg:g}": round(float(((d <= t_cfg) == same).mean()), 4),
         "embedder": describer.embedder.version,
         "mirror_average": describer.mirror,
+        "face": describer.face,
         "describe_s": round(desc.seconds, 1),
     }
 
@@ -118,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=Path, required=True, help="pairs file (pairs.txt or pairsDevTrain.txt)")
     p.add_argument("--config", help="TOML config file (front-end and embedder settings)")
     p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
+    p.add_argument("--face", choices=["centre", "largest"], default="centre", help="face described per image (default: the labelled, centred one)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_lfw)
 
@@ -125,5 +127,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_lfw(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     mirror = None if args.mirror == "config" else args.mirror == "on"
-    print(json.dumps(run(args.root, args.pairs, cfg, mirror), indent=2))
+    print(json.dumps(run(args.root, args.pairs, cfg, mirror, args.face), indent=2))
     return 0
