@@ -167,3 +167,13 @@ def test_pair_scores_apply_the_matchers_normalisation_to_verification_pairs(real
     # Fewer than 3 cohort people: no normalisation, the raw distance.
     tiny = Matcher(_gallery(near_g[:2], ["x", "y"]), threshold=1.0)
     assert np.allclose(pair_scores(tiny, pa, pb), raw)
+
+
+def test_threshold_widens_the_left_out_spread_for_real_strangers():
+    # Seven simulated strangers: the normal tolerance bound, with the sd widened by SD_INFLATION (1.35, tuned on lfw-dev).
+    scores = np.array([0.52, 0.48, 0.55, 0.50, 0.46, 0.53, 0.49])
+    t, method = threshold_for(scores, 0.003, 7)
+    k = tolerance_factor(7, 0.003)
+    assert calibration.SD_INFLATION == 1.35 and 5.0 < k < 5.6
+    assert t == pytest.approx(scores.mean() - k * 1.35 * scores.std(ddof=1))
+    assert "x1.35" in method and "7 leave-one-out" in method
