@@ -288,7 +288,7 @@ class FaceAnalyzer:
     def process(self, frame: Frame) -> Analysis:
         """Run every stage on one frame; the result is also kept in :attr:`last`."""
         t0 = time.perf_counter()
-        image = frame.image
+        image = frame.pixels  # RGBX from cameras: both models' inputs are sampled without converting the frame
         stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         invoke: dict[str, float] = {"detector": 0.0, "facemesh": 0.0}
 
@@ -310,8 +310,8 @@ class FaceAnalyzer:
             det = head.detection
             assert det is not None
             landmarks = None
-            # The landmark crop converts only the pixels it reads; the chip (when asked for) has its own Pillow copy.
-            rs = Resampler(image)
+            # The chip (when asked for) is warped by Pillow: over an RGBX frame's own pixels, else from its own copy.
+            rs = Resampler(frame.pil()) if frame.rgbx is not None else Resampler(image)
             if self.mesh is not None:
                 lm = self.mesh.landmarks(image, det)
                 invoke["facemesh"] = self.mesh.last_invoke_ms

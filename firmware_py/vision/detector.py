@@ -204,14 +204,14 @@ class _Letterbox:
     """Precomputed sampling of one frame shape into the model's input square (see ``FaceDetector._plan``)."""
 
     rows: tuple[slice | np.ndarray, slice | np.ndarray]  # the two frame rows of each input row's 2x2 block
-    cols: np.ndarray  # flat (x * 3 + channel) indices of the two block columns, left columns first
+    cols: np.ndarray  # flat (x * bytes per pixel + channel) indices of the two block columns, left columns first
     nw: int
     nh: int
     px: int
     py: int
     scale: np.ndarray  # (x, y): frame pixels -> input pixels
     offset: np.ndarray  # (x, y): letterbox padding in input pixels
-    row_sum: np.ndarray  # (nh, w * 3) uint16 work buffer
+    row_sum: np.ndarray  # (nh, w * bytes per pixel) uint16 work buffer
     col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
     acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
 
@@ -283,8 +283,8 @@ class FaceDetector:
         self.last_invoke_ms = 0.0
         self.last_ms = 0.0
 
-    def _plan(self, h: int, w: int) -> _Letterbox:
-        """How an (h, w) frame is letterboxed into the input square (computed once per frame shape).
+    def _plan(self, h: int, w: int, ch: int = 3) -> _Letterbox:
+        """How an (h, w) frame of ``ch`` bytes per pixel is letterboxed into the input square (computed once per frame shape).
 
         Each input pixel is the mean of the 2x2 frame pixels around its
         sample point: MediaPipe samples bilinearly without a pre-filter,
@@ -292,9 +292,10 @@ class FaceDetector:
         cheap partial anti-alias (exact for the 2x shrink of a 250 px photo).
         The mean is separable: the two rows of each block are added first
         (strided views when evenly spaced, as for 640x480), then one gather
-        picks the two columns of each block from that row sum.
+        picks the two columns of each block from that row sum.  With 4 bytes
+        per pixel (RGBX frames) the same columns' R, G, B bytes are picked.
         """
-        plan = self._plans.get((h, w))
+        plan = self._plans.get((h, w, ch))
         if plan is not None:
             return plan
         scale = INPUT_SIZE / max(w, h)
@@ -303,8 +304,8 @@ class FaceDetector:
         ys = np.clip(np.floor((np.arange(nh) + 0.5) * (h / nh) - 1.0).astype(np.intp), 0, max(h - 2, 0))
         xs = np.clip(np.floor((np.arange(nw) + 0.5) * (w / nw) - 1.0).astype(np.intp), 0, max(w - 2, 0))
         dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
-        ch = np.arange(3)
-        cols = np.concatenate([(xs[:, None] * 3 + ch).ravel(), ((xs + dx)[:, None] * 3 + ch).ravel()])
+        rgb = np.arange(3)
+        cols = np.concatenate([(xs[:, None] * ch + rgb).ravel(), ((xs + dx)[:, None] * ch + rgb).ravel()])
         px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
         plan = _Letterbox(
             rows=(_rows(ys), _rows(ys + dy)),
@@ -315,20 +316,20 @@ class FaceDetector:
             py=py,
             scale=np.array([nw / w, nh / h], np.float32),
             offset=np.array([px, py], np.float32),
-            row_sum=np.empty((nh, w * 3), np.uint16),
+            row_sum=np.empty((nh, w * ch), np.uint16),
             col_pairs=np.empty((nh, 2 * nw * 3), np.uint16),
             acc=np.empty((nh, nw * 3), np.uint16),
         )
         if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
             self._plans.clear()
-        self._plans[(h, w)] = plan
+        self._plans[(h, w, ch)] = plan
         return plan
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input (1,128,128,3) in [-1,1], and the (x, y) scale and padding that undo it."""
-        h, w = image.shape[:2]
-        p = self._plan(h, w)
-        rows = np.ascontiguousarray(image).reshape(h, w * 3)
+        h, w, ch = image.shape
+        p = self._plan(h, w, ch)
+        rows = np.ascontiguousarray(image).reshape(h, w * ch)
         np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
         np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs)
         n = p.nw * 3
@@ -343,10 +344,10 @@ class FaceDetector:
         return x, p.scale, p.offset
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        """Faces in an RGB ``(H, W, 3)`` uint8 image, largest first."""
+        """Faces in an RGB ``(H, W, 3)`` or RGBX ``(H, W, 4)`` uint8 image (a frame's ``pixels``), largest first."""
         t0 = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
         x, scale, offset = self._letterbox(image)
         self._interp.set_tensor(self._in_index, x)
         t1 = time.perf_counter()

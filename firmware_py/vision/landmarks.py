@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from firmware_py.capture.frame import rgbx_pil
 from firmware_py.models.litert import load_interpreter
 from firmware_py.vision.align import Resampler
 from firmware_py.vision.detector import LEFT_EYE, RIGHT_EYE, FaceDetection
@@ -195,11 +196,17 @@ class FaceMesh:
         it is shrunk, which Pillow does 8x faster (0.1 ms instead of 0.8) and
         which moved the 468 points by 0.1-0.2% of the eye distance on the
         clips (MediaPipe's unfiltered bilinear is near point sampling there).
-        From a numpy frame only the region the crop reads is handed to
-        Pillow (the same pixels as warping the whole frame).
+        From an RGB numpy frame only the region the crop reads is handed to
+        Pillow (the same pixels as warping the whole frame); an RGBX frame
+        ``(H, W, 4)`` (:attr:`Frame.pixels <firmware_py.capture.frame.Frame.pixels>`)
+        is read in place, without converting any of it.
         """
         data = _roi_affine(roi, INPUT_SIZE)
         nearest = roi[2] >= INPUT_SIZE
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
+            # RGBX pixels (a camera frame): Pillow reads them in place, no region to convert first.
+            method = Image.NEAREST if nearest else Image.BILINEAR
+            return np.asarray(rgbx_pil(np.ascontiguousarray(image)).transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, data, method))
         if isinstance(image, np.ndarray):
             box = crop_region(data, (INPUT_SIZE, INPUT_SIZE), (image.shape[1], image.shape[0]))
             if box is None:
@@ -230,7 +237,7 @@ class FaceMesh:
         return pts, presence
 
     def landmarks(self, image: np.ndarray | Image.Image | Resampler, detection: FaceDetection) -> FaceLandmarks:
-        """468 landmarks of the face found by ``detection`` in ``image`` (RGB uint8, or a PIL image of it)."""
+        """468 landmarks of the face found by ``detection`` in ``image`` (RGB or RGBX uint8, or a PIL image of it)."""
         roi = detection_roi(detection, self.roi_scale)
         return self.landmarks_in_roi(image, roi)
 
