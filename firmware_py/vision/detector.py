@@ -214,6 +214,7 @@ class _Letterbox:
     row_sum: np.ndarray  # (nh, w * bytes per pixel) uint16 work buffer
     col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
     acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
+    borders: tuple[tuple[slice, slice], ...]  # the non-empty black bands around the image, as (rows, columns)
 
 
 def _rows(idx: np.ndarray) -> slice | np.ndarray:
@@ -277,7 +278,7 @@ class FaceDetector:
         t = min(max(self.score_threshold, 1e-6), 1 - 1e-6)
         self._logit_threshold = np.float32(np.log(t / (1 - t)))
         self._anchor_px: list[list[float]] = (self._anchors * INPUT_SIZE).tolist()
-        self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)  # for _letterbox (tests, tools)
         self._plans: dict[tuple[int, int], _Letterbox] = {}
         self._input_shape = (0, 0)
         self.last_invoke_ms = 0.0
@@ -319,14 +320,24 @@ class FaceDetector:
             row_sum=np.empty((nh, w * ch), np.uint16),
             col_pairs=np.empty((nh, 2 * nw * 3), np.uint16),
             acc=np.empty((nh, nw * 3), np.uint16),
+            borders=tuple(
+                (r, c)
+                for r, c in (
+                    (slice(0, py), slice(None)),
+                    (slice(py + nh, INPUT_SIZE), slice(None)),
+                    (slice(py, py + nh), slice(0, px)),
+                    (slice(py, py + nh), slice(px + nw, INPUT_SIZE)),
+                )
+                if r.stop > r.start and (c.stop is None or c.stop > c.start)
+            ),
         )
         if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
             self._plans.clear()
         self._plans[(h, w, ch)] = plan
         return plan
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Model input (1,128,128,3) in [-1,1], and the (x, y) scale and padding that undo it."""
+    def _fill(self, image: np.ndarray, x: np.ndarray, borders: bool) -> _Letterbox:
+        """Write the letterboxed ``image`` into the model input ``x`` (1,128,128,3), in [-1,1]; ``borders``: redraw the black bands."""
         h, w, ch = image.shape
         p = self._plan(h, w, ch)
         rows = np.ascontiguousarray(image).reshape(h, w * ch)
@@ -334,22 +345,34 @@ class FaceDetector:
         np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs)
         n = p.nw * 3
         np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
-        x = self._input
-        if self._input_shape != (h, w):
-            x[...] = -1.0  # black borders (-1 after scaling), redrawn when the frame shape changes
-            self._input_shape = (h, w)
+        if borders:
+            for band in p.borders:
+                x[0][band] = -1.0  # black (-1 after scaling)
         view = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw].reshape(p.nh, n)
         np.multiply(p.acc, np.float32(2 / 255 / 4), out=view)
         view -= np.float32(1.0)
-        return x, p.scale, p.offset
+        return p
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model input (1,128,128,3) in [-1,1] (a persistent array), and the (x, y) scale and padding that undo it."""
+        h, w = image.shape[:2]
+        p = self._fill(image, self._input, self._input_shape != (h, w))
+        self._input_shape = (h, w)
+        return self._input, p.scale, p.offset
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Faces in an RGB ``(H, W, 3)`` or RGBX ``(H, W, 4)`` uint8 image (a frame's ``pixels``), largest first."""
         t0 = time.perf_counter()
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
-        x, scale, offset = self._letterbox(image)
-        self._interp.set_tensor(self._in_index, x)
+        # Written straight into the interpreter's input tensor (no 196 KB copy by set_tensor); the view
+        # is released before invoke, as LiteRT requires, and the bands redrawn every time (cheap slices).
+        inp = self._interp.tensor(self._in_index)()
+        try:
+            p = self._fill(image, inp, True)
+        finally:
+            del inp
+        scale, offset = p.scale, p.offset
         t1 = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t1) * 1000

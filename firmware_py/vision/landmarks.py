@@ -204,9 +204,7 @@ class FaceMesh:
         data = _roi_affine(roi, INPUT_SIZE)
         nearest = roi[2] >= INPUT_SIZE
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
-            # RGBX pixels (a camera frame): Pillow reads them in place, no region to convert first.
-            method = Image.NEAREST if nearest else Image.BILINEAR
-            return np.asarray(rgbx_pil(np.ascontiguousarray(image)).transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, data, method))
+            image = rgbx_pil(np.ascontiguousarray(image))  # RGBX pixels (a camera frame): Pillow reads them in place
         if isinstance(image, np.ndarray):
             box = crop_region(data, (INPUT_SIZE, INPUT_SIZE), (image.shape[1], image.shape[0]))
             if box is None:
@@ -216,8 +214,9 @@ class FaceMesh:
             region = region_image(image, box)
             out = region.transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, (a, b, c - x0, d, e, f - y0), Image.NEAREST if nearest else Image.BILINEAR)
             return np.asarray(out)
-        rs = image if isinstance(image, Resampler) else Resampler(image)
-        return rs.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=nearest)
+        if isinstance(image, Image.Image):  # e.g. a frame's pil(): one warp in C, nothing to reduce first
+            return np.asarray(image.transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, data, Image.NEAREST if nearest else Image.BILINEAR))
+        return image.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=nearest)
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """Raw model output for one 192x192 crop: points ``(468, 3)`` in crop pixels and presence."""
