@@ -64,9 +64,16 @@ def test_frame_from_rgbx_is_an_rgb_view_and_refuses_other_layouts(astronaut: np.
 
 def test_letterbox_of_rgbx_equals_rgb(detector: FaceDetector, grace_hopper: np.ndarray, astronaut: np.ndarray) -> None:
     g = np.asarray(Image.fromarray(grace_hopper).resize((640, 480)))
-    for img in (g, grace_hopper, np.ascontiguousarray(astronaut[:333, :517]), g, astronaut):
+    hd = np.asarray(Image.fromarray(astronaut).resize((1280, 720)))
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    white = np.full((480, 640, 3), 255, np.uint8)  # the largest block sums: no carry between 16-bit lanes
+    for img in (g, grace_hopper, np.ascontiguousarray(astronaut[:333, :517]), g, astronaut, hd, noise, white):
         rgb = detector._letterbox(img)[0].copy()
         assert np.array_equal(detector._letterbox(to_rgbx(img))[0], rgb), img.shape
+    # Camera modes take the 32-bit-word path (evenly spaced blocks); odd photo sizes the byte-wise one.
+    assert detector._plan(480, 640, 4).pixel_cols is not None and detector._plan(720, 1280, 4).pixel_cols is not None
+    assert detector._plan(333, 517, 4).pixel_cols is None
 
 
 def test_mesh_crop_of_rgbx_equals_rgb(mesh: FaceMesh, grace_hopper: np.ndarray, astronaut: np.ndarray) -> None:

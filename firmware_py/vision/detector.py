@@ -32,7 +32,9 @@ on the image's left (smaller x).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,6 +217,12 @@ class _Letterbox:
     col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
     acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
     borders: tuple[tuple[slice, slice], ...]  # the non-empty black bands around the image, as (rows, columns)
+    # RGBX frames whose block rows and columns are evenly spaced (640x480 and most camera modes):
+    # the two block columns as strided slices over the frame's 32-bit pixels, and work buffers.
+    pixel_cols: tuple[slice, slice] | None = None
+    taps: np.ndarray | None = None  # (4, nh, nw) uint32: the 2x2 block's pixels
+    lanes: np.ndarray | None = None  # (4, nh, nw) uint32 work buffer
+    sums: np.ndarray | None = None  # (2, nh, nw) uint32: per pixel, R+B and G+X sums in 16-bit lanes
 
 
 def _rows(idx: np.ndarray) -> slice | np.ndarray:
@@ -331,6 +339,15 @@ class FaceDetector:
                 if r.stop > r.start and (c.stop is None or c.stop > c.start)
             ),
         )
+        c0, c1 = _rows(xs), _rows(xs + dx)
+        if ch == 4 and sys.byteorder == "little" and all(isinstance(r, slice) for r in (*plan.rows, c0, c1)):
+            plan = dataclasses.replace(
+                plan,
+                pixel_cols=(c0, c1),  # type: ignore[arg-type]
+                taps=np.empty((4, nh, nw), np.uint32),
+                lanes=np.empty((4, nh, nw), np.uint32),
+                sums=np.empty((2, nh, nw), np.uint32),
+            )
         if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
             self._plans.clear()
         self._plans[(h, w, ch)] = plan
@@ -340,11 +357,14 @@ class FaceDetector:
         """Write the letterboxed ``image`` into the model input ``x`` (1,128,128,3), in [-1,1]; ``borders``: redraw the black bands."""
         h, w, ch = image.shape
         p = self._plan(h, w, ch)
-        rows = np.ascontiguousarray(image).reshape(h, w * ch)
-        np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
-        np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs)
         n = p.nw * 3
-        np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
+        if p.pixel_cols is not None and image.flags.c_contiguous:
+            self._block_sums_rgbx(image, p)
+        else:
+            rows = np.ascontiguousarray(image).reshape(h, w * ch)
+            np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
+            np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs, mode="clip")  # "clip": unbuffered (indices are in range)
+            np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
         if borders:
             for band in p.borders:
                 x[0][band] = -1.0  # black (-1 after scaling)
@@ -352,6 +372,38 @@ class FaceDetector:
         np.multiply(p.acc, np.float32(2 / 255 / 4), out=view)
         view -= np.float32(1.0)
         return p
+
+    @staticmethod
+    def _block_sums_rgbx(image: np.ndarray, p: _Letterbox) -> None:
+        """``p.acc`` = the R, G, B sums of each 2x2 block, from 4-byte pixels read as 32-bit words.
+
+        The block's four pixels are strided slices of the frame (no index
+        gather), and their bytes are summed in two passes of 16-bit lanes
+        (R+B, then G+X after a shift): four pixels of at most 255 never carry
+        from one lane into the next.  Same sums as the byte-wise path, in
+        about 0.13 ms instead of 0.18 for 640x480.
+        """
+        assert p.pixel_cols is not None and p.taps is not None and p.lanes is not None and p.sums is not None
+        h, w = image.shape[:2]
+        px = image.reshape(h, w * 4).view(np.uint32)
+        (r0, r1), (c0, c1) = p.rows, p.pixel_cols
+        top, bottom = px[r0], px[r1]
+        np.copyto(p.taps[0], top[:, c0])
+        np.copyto(p.taps[1], top[:, c1])
+        np.copyto(p.taps[2], bottom[:, c0])
+        np.copyto(p.taps[3], bottom[:, c1])
+        mask = np.uint32(0x00FF00FF)
+        np.bitwise_and(p.taps, mask, out=p.lanes)
+        np.add.reduce(p.lanes, axis=0, out=p.sums[0])  # R + B lanes (bytes 0 and 2)
+        np.right_shift(p.taps, np.uint32(8), out=p.lanes)
+        np.bitwise_and(p.lanes, mask, out=p.lanes)
+        np.add.reduce(p.lanes, axis=0, out=p.sums[1])  # G + X lanes (bytes 1 and 3)
+        rb = p.sums[0].view(np.uint16).reshape(p.nh, p.nw, 2)  # little-endian: lane 0 is the low byte's sum
+        gx = p.sums[1].view(np.uint16).reshape(p.nh, p.nw, 2)
+        acc = p.acc.reshape(p.nh, p.nw, 3)
+        acc[..., 0] = rb[..., 0]
+        acc[..., 1] = gx[..., 0]
+        acc[..., 2] = rb[..., 1]
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input (1,128,128,3) in [-1,1] (a persistent array), and the (x, y) scale and padding that undo it."""
