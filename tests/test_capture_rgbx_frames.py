@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_py.capture.frame import ZERO_COPY, Frame, rgbx_pil, to_rgbx
+from firmware_py.capture.frame import ZERO_COPY, Frame, pil_region, rgbx_of, rgbx_pil, to_rgbx
 from firmware_py.config import load
 from firmware_py.liveness.texture import frame_features
 from firmware_py.models.manifest import load_manifest
@@ -109,5 +109,22 @@ def test_analyzer_gives_the_same_faces_from_rgbx_frames(grace_hopper: np.ndarray
 
 def test_liveness_features_of_an_rgbx_frame_equal_rgb(astronaut: np.ndarray) -> None:
     f = Frame.from_rgbx(to_rgbx(astronaut), 0.0, 0, "cam")
-    box = (150.0, 40.0, 330.0, 250.0)
-    assert np.array_equal(frame_features(f.image, box), frame_features(astronaut, box))
+    h, w = astronaut.shape[:2]
+    # Inside the frame, across each edge and corner, and wholly outside.
+    boxes = [(150.0, 40.0, 330.0, 250.0), (-60.0, -30.0, 120.0, 160.0), (w - 90.0, h - 80.0, w + 70.0, h + 60.0), (w + 50.0, 10.0, w + 200.0, 90.0)]
+    for box in boxes:
+        assert np.array_equal(frame_features(f.image, box), frame_features(astronaut, box)), box
+
+
+def test_rgbx_is_found_behind_a_frames_rgb_view(grace_hopper: np.ndarray) -> None:
+    px = to_rgbx(grace_hopper)
+    flat = np.frombuffer(bytearray(px.tobytes()), np.uint8)  # owned by a flat buffer, as PyAV's arrays are
+    view = flat.reshape(px.shape)[:, :, :3]
+    found = rgbx_of(view)
+    assert found is not None and found.shape == px.shape and np.shares_memory(found, flat) and np.array_equal(found, px)
+    assert rgbx_of(px) is px and rgbx_of(grace_hopper) is None  # 4-byte pixels themselves; a plain RGB array has none
+    assert rgbx_of(view[1:]) is not None and rgbx_of(view[:, 1:]) is None and rgbx_of(view[:, ::2]) is None  # whole rows only
+    img, origin = pil_region(view, (10, 20, 50, 60))
+    assert origin == (0, 0) and img.size == (px.shape[1], px.shape[0])  # the whole frame, mapped
+    img, origin = pil_region(grace_hopper, (10, 20, 50, 60))
+    assert origin == (10, 20) and np.array_equal(np.asarray(img), grace_hopper[20:60, 10:50])  # a region copy

@@ -117,3 +117,46 @@ def rgbx_pil(rgbx: np.ndarray) -> Image.Image:
 
 
 ZERO_COPY = _ZERO_COPY
+
+
+def rgbx_of(image: np.ndarray) -> np.ndarray | None:
+    """The ``(H, W, 4)`` RGBX pixels behind ``image``, or ``None`` if it has none.
+
+    ``image`` may be RGBX pixels themselves (returned if C-contiguous) or the
+    ``(H, W, 3)`` RGB view of them (a frame's ``image``): then the 4-byte
+    layout is found through the array that owns the memory, so any code
+    handed ``frame.image`` can still read the pixels in place.
+    """
+    if image.ndim != 3 or image.dtype != np.uint8:
+        return None
+    h, w, c = image.shape
+    if c == 4:
+        return image if image.flags.c_contiguous else None
+    if c != 3 or h == 0 or w == 0 or image.strides != (w * 4, 4, 1):
+        return None
+    owner = image.base
+    while isinstance(owner, np.ndarray) and not owner.flags.c_contiguous and isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    if not isinstance(owner, np.ndarray) or not owner.flags.c_contiguous:
+        return None
+    lo = owner.__array_interface__["data"][0]
+    start = image.__array_interface__["data"][0]
+    if start < lo or start + h * w * 4 > lo + owner.nbytes:  # the X byte of every pixel must be there too
+        return None
+    return np.ndarray((h, w, 4), np.uint8, buffer=owner.reshape(-1).view(np.uint8), offset=start - lo)
+
+
+def pil_region(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[Image.Image, tuple[int, int]]:
+    """A Pillow RGB image holding at least ``image[y0:y1, x0:x1]``, and the frame position of its (0, 0).
+
+    For a frame's RGB view of RGBX pixels it is the whole frame, mapped
+    without a copy (origin (0, 0)); for a plain RGB array, a copy of only
+    the region (origin (x0, y0)).  Pillow copies 3-byte pixels into its own
+    4-byte layout, and numpy copies a view 3 bytes at a time, so either way
+    this is the cheap path to Pillow.
+    """
+    px = rgbx_of(image)
+    if px is not None:
+        return rgbx_pil(px), (0, 0)
+    x0, y0, x1, y1 = box
+    return Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])), (x0, y0)

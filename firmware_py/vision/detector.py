@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
 
 INPUT_SIZE = 128
@@ -419,6 +420,8 @@ class FaceDetector:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
         # Written straight into the interpreter's input tensor (no 196 KB copy by set_tensor); the view
         # is released before invoke, as LiteRT requires, and the bands redrawn every time (cheap slices).
+        if not image.flags.c_contiguous and (px := rgbx_of(image)) is not None:
+            image = px  # a frame's RGB view: read its RGBX pixels rather than copy it 3 bytes at a time
         inp = self._interp.tensor(self._in_index)()
         try:
             p = self._fill(image, inp, True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from firmware_py.capture.frame import rgbx_pil
+from firmware_py.capture.frame import rgbx_of, rgbx_pil
 from firmware_py.models.litert import load_interpreter
 from firmware_py.vision.align import Resampler
 from firmware_py.vision.detector import LEFT_EYE, RIGHT_EYE, FaceDetection
@@ -210,7 +210,9 @@ class FaceMesh:
         data = _roi_affine(roi, INPUT_SIZE)
         nearest = roi[2] >= INPUT_SIZE
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
-            image = rgbx_pil(np.ascontiguousarray(image))  # RGBX pixels (a camera frame): Pillow reads them in place
+            image = np.ascontiguousarray(image)
+        if isinstance(image, np.ndarray) and (px := rgbx_of(image)) is not None:
+            image = rgbx_pil(px)  # RGBX pixels (a camera frame, or its RGB view): Pillow reads them in place
         if isinstance(image, np.ndarray):
             box = crop_region(data, (INPUT_SIZE, INPUT_SIZE), (image.shape[1], image.shape[0]))
             if box is None:
