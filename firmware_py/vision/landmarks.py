@@ -107,7 +107,7 @@ def detection_roi(det: FaceDetection, scale: float = 1.5) -> tuple[float, float,
     keypoints, target angle 0) then ``RectTransformationCalculator``
     (``scale 1.5``, ``square_long``), in pixels.
     """
-    (x0, y0), (x1, y1) = det.keypoints[[RIGHT_EYE, LEFT_EYE]].tolist()
+    (x0, y0), (x1, y1) = det.keypoints[RIGHT_EYE : LEFT_EYE + 1].tolist()  # rows 0 and 1: a slice, no gather
     rotation = -math.atan2(-(y1 - y0), x1 - x0)
     bx0, by0, bx1, by1 = det.box
     side = max(bx1 - bx0, by1 - by0) * scale
@@ -194,6 +194,7 @@ class FaceMesh:
         self._pts_index = by_size[NUM_POINTS * 3]
         self._flag_index = by_size[1]
         self.last_invoke_ms = 0.0
+        self._warp_into: Image.Image | None = Image.new("RGB", (INPUT_SIZE, INPUT_SIZE))
 
     def crop(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> np.ndarray:
         """The 192x192 uint8 crop the model sees for ``roi`` (black outside the frame).
@@ -219,12 +220,31 @@ class FaceMesh:
                 return np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
             x0, y0 = box[0], box[1]
             a, b, c, d, e, f = data
-            region = region_image(image, box)
-            out = region.transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, (a, b, c - x0, d, e, f - y0), Image.NEAREST if nearest else Image.BILINEAR)
-            return _rgb_array(out)
-        if isinstance(image, Image.Image):  # e.g. a frame's pil(): one warp in C, nothing to reduce first
-            return _rgb_array(image.transform((INPUT_SIZE, INPUT_SIZE), Image.AFFINE, data, Image.NEAREST if nearest else Image.BILINEAR))
+            return self._warp(region_image(image, box), (a, b, c - x0, d, e, f - y0), nearest)
+        if isinstance(image, Image.Image) and image.mode == "RGB":  # e.g. a frame's pil(): one warp in C, nothing to reduce first
+            return self._warp(image, data, nearest)
+        if isinstance(image, Image.Image):
+            return self._warp(image.convert("RGB"), data, nearest)
         return image.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=nearest)
+
+    def _warp(self, src: Image.Image, data: tuple[float, ...], nearest: bool) -> np.ndarray:
+        """Pillow's affine warp of an RGB image into the 192x192 crop, as packed uint8 pixels.
+
+        The warp writes into one image kept for every frame (Pillow's own
+        ``transform`` allocates and zero-fills a new one each time, about 20 us
+        more); every crop pixel is written, black where it falls outside
+        ``src``.  A Pillow without that internal call gets the public one.
+        """
+        method = Image.NEAREST if nearest else Image.BILINEAR
+        size = (INPUT_SIZE, INPUT_SIZE)
+        if self._warp_into is not None:
+            try:
+                src.load()
+                self._warp_into.im.transform((0, 0, *size), src.im, Image.AFFINE, data, method, 1)
+                return _rgb_array(self._warp_into)
+            except (AttributeError, TypeError):
+                self._warp_into = None
+        return _rgb_array(src.transform(size, Image.AFFINE, data, method))
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """Raw model output for one 192x192 crop: points ``(468, 3)`` in crop pixels and presence."""
@@ -253,6 +273,7 @@ class FaceMesh:
         pts, presence = self.run_crop(self.crop(image, roi))
         # Crop pixels -> frame pixels (x, y) and depth scaled alike: one 3x3 product and a shift.
         a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
-        out = pts @ np.array([[a, d, 0.0], [b, e, 0.0], [0.0, 0.0, roi[2] / INPUT_SIZE]], np.float32)
-        out += np.array([c, f, 0.0], np.float32)
+        m = np.array((a, d, 0.0, b, e, 0.0, 0.0, 0.0, roi[2] / INPUT_SIZE, c, f, 0.0), np.float32).reshape(4, 3)
+        out = pts @ m[:3]
+        out += m[3]
         return FaceLandmarks(points=out, presence=presence, roi=roi)
