@@ -359,24 +359,29 @@ class FaceDetector:
         h, w, ch = image.shape
         p = self._plan(h, w, ch)
         n = p.nw * 3
+        if borders:
+            for band in p.borders:
+                x[0][band] = -1.0  # black (-1 after scaling)
+        box = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw]
+        k = np.float32(2 / 255 / 4)
         if p.pixel_cols is not None and image.flags.c_contiguous:
-            self._block_sums_rgbx(image, p)
+            rb, gx = self._block_sums_rgbx(image, p)
+            # Each channel scaled from its 16-bit lane straight into the input (no interleaved copy first).
+            np.multiply(rb[..., 0], k, out=box[..., 0])
+            np.multiply(gx[..., 0], k, out=box[..., 1])
+            np.multiply(rb[..., 1], k, out=box[..., 2])
         else:
             rows = np.ascontiguousarray(image).reshape(h, w * ch)
             np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
             np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs, mode="clip")  # "clip": unbuffered (indices are in range)
             np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
-        if borders:
-            for band in p.borders:
-                x[0][band] = -1.0  # black (-1 after scaling)
-        view = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw].reshape(p.nh, n)
-        np.multiply(p.acc, np.float32(2 / 255 / 4), out=view)
-        view -= np.float32(1.0)
+            np.multiply(p.acc, k, out=box.reshape(p.nh, n))
+        box -= np.float32(1.0)
         return p
 
     @staticmethod
-    def _block_sums_rgbx(image: np.ndarray, p: _Letterbox) -> None:
-        """``p.acc`` = the R, G, B sums of each 2x2 block, from 4-byte pixels read as 32-bit words.
+    def _block_sums_rgbx(image: np.ndarray, p: _Letterbox) -> tuple[np.ndarray, np.ndarray]:
+        """Per 2x2 block, the (R, B) and (G, X) sums ``(nh, nw, 2)`` uint16, from 4-byte pixels read as 32-bit words.
 
         The block's four pixels are strided slices of the frame (no index
         gather), and their bytes are summed in two passes of 16-bit lanes
@@ -388,23 +393,19 @@ class FaceDetector:
         h, w = image.shape[:2]
         px = image.reshape(h, w * 4).view(np.uint32)
         (r0, r1), (c0, c1) = p.rows, p.pixel_cols
-        top, bottom = px[r0], px[r1]
-        np.copyto(p.taps[0], top[:, c0])
-        np.copyto(p.taps[1], top[:, c1])
-        np.copyto(p.taps[2], bottom[:, c0])
-        np.copyto(p.taps[3], bottom[:, c1])
+        top, bottom, taps = px[r0], px[r1], p.taps
+        np.copyto(taps[0], top[:, c0])
+        np.copyto(taps[1], top[:, c1])
+        np.copyto(taps[2], bottom[:, c0])
+        np.copyto(taps[3], bottom[:, c1])
         mask = np.uint32(0x00FF00FF)
-        np.bitwise_and(p.taps, mask, out=p.lanes)
+        np.bitwise_and(taps, mask, out=p.lanes)
         np.add.reduce(p.lanes, axis=0, out=p.sums[0])  # R + B lanes (bytes 0 and 2)
-        np.right_shift(p.taps, np.uint32(8), out=p.lanes)
-        np.bitwise_and(p.lanes, mask, out=p.lanes)
-        np.add.reduce(p.lanes, axis=0, out=p.sums[1])  # G + X lanes (bytes 1 and 3)
-        rb = p.sums[0].view(np.uint16).reshape(p.nh, p.nw, 2)  # little-endian: lane 0 is the low byte's sum
-        gx = p.sums[1].view(np.uint16).reshape(p.nh, p.nw, 2)
-        acc = p.acc.reshape(p.nh, p.nw, 3)
-        acc[..., 0] = rb[..., 0]
-        acc[..., 1] = gx[..., 0]
-        acc[..., 2] = rb[..., 1]
+        np.right_shift(taps, np.uint32(8), out=taps)
+        np.bitwise_and(taps, mask, out=taps)
+        np.add.reduce(taps, axis=0, out=p.sums[1])  # G + X lanes (bytes 1 and 3)
+        # Little-endian: lane 0 of each word is its low byte's sum.
+        return p.sums[0].view(np.uint16).reshape(p.nh, p.nw, 2), p.sums[1].view(np.uint16).reshape(p.nh, p.nw, 2)
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input (1,128,128,3) in [-1,1] (a persistent array), and the (x, y) scale and padding that undo it."""
