@@ -4,7 +4,7 @@ The stand-in behaves like Picamera2's API as the driver uses it:
 ``global_camera_info``, ``create_video_configuration``, ``configure``,
 ``start``, ``capture_array(wait=False)`` returning a job, ``wait(job,
 timeout)`` returning the frame or raising ``TimeoutError``, ``stop``, ``close``.
-Frames come in libcamera's RGB888 memory order, which is B, G, R.
+Frames come as XBGR8888, which picamera2 stores as R, G, B, 255 (kaoclock's RGBX frame layout).
 It is also the camera behind the stall / loss / recovery tests, since it can
 be told to stall and fail on cue.
 """
@@ -79,9 +79,9 @@ class StandInPicamera2:
         self.count += 1
         time.sleep(self.world["period"])
         w, h = self.config["main"]["size"]
-        frame = np.empty((h, w, 3), np.uint8)
-        frame[..., 0], frame[..., 1], frame[..., 2] = 10, 20, 30  # B, G, R in memory
-        frame[0, 0, 0], frame[0, 0, 1] = self.serial, self.count % 256
+        frame = np.empty((h, w, 4), np.uint8)
+        frame[..., 0], frame[..., 1], frame[..., 2], frame[..., 3] = 30, 20, 10, 255  # XBGR8888: R, G, B, X in memory
+        frame[0, 0, 2], frame[0, 0, 1] = self.serial, self.count % 256
         return frame
 
     def stop(self) -> None:
@@ -123,13 +123,16 @@ def test_driver_configures_reads_rgb_and_releases(world: dict[str, Any]) -> None
     cam = PiCamera2Camera(0, size=(320, 240), fps=20, rotation=180)
     with cam:
         inst = world["instances"][0]
-        assert inst.config["main"] == {"size": (320, 240), "format": "RGB888"}
+        assert inst.config["main"] == {"size": (320, 240), "format": "XBGR8888"}
         assert inst.config["controls"]["FrameDurationLimits"] == (50000, 50000)
         assert inst.started
         f = cam.read(timeout=1)
-        assert f is not None and f.image.shape == (240, 320, 3) and f.image.flags.c_contiguous
-        # B, G, R in memory -> R, G, B out; rotated 180 degrees (pixel (0,0) moved to the far corner).
+        assert f is not None and f.image.shape == (240, 320, 3)
+        assert f.rgbx is not None and f.rgbx.shape == (240, 320, 4) and f.rgbx.flags.c_contiguous
+        assert np.shares_memory(f.image, f.rgbx)  # the RGB view of the camera's own pixels
+        # R, G, B, X in memory -> R, G, B; rotated 180 degrees (pixel (0,0) moved to the far corner).
         assert f.image[5, 5].tolist() == [30, 20, 10]
+        assert np.array_equal(np.asarray(f.pil()), f.image)
         assert f.image[-1, -1, 2] == inst.serial
         assert f.source == "picamera2:0" and f.ts == pytest.approx(time.time(), abs=2)
     assert inst.calls[-2:] == ["stop", "close"] and not cam.is_open

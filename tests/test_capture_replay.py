@@ -55,7 +55,10 @@ def test_video_frames_have_increasing_media_timestamps(video: Path) -> None:
     assert [f.index for f in frames] == list(range(12))
     assert [round(f.ts, 3) for f in frames] == [round(i / 10, 3) for i in range(12)]
     f = frames[0]
-    assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8 and f.image.flags.c_contiguous
+    assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
+    # 4 bytes per pixel like a camera's: the RGB image is a view of the RGBX pixels (X = 255).
+    assert f.rgbx is not None and f.rgbx.shape == (240, 320, 4) and f.rgbx.flags.c_contiguous
+    assert np.shares_memory(f.image, f.rgbx) and (f.rgbx[:, :, 3] == 255).all()
     assert f.source == str(video)
     # Real content: Grace Hopper's blue background on the first frame, the astronaut's on the second.
     assert f.image[:, :, 2].mean() > f.image[:, :, 0].mean()
@@ -74,7 +77,9 @@ def test_video_resized_like_a_camera_mode_and_rotated(video: Path) -> None:
     (f, *_) = read_all(VideoReplay(video, size=(640, 480)), limit=1)
     assert f.image.shape == (480, 640, 3)
     (g, *_) = read_all(VideoReplay(video, rotation=90), limit=1)
-    assert g.image.shape == (320, 240, 3) and g.image.flags.c_contiguous
+    assert g.image.shape == (320, 240, 3) and g.rgbx is not None and g.rgbx.flags.c_contiguous
+    (upright, *_) = read_all(VideoReplay(video), limit=1)
+    assert np.array_equal(g.image, np.rot90(upright.image, k=-1))  # 90 degrees clockwise, RGBX kept through the turn
 
 
 def test_video_realtime_pacing(video: Path) -> None:

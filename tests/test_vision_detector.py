@@ -119,6 +119,8 @@ def test_bad_image_refused(detector: FaceDetector) -> None:
         detector.detect(np.zeros((480, 640), np.uint8))
     with pytest.raises(ValueError, match="RGB uint8"):
         detector.detect(np.zeros((480, 640, 3), np.float32))
+    with pytest.raises(ValueError, match="RGBX pixels"):
+        detector.detect(np.zeros((480, 640, 5), np.uint8))
 
 
 def test_weighted_nms_merges_duplicates_and_keeps_separate_faces() -> None:

@@ -1,7 +1,7 @@
 """`kaoclock bench pipeline`: per-frame latency of the whole recognition core on a real clip.
 
 The clip's frames are decoded and resized to 640x480 (a typical camera mode)
-before any timing.  Each frame then goes through the reader's pipeline
+before any timing, into the 4-byte RGBX frames the capture backends deliver.  Each frame then goes through the reader's pipeline
 (detect, track, landmarks, align, quality, embed, 1:N match, decide) against
 a gallery of ``--gallery`` templates: the clip's person enrolled from its
 first usable frame, plus synthetic templates.  ``overhead_ratio`` is the
@@ -32,7 +32,8 @@ SIZE = (640, 480)
 
 
 def decode_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.ndarray], list[float]]:
-    """RGB frames resized to 640x480 and their timestamps (s), all decoded up front."""
+    """Frames resized to 640x480 as ``(480, 640, 4)`` RGBX pixels (the layout the capture backends
+    deliver, see capture/frame.py), and their timestamps (s), all decoded up front."""
     import av
 
     if not path.is_file():
@@ -41,7 +42,7 @@ def decode_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.nd
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         for f in c.decode(stream):
-            img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR)
+            img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR).convert("RGBX")
             frames.append(np.ascontiguousarray(np.asarray(img)))
             ts.append(float(f.time) if f.time is not None else len(ts) / 25.0)
             if max_frames and len(frames) >= max_frames:
@@ -76,7 +77,7 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     enrolled = None
     for img in frames:
         analyzer.reset()
-        obs = analyzer.process(Frame(img, 0.0, 0, str(source))).primary
+        obs = analyzer.process(Frame.from_rgbx(img, 0.0, 0, str(source))).primary
         if obs is not None and obs.chip is not None:
             enrolled = describe_face(embedder, obs.chips, cfg.recognition.mirror_average)
             break
@@ -107,14 +108,14 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     pipe = fresh_pipeline()
     # Warm-up on a few frames (interpreter allocation, caches), then a fresh tracker.
     for img in frames[:3]:
-        pipe.process(Frame(img, -10.0, 0, "warmup"))
+        pipe.process(Frame.from_rgbx(img, -10.0, 0, "warmup"))
     analyzer.reset()
     pipe = fresh_pipeline()
     gc.collect()
     results = []
     t_start = time.perf_counter()
     for i, (img, t) in enumerate(zip(frames, ts, strict=True)):
-        results.append(pipe.process(Frame(img, t, i, str(source))))
+        results.append(pipe.process(Frame.from_rgbx(img, t, i, str(source))))
     wall = time.perf_counter() - t_start
     frame_ms = [r.frame_ms for r in results]
     invoke = [r.invoke_ms for r in results]
@@ -148,6 +149,8 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
         from firmware_py.bench.dlib_peer import DlibPeer
 
         p = DlibPeer(cfg.models.dir, upsample=1)
+        rgb = [np.ascontiguousarray(f[:, :, :3]) for f in frames]  # the peer takes RGB arrays (converted before timing)
+        frames = rgb
         p.faces(frames[0])  # warm-up
         p.timings.frame_ms.clear()
         p.timings.detect_ms.clear()

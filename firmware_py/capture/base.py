@@ -50,7 +50,11 @@ class Camera(ABC):
 
     @abstractmethod
     def _read_image(self, timeout: float | None) -> tuple[np.ndarray, float] | None:
-        """Backend hook: the next (RGB image, ts), or None on timeout."""
+        """Backend hook: the next (image, ts), or None on timeout.
+
+        The image is ``(H, W, 4)`` R, G, B, X (what cameras deliver, kept
+        without a copy: see :mod:`firmware_py.capture.frame`) or ``(H, W, 3)`` RGB.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -67,7 +71,10 @@ class Camera(ABC):
             return None
         image, ts = got
         image = self._orient(image)
-        frame = Frame(image=image, ts=ts, index=self._index, source=self.name)
+        if image.shape[2] == 4:
+            frame = Frame.from_rgbx(image, ts, self._index, self.name)
+        else:
+            frame = Frame(image=image, ts=ts, index=self._index, source=self.name)
         self._index += 1
         return frame
 

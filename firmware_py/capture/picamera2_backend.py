@@ -5,9 +5,11 @@ runs where it is absent.  On a reader it comes from Raspberry Pi OS
 (``apt install python3-picamera2``; the venv is created with
 ``--system-site-packages``).
 
-Frames are requested as libcamera's ``RGB888`` (24-bit, supported by every Pi
-ISP), which picamera2 documents as stored in **B, G, R** order; the channels
-are swapped to RGB here.  Reads wait for a frame with picamera2's job API
+Frames are requested as ``XBGR8888``, which picamera2 documents as 32 bits
+per pixel stored as **R, G, B, 255**: exactly the RGBX layout kaoclock's
+frames use (see :mod:`firmware_py.capture.frame`), so the frame is handed on
+without a copy (``RGB888``, stored B, G, R, needed a channel swap copying
+the whole frame in the capture thread).  Reads wait for a frame with picamera2's job API
 (``capture_array(wait=False)`` then ``wait(job, timeout)``), so a stalled
 sensor times out instead of hanging the capture thread.
 """
@@ -79,7 +81,7 @@ class PiCamera2Camera(Camera):
             cam = Picamera2(self.camera_num)
             frame_us = int(1_000_000 / self.fps)
             config = cam.create_video_configuration(
-                main={"size": tuple(self.size), "format": "RGB888"},
+                main={"size": tuple(self.size), "format": "XBGR8888"},
                 buffer_count=self.buffer_count,
                 controls={"FrameDurationLimits": (frame_us, frame_us)},
             )
@@ -102,9 +104,9 @@ class PiCamera2Camera(Camera):
             if self._job is None:
                 self._job = cam.capture_array("main", wait=False)
             try:
-                bgr = cam.wait(self._job, timeout=timeout)
+                pixels = cam.wait(self._job, timeout=timeout)
             except TypeError:  # picamera2 older than 0.3.13: no timeout
-                bgr = cam.wait(self._job)
+                pixels = cam.wait(self._job)
             self._job = None
         except TimeoutError:
             return None
@@ -112,10 +114,10 @@ class PiCamera2Camera(Camera):
             self._job = None
             raise CameraError(f"Pi camera {self.camera_num} read failed: {exc}") from None
         ts = time.time()
-        arr = np.asarray(bgr)
-        if arr.ndim != 3 or arr.shape[2] < 3:
-            raise CameraError(f"Pi camera {self.camera_num} gave a frame of shape {arr.shape}, expected (H, W, 3)")
-        return np.ascontiguousarray(arr[:, :, 2::-1]), ts
+        arr = np.asarray(pixels)
+        if arr.ndim != 3 or arr.shape[2] != 4 or arr.dtype != np.uint8:
+            raise CameraError(f"Pi camera {self.camera_num} gave a frame of {arr.dtype} {arr.shape}, expected XBGR8888 (H, W, 4) uint8")
+        return arr, ts  # R, G, B, X in memory: the frame's own layout
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

@@ -167,7 +167,8 @@ class VideoReplay(_ReplayBase):
             raise CameraError(f"cannot decode {self.path} after frame {self._decoded}: {exc}") from None
         ts = float(vf.time) if vf.time is not None else self._decoded / self._fallback_rate
         self._decoded += 1
-        image = vf.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1]) if self.size else vf.to_ndarray(format="rgb24")
+        # RGBA (alpha 255): the 4-byte layout cameras deliver and Pillow wraps without a copy (capture/frame.py).
+        image = vf.to_ndarray(format="rgba", width=self.size[0], height=self.size[1]) if self.size else vf.to_ndarray(format="rgba")
         return np.ascontiguousarray(image), ts
 
     def close(self) -> None:
@@ -225,7 +226,7 @@ class ImageFolderReplay(_ReplayBase):
                     rgb = im.convert("RGB")
                     if self.size and rgb.size != self.size:
                         rgb = rgb.resize(self.size, Image.BILINEAR)
-                    image = np.asarray(rgb)
+                    image = np.asarray(rgb.convert("RGBX"))  # 4 bytes per pixel, like a camera's
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 self.skipped += 1
                 log.warning("replay: skipping unreadable image %s: %s", self._files[i], exc)

@@ -83,7 +83,7 @@ class V4L2Camera(Camera):
         except av.error.FFmpegError as exc:
             raise CameraError(f"v4l2 camera {self.device} read failed: {exc}") from None
         ts = time.time()
-        return np.ascontiguousarray(vf.to_ndarray(format="rgb24")), ts
+        return np.ascontiguousarray(vf.to_ndarray(format="rgba")), ts  # 4 bytes per pixel: see capture/frame.py
 
     def close(self) -> None:
         if self._container is not None:

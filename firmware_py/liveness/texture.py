@@ -36,6 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from firmware_py.capture.frame import pil_region
+
 CROP = 64  # the face crop side the cues are computed on (pixels)
 CONTEXT_SCALE = 1.6  # the context crop's side relative to the face box
 
@@ -59,8 +61,8 @@ def face_crop(image: NDArray[np.uint8], box: Box, size: int = CROP, scale: float
     ir, ib = min(int(np.ceil(left + side)) + 1, w), min(int(np.ceil(top + side)) + 1, h)
     if ir <= il or ib <= it:  # the box lies wholly outside the frame
         return np.zeros((size, size, 3), np.uint8)
-    img = Image.fromarray(np.ascontiguousarray(image[it:ib, il:ir]))
-    left, top = left - il, top - it
+    img, (ox, oy) = pil_region(image, (il, it, ir, ib))  # a camera frame's pixels are read in place
+    left, top = left - ox, top - oy
     out = img.transform((size, size), Image.Transform.EXTENT, (left, top, left + side, top + side), Image.Resampling.BILINEAR)
     return np.asarray(out, dtype=np.uint8)
 

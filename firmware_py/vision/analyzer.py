@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from firmware_py.capture.frame import Frame
 from firmware_py.config.model import Config
@@ -72,7 +73,7 @@ class _Aligned:
     def __init__(
         self,
         rs: Resampler,
-        points: np.ndarray,
+        points: np.ndarray | None,
         template: np.ndarray,
         det: FaceDetection,
         landmarks: FaceLandmarks | None,
@@ -83,7 +84,7 @@ class _Aligned:
     ) -> None:
         self._rs: Resampler | None = rs
         self._extra = extra  # (points, template) of further chips for the embedder
-        self._points, self._template = points, template
+        self._points, self._template = points, template  # points None: landmarks' DLIB5 points, picked on use
         self._det, self._landmarks, self._exact, self._stages = det, landmarks, exact, stages
         self._lazy_ms = lazy_ms
         self._chip: np.ndarray | None = None
@@ -95,7 +96,8 @@ class _Aligned:
         if self._chip is None:
             t = time.perf_counter()
             assert self._rs is not None
-            geom = chip_geometry(self._points, self._template)
+            points = self._points if self._points is not None else self._landmarks.points[list(DLIB5), :2]  # type: ignore[union-attr]
+            geom = chip_geometry(points, self._template)
             self._scale = geom.scale
             self._chip = warp_chip(self._rs, geom, exact=self._exact)
             if not self._extra:
@@ -288,7 +290,7 @@ class FaceAnalyzer:
     def process(self, frame: Frame) -> Analysis:
         """Run every stage on one frame; the result is also kept in :attr:`last`."""
         t0 = time.perf_counter()
-        image = frame.image
+        image = frame.pixels  # RGBX from cameras: both models' inputs are sampled without converting the frame
         stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         invoke: dict[str, float] = {"detector": 0.0, "facemesh": 0.0}
 
@@ -310,17 +312,21 @@ class FaceAnalyzer:
             det = head.detection
             assert det is not None
             landmarks = None
-            # The landmark crop converts only the pixels it reads; the chip (when asked for) has its own Pillow copy.
-            rs = Resampler(image)
+            # An RGBX frame is mapped into Pillow once (no copy) for the FaceMesh crop and the chips; an RGB
+            # array gives the crop only the region it reads, and the chip (when asked for) its own copy.
+            src: np.ndarray | Image.Image = frame.pil() if frame.rgbx is not None else image
+            rs = Resampler(src)
             if self.mesh is not None:
-                lm = self.mesh.landmarks(image, det)
+                lm = self.mesh.landmarks(src, det)
                 invoke["facemesh"] = self.mesh.last_invoke_ms
                 if lm.presence >= self.min_presence:
                     landmarks = lm
             stages["landmarks"] = (time.perf_counter() - t2) * 1000
             extra: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+            points: np.ndarray | None
             if landmarks is not None and self.align_source != "detector":
-                points, template, source = landmarks.points[list(DLIB5), :2], FACEMESH5_TEMPLATE, "facemesh"
+                # FaceMesh's 5 dlib-like points (None: picked from the landmarks when the chip is cut).
+                points, template, source = None, FACEMESH5_TEMPLATE, "facemesh"
                 if self.align_source == "both":
                     extra, source = ((det.keypoints[:4], DETECTOR4_TEMPLATE),), "facemesh+detector"
             else:

@@ -32,7 +32,9 @@ on the image's left (smaller x).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
 
 INPUT_SIZE = 128
@@ -204,16 +207,23 @@ class _Letterbox:
     """Precomputed sampling of one frame shape into the model's input square (see ``FaceDetector._plan``)."""
 
     rows: tuple[slice | np.ndarray, slice | np.ndarray]  # the two frame rows of each input row's 2x2 block
-    cols: np.ndarray  # flat (x * 3 + channel) indices of the two block columns, left columns first
+    cols: np.ndarray  # flat (x * bytes per pixel + channel) indices of the two block columns, left columns first
     nw: int
     nh: int
     px: int
     py: int
     scale: np.ndarray  # (x, y): frame pixels -> input pixels
     offset: np.ndarray  # (x, y): letterbox padding in input pixels
-    row_sum: np.ndarray  # (nh, w * 3) uint16 work buffer
+    row_sum: np.ndarray  # (nh, w * bytes per pixel) uint16 work buffer
     col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
     acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
+    borders: tuple[tuple[slice, slice], ...]  # the non-empty black bands around the image, as (rows, columns)
+    # RGBX frames whose block rows and columns are evenly spaced (640x480 and most camera modes):
+    # the two block columns as strided slices over the frame's 32-bit pixels, and work buffers.
+    pixel_cols: tuple[slice, slice] | None = None
+    taps: np.ndarray | None = None  # (4, nh, nw) uint32: the 2x2 block's pixels
+    lanes: np.ndarray | None = None  # (4, nh, nw) uint32 work buffer
+    sums: np.ndarray | None = None  # (2, nh, nw) uint32: per pixel, R+B and G+X sums in 16-bit lanes
 
 
 def _rows(idx: np.ndarray) -> slice | np.ndarray:
@@ -277,14 +287,14 @@ class FaceDetector:
         t = min(max(self.score_threshold, 1e-6), 1 - 1e-6)
         self._logit_threshold = np.float32(np.log(t / (1 - t)))
         self._anchor_px: list[list[float]] = (self._anchors * INPUT_SIZE).tolist()
-        self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)  # for _letterbox (tests, tools)
         self._plans: dict[tuple[int, int], _Letterbox] = {}
         self._input_shape = (0, 0)
         self.last_invoke_ms = 0.0
         self.last_ms = 0.0
 
-    def _plan(self, h: int, w: int) -> _Letterbox:
-        """How an (h, w) frame is letterboxed into the input square (computed once per frame shape).
+    def _plan(self, h: int, w: int, ch: int = 3) -> _Letterbox:
+        """How an (h, w) frame of ``ch`` bytes per pixel is letterboxed into the input square (computed once per frame shape).
 
         Each input pixel is the mean of the 2x2 frame pixels around its
         sample point: MediaPipe samples bilinearly without a pre-filter,
@@ -292,9 +302,10 @@ class FaceDetector:
         cheap partial anti-alias (exact for the 2x shrink of a 250 px photo).
         The mean is separable: the two rows of each block are added first
         (strided views when evenly spaced, as for 640x480), then one gather
-        picks the two columns of each block from that row sum.
+        picks the two columns of each block from that row sum.  With 4 bytes
+        per pixel (RGBX frames) the same columns' R, G, B bytes are picked.
         """
-        plan = self._plans.get((h, w))
+        plan = self._plans.get((h, w, ch))
         if plan is not None:
             return plan
         scale = INPUT_SIZE / max(w, h)
@@ -303,8 +314,8 @@ class FaceDetector:
         ys = np.clip(np.floor((np.arange(nh) + 0.5) * (h / nh) - 1.0).astype(np.intp), 0, max(h - 2, 0))
         xs = np.clip(np.floor((np.arange(nw) + 0.5) * (w / nw) - 1.0).astype(np.intp), 0, max(w - 2, 0))
         dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
-        ch = np.arange(3)
-        cols = np.concatenate([(xs[:, None] * 3 + ch).ravel(), ((xs + dx)[:, None] * 3 + ch).ravel()])
+        rgb = np.arange(3)
+        cols = np.concatenate([(xs[:, None] * ch + rgb).ravel(), ((xs + dx)[:, None] * ch + rgb).ravel()])
         px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
         plan = _Letterbox(
             rows=(_rows(ys), _rows(ys + dy)),
@@ -315,40 +326,109 @@ class FaceDetector:
             py=py,
             scale=np.array([nw / w, nh / h], np.float32),
             offset=np.array([px, py], np.float32),
-            row_sum=np.empty((nh, w * 3), np.uint16),
+            row_sum=np.empty((nh, w * ch), np.uint16),
             col_pairs=np.empty((nh, 2 * nw * 3), np.uint16),
             acc=np.empty((nh, nw * 3), np.uint16),
+            borders=tuple(
+                (r, c)
+                for r, c in (
+                    (slice(0, py), slice(None)),
+                    (slice(py + nh, INPUT_SIZE), slice(None)),
+                    (slice(py, py + nh), slice(0, px)),
+                    (slice(py, py + nh), slice(px + nw, INPUT_SIZE)),
+                )
+                if r.stop > r.start and (c.stop is None or c.stop > c.start)
+            ),
         )
+        c0, c1 = _rows(xs), _rows(xs + dx)
+        if ch == 4 and sys.byteorder == "little" and all(isinstance(r, slice) for r in (*plan.rows, c0, c1)):
+            plan = dataclasses.replace(
+                plan,
+                pixel_cols=(c0, c1),  # type: ignore[arg-type]
+                taps=np.empty((4, nh, nw), np.uint32),
+                lanes=np.empty((4, nh, nw), np.uint32),
+                sums=np.empty((2, nh, nw), np.uint32),
+            )
         if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
             self._plans.clear()
-        self._plans[(h, w)] = plan
+        self._plans[(h, w, ch)] = plan
         return plan
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Model input (1,128,128,3) in [-1,1], and the (x, y) scale and padding that undo it."""
-        h, w = image.shape[:2]
-        p = self._plan(h, w)
-        rows = np.ascontiguousarray(image).reshape(h, w * 3)
-        np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
-        np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs)
+    def _fill(self, image: np.ndarray, x: np.ndarray, borders: bool) -> _Letterbox:
+        """Write the letterboxed ``image`` into the model input ``x`` (1,128,128,3), in [-1,1]; ``borders``: redraw the black bands."""
+        h, w, ch = image.shape
+        p = self._plan(h, w, ch)
         n = p.nw * 3
-        np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
-        x = self._input
-        if self._input_shape != (h, w):
-            x[...] = -1.0  # black borders (-1 after scaling), redrawn when the frame shape changes
-            self._input_shape = (h, w)
-        view = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw].reshape(p.nh, n)
-        np.multiply(p.acc, np.float32(2 / 255 / 4), out=view)
-        view -= np.float32(1.0)
-        return x, p.scale, p.offset
+        if borders:
+            for band in p.borders:
+                x[0][band] = -1.0  # black (-1 after scaling)
+        box = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw]
+        k = np.float32(2 / 255 / 4)
+        if p.pixel_cols is not None and image.flags.c_contiguous:
+            rb, gx = self._block_sums_rgbx(image, p)
+            # Each channel scaled from its 16-bit lane straight into the input (no interleaved copy first).
+            np.multiply(rb[..., 0], k, out=box[..., 0])
+            np.multiply(gx[..., 0], k, out=box[..., 1])
+            np.multiply(rb[..., 1], k, out=box[..., 2])
+        else:
+            rows = np.ascontiguousarray(image).reshape(h, w * ch)
+            np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
+            np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs, mode="clip")  # "clip": unbuffered (indices are in range)
+            np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
+            np.multiply(p.acc, k, out=box.reshape(p.nh, n))
+        box -= np.float32(1.0)
+        return p
+
+    @staticmethod
+    def _block_sums_rgbx(image: np.ndarray, p: _Letterbox) -> tuple[np.ndarray, np.ndarray]:
+        """Per 2x2 block, the (R, B) and (G, X) sums ``(nh, nw, 2)`` uint16, from 4-byte pixels read as 32-bit words.
+
+        The block's four pixels are strided slices of the frame (no index
+        gather), and their bytes are summed in two passes of 16-bit lanes
+        (R+B, then G+X after a shift): four pixels of at most 255 never carry
+        from one lane into the next.  Same sums as the byte-wise path, in
+        about 0.13 ms instead of 0.18 for 640x480.
+        """
+        assert p.pixel_cols is not None and p.taps is not None and p.lanes is not None and p.sums is not None
+        h, w = image.shape[:2]
+        px = image.reshape(h, w * 4).view(np.uint32)
+        (r0, r1), (c0, c1) = p.rows, p.pixel_cols
+        top, bottom, taps = px[r0], px[r1], p.taps
+        np.copyto(taps[0], top[:, c0])
+        np.copyto(taps[1], top[:, c1])
+        np.copyto(taps[2], bottom[:, c0])
+        np.copyto(taps[3], bottom[:, c1])
+        mask = np.uint32(0x00FF00FF)
+        np.bitwise_and(taps, mask, out=p.lanes)
+        np.add.reduce(p.lanes, axis=0, out=p.sums[0])  # R + B lanes (bytes 0 and 2)
+        np.right_shift(taps, np.uint32(8), out=taps)
+        np.bitwise_and(taps, mask, out=taps)
+        np.add.reduce(taps, axis=0, out=p.sums[1])  # G + X lanes (bytes 1 and 3)
+        # Little-endian: lane 0 of each word is its low byte's sum.
+        return p.sums[0].view(np.uint16).reshape(p.nh, p.nw, 2), p.sums[1].view(np.uint16).reshape(p.nh, p.nw, 2)
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model input (1,128,128,3) in [-1,1] (a persistent array), and the (x, y) scale and padding that undo it."""
+        h, w = image.shape[:2]
+        p = self._fill(image, self._input, self._input_shape != (h, w))
+        self._input_shape = (h, w)
+        return self._input, p.scale, p.offset
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        """Faces in an RGB ``(H, W, 3)`` uint8 image, largest first."""
+        """Faces in an RGB ``(H, W, 3)`` or RGBX ``(H, W, 4)`` uint8 image (a frame's ``pixels``), largest first."""
         t0 = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-        x, scale, offset = self._letterbox(image)
-        self._interp.set_tensor(self._in_index, x)
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
+        # Written straight into the interpreter's input tensor (no 196 KB copy by set_tensor); the view
+        # is released before invoke, as LiteRT requires, and the bands redrawn every time (cheap slices).
+        if not image.flags.c_contiguous and (px := rgbx_of(image)) is not None:
+            image = px  # a frame's RGB view: read its RGBX pixels rather than copy it 3 bytes at a time
+        inp = self._interp.tensor(self._in_index)()
+        try:
+            p = self._fill(image, inp, True)
+        finally:
+            del inp
+        scale, offset = p.scale, p.offset
         t1 = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_ms = (time.perf_counter() - t1) * 1000
