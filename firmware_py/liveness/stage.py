@@ -62,7 +62,10 @@ CUE_TEXT = {
 }
 
 
-MAX_FRAME_LOGIT = 12.0  # one extreme frame must not outvote the window
+# One extreme frame must not outvote the window: frame scores are clipped to
+# 1.5 live-attack gaps either side of a typical live face (the score is
+# standardised: 0 = training live median, -1 = attack median).
+MAX_FRAME_SCORE = 1.5
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,12 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = -0.4
+    threshold: float = -0.5
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
     strict_min_frames: int = 8
-    strict_threshold: float = 1.0
+    strict_threshold: float = -0.25
     strict_blink: float = 0.3
     strict_motion: float = 0.025
     moire_peak: float = 5.5
@@ -177,7 +180,7 @@ class LivenessDetector:
         if image is not None:
             assert self.model is not None
             x = frame_features(image, box)
-            tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_LOGIT, MAX_FRAME_LOGIT)))
+            tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
             tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
             tr.peaks.append(float(x[HF_PEAK]))
         if points is not None:
