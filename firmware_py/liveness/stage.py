@@ -73,7 +73,7 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = -0.5
+    threshold: float = -0.425
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
