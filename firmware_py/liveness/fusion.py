@@ -3,9 +3,11 @@
 The model is a JSON file (``models/liveness_texture_v3.json``, listed in
 ``models/manifest.toml`` with its sha256) holding, for each feature of
 :data:`firmware_py.liveness.texture.FRAME_FEATURE_NAMES`, a mean and scale
-(standardisation) and a weight, plus a bias.  The frame's *logit* is
+(standardisation) and a weight, plus a bias.  The frame's score (``logit``) is
 ``sum(w * (x - mean) / scale) + bias``: above the operating threshold it looks
-live.  Because it is linear, the logit splits exactly into one contribution per
+live.  The training script rescales the weights and bias so that the score of
+a typical live face of people it did not train on is 0 and of a typical
+attack -1 (:func:`firmware_py.liveness.train.standardised`).  Because it is linear, the logit splits exactly into one contribution per
 cue group (colour, specular, frequency, micro-texture, colour texture,
 context), which is how a verdict says *why* it rejected a face.
 
