@@ -55,3 +55,4 @@ def test_eval_commands_on_real_photos(bbt: Path, capsys: pytest.CaptureFixture[s
     assert three["persons"] == 3 and three["draws"] == 4
     assert 0 <= three["share_over_target"] <= 1 and three["fpir_reached_p90"] >= three["fpir_reached_median"]
     assert three["capped_at_default"]["fpir_reached_median"] <= three["fpir_reached_median"]
+    assert 0 <= three["capped_at_default"]["fpir_reached_mean"] <= three["fpir_reached_mean"] <= 1

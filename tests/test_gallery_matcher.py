@@ -142,3 +142,38 @@ def test_cohort_normalisation_penalises_hubs_and_keeps_the_distance_scale():
     assert raw.match(probe_c).distance == pytest.approx(raw.match(probe_l).distance, abs=1e-4)  # same raw distance
     assert m.match(probe_c).distance > m.match(probe_l).distance + 0.05  # the hub's match counts for less
     assert m.match(probe_l).person_id == "loner" and m.match(probe_c).person_id == "c00"
+
+
+def test_pair_scores_apply_the_matchers_normalisation_to_verification_pairs(real):
+    from firmware_py.gallery.matcher import pair_scores
+
+    g, g_mirror, a = real
+    rng = np.random.default_rng(1)
+    a_twin = a + rng.normal(0, 0.02, 128).astype(np.float32)
+    # A dense crowd of look-alikes around grace, a sparse one around the astronaut.
+    near_g = [g + rng.normal(0, 0.04, 128).astype(np.float32) for _ in range(10)]
+    near_a = [a + rng.normal(0, 0.08, 128).astype(np.float32) for _ in range(10)]
+    ids = [f"g{i}" for i in range(10)] + [f"a{i}" for i in range(10)]
+    cohort = Matcher(_gallery([*near_g, *near_a], ids), threshold=1.0)
+    pa, pb = np.stack([g, a]), np.stack([g_mirror, a_twin])
+    raw = np.linalg.norm(pa - pb, axis=1)
+    s = pair_scores(cohort, pa, pb)
+    assert np.allclose(s, pair_scores(cohort, pb, pa))  # symmetric: neither side is "the enrolled one"
+    # The pair in the crowded region is corrected upwards more than the one in the sparse region (a hub).
+    assert s[0] - raw[0] > s[1] - raw[1] + 0.1
+    # Leaving grace's look-alikes out of her pair's cohort makes her region look sparse: a lower score.
+    near_g_idx = {i for i, p in enumerate(cohort._persons) if str(p).startswith("g")}
+    assert pair_scores(cohort, pa[:1], pb[:1], [near_g_idx])[0] < s[0]
+    # Fewer than 3 cohort people: no normalisation, the raw distance.
+    tiny = Matcher(_gallery(near_g[:2], ["x", "y"]), threshold=1.0)
+    assert np.allclose(pair_scores(tiny, pa, pb), raw)
+
+
+def test_threshold_widens_the_left_out_spread_for_real_strangers():
+    # Seven simulated strangers: the normal tolerance bound, with the sd widened by SD_INFLATION (1.35, tuned on lfw-dev).
+    scores = np.array([0.52, 0.48, 0.55, 0.50, 0.46, 0.53, 0.49])
+    t, method = threshold_for(scores, 0.003, 7)
+    k = tolerance_factor(7, 0.003)
+    assert calibration.SD_INFLATION == 1.35 and 5.0 < k < 5.6
+    assert t == pytest.approx(scores.mean() - k * 1.35 * scores.std(ddof=1))
+    assert "x1.35" in method and "7 leave-one-out" in method

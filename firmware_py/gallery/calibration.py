@@ -21,11 +21,13 @@ FPIR 37% at the lfw-dev default).
    quantile's z is 2.75; 3.3 for 20; 3.0 for 50).  The sd is inflated by
    :data:`SD_INFLATION`: left-out members score a narrower spread than
    real strangers (fresh probes differ in pose, light and age from the
-   enrolment photos).  1.5 is the smallest of 1, 1.25, 1.5, 1.75, 2 whose
-   median reached FPIR is <= the target at every site size (7, 20, 50,
-   200) on lfw-dev's tuning half (`kaoclock eval calibration --split 0/2`);
-   gallery/README.md reports it on the other half, taiwan-dev and lfw-dev's
-   East Asian people.  With >= 10 simulated strangers below the target
+   enrolment photos).  1.35 is the smallest of 1.0, 1.05 ... 1.5 whose
+   *mean* reached FPIR over 100 random sites (the FPIR a fleet of such
+   sites lets through) is <= the target at every site size (7, 20, 50,
+   200) on lfw-dev's tuning half (`kaoclock eval calibration --split 0/2`,
+   target 0.3%); gallery/README.md reports it on the other half, taiwan-dev
+   and lfw-dev's East Asian people.  (The earlier 1.5 was chosen with other
+   cohort weights, on the median, which hides the sites in the tail.)  With >= 10 simulated strangers below the target
    quantile the empirical quantile is used when it is stricter.
 
 ``gallery calibrate`` and the reader's own estimate cap the result at
@@ -48,7 +50,7 @@ EXACT_MAX_PERSONS = 300
 #: Confidence that the estimated threshold is not looser than the target's true one (under the normal model).
 CONFIDENCE = 0.95
 #: Real strangers spread wider than left-out members (chosen on lfw-dev's tuning half; see the module docstring).
-SD_INFLATION = 1.5
+SD_INFLATION = 1.35
 
 
 def stranger_scores(gallery: GalleryMatrix) -> np.ndarray:

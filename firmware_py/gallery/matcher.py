@@ -187,3 +187,42 @@ class Matcher:
             ids.append(str(self._persons[i]))
             scores[n] = score
         return ids, scores
+
+
+def pair_scores(cohort: Matcher, a: np.ndarray, b: np.ndarray, exclude: list[set[int]] | None = None) -> np.ndarray:
+    """The reader's cohort-normalised score for verification pairs ``a[i]`` vs ``b[i]`` (both ``(n, 128)``).
+
+    The :class:`Matcher` built on ``cohort`` (other people's descriptors)
+    plays the rest of the gallery.  Scoring ``a`` against ``b`` as the
+    matcher scores a probe against a person: ``b``'s *density* (mean distance
+    to its ``k`` nearest cohort people) corrects the distance by ``gamma``,
+    ``a``'s own cohort (mean of its ``k`` best adjusted cohort scores) by
+    ``beta``, both centred on the cohort's mean density; the pair's score is
+    the mean of both directions (a verification pair has no "enrolled" side).
+    ``exclude[i]``: cohort person indices (in ``cohort``'s person order)
+    left out for pair ``i``, e.g. the pair's own identities.
+    """
+    a = np.asarray(a, np.float32).reshape(-1, 128)
+    b = np.asarray(b, np.float32).reshape(-1, 128)
+    d = np.linalg.norm(a - b, axis=1).astype(np.float64)
+    if not cohort.normalised:
+        return d
+    k, c = cohort.k, cohort._centre
+
+    def terms(x: np.ndarray, skip: set[int]) -> tuple[float, float]:
+        dist = cohort.person_distances(x).astype(np.float64)
+        if skip:
+            dist[list(skip)] = np.inf
+        density = float(np.partition(dist, k - 1)[:k].mean())
+        adjusted = dist - cohort._offset
+        return density, float(np.partition(adjusted, k - 1)[:k].mean())
+
+    out = np.empty(len(d))
+    for i in range(len(d)):
+        skip = exclude[i] if exclude is not None else set()
+        dens_a, coh_a = terms(a[i], skip)
+        dens_b, coh_b = terms(b[i], skip)
+        a_to_b = d[i] - cohort.gamma * (dens_b - c) - cohort.beta * (coh_a - c)
+        b_to_a = d[i] - cohort.gamma * (dens_a - c) - cohort.beta * (coh_b - c)
+        out[i] = (a_to_b + b_to_a) / 2.0
+    return out
