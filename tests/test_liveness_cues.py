@@ -37,6 +37,19 @@ def screen_moire(image: np.ndarray, period: float = 3.0) -> np.ndarray:
     return np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(0.7)))
 
 
+def test_face_colour_enters_relative_to_its_context_so_a_room_colour_cast_cancels(astronaut: np.ndarray) -> None:
+    """A colour cast / brightness offset shifts face and background alike: the face-minus-context cues barely move."""
+    box = dlib_box(astronaut)
+    img = astronaut.astype(np.int16)
+    cast = np.clip(img + np.array([25, 10, -8]), 0, 255).astype(np.uint8)  # warmer, brighter light
+    a, b = frame_features(astronaut, box), frame_features(cast, box)
+    # Luma and chroma are linear in RGB: the offset cancels up to rounding and clipping; saturation (a ratio) in part.
+    for name, left in (("rel_cb_mean", 0.1), ("rel_cr_mean", 0.1), ("rel_luma_mean", 0.1), ("rel_sat_mean", 0.5)):
+        i = FRAME_FEATURE_NAMES.index(name)
+        j = FRAME_FEATURE_NAMES.index("ctx_" + name[4:])  # the context's own, absolute value moves
+        assert abs(b[i] - a[i]) < left * abs(b[j] - a[j]), name
+
+
 def test_face_crop_is_square_sized_and_replicates_edges(astronaut: np.ndarray) -> None:
     crop = face_crop(astronaut, (175, 76, 265, 166), 64, 1.0)
     assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8

@@ -13,7 +13,17 @@ from PIL import Image
 from firmware_py.config import load
 from firmware_py.liveness.evaluate import Outcome, summarise
 from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
-from firmware_py.liveness.train import VIDEO_KIND, cross_validate, fit_logistic, fold_of_units, pick_threshold, rates, units
+from firmware_py.liveness.train import (
+    VIDEO_KIND,
+    anchors,
+    cross_validate,
+    fit_logistic,
+    fold_of_units,
+    pick_threshold,
+    rates,
+    standardised,
+    units,
+)
 
 HEADER = "id,label,kind,path,attack_type,subject\n"
 
@@ -117,12 +127,40 @@ def test_training_pieces() -> None:
     kinds = np.where(y == 1, "live", "print")
     r = rates(s, kinds, 0.0)
     assert r["bpcer"] < 0.1 and r["print"] < 0.1
-    assert -4 <= pick_threshold(s, kinds) <= 6
+    assert -8 <= pick_threshold(s, kinds) <= 8
     pres = [Presentation(f"r{i}", "live", "image", f"real/{i}.png", "", "rc", Path(".")) for i in range(10)]
     pres.append(Presentation("n1", "live", "image", "n/1.jpg", "", "nuaa-1", Path(".")))
     u = units(pres, {"rc": 5})
     assert u["n1"] == "nuaa-1"
     assert [u[f"r{i}"] for i in range(10)] == ["rc-b0", "rc-b0", "rc-b1", "rc-b1", "rc-b2", "rc-b2", "rc-b3", "rc-b3", "rc-b4", "rc-b4"]
+
+
+def test_threshold_sits_in_the_middle_of_the_acceptable_range_and_the_scale_is_pinned() -> None:
+    # Live at 1.0, print at -1.0: every threshold in (-1, 1] meets the goals; the middle is 0, not the first point.
+    kinds = np.array(["live"] * 50 + ["print"] * 50)
+    s = np.r_[np.ones(50), -np.ones(50)]
+    assert pick_threshold(s, kinds) == pytest.approx(0.025, abs=0.03)
+    # One live outlier among 50 (2 % BPCER, within the 3 % goal) must not drag the threshold down to it.
+    s2 = s.copy()
+    s2[0] = -3.0
+    assert pick_threshold(s2, kinds) == pytest.approx(0.025, abs=0.03)
+    # Nothing meets the goals: the middle of the least-bad ties.
+    assert -8 <= pick_threshold(np.zeros(100), kinds) <= 8
+    # Standardising maps the live median to 0 and the attack median to -1, a linear map of the same model.
+    rng = np.random.default_rng(4)
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    y = np.r_[np.ones(60), np.zeros(60)]
+    x = rng.normal(size=(120, len(FRAME_FEATURE_NAMES)))
+    x[:, 3] += 2 * y
+    m = fit_logistic(x, y, 1e-2)
+    k = np.where(y == 1, "live", "print")
+    attack, live = anchors(m.logits(x), k)
+    sm = standardised(m, attack, live)
+    z = sm.logits(x)
+    assert np.median(z[y == 1]) == pytest.approx(0.0, abs=1e-9) and np.median(z[y == 0]) == pytest.approx(-1.0, abs=1e-9)
+    assert np.corrcoef(z, m.logits(x))[0, 1] == pytest.approx(1.0)
+    assert sum(sm.contributions(x[0]).values()) + sm.bias == pytest.approx(sm.logit(x[0]))
 
 
 def test_grouped_cross_validation_holds_whole_units_out() -> None:
@@ -151,6 +189,9 @@ def test_grouped_cross_validation_holds_whole_units_out() -> None:
     assert [sorted(f["units"]) for f in cv["per_fold"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
     assert cv["pooled_at_fold_thresholds"]["bpcer"] < 0.1 and cv["pooled_at_fold_thresholds"]["print"] < 0.1
     assert cv["clips_accepted_at_fold_thresholds"] == "1/1"
+    lo, hi = cv["fold_threshold_range"]
+    assert lo <= hi and all(lo <= f["threshold"] <= hi for f in cv["per_fold"])
+    assert all(f["n_attack"] == int((k[np.isin(u, f["units"])] == "print").sum()) for f in cv["per_fold"])
     # The moire veto counts as a rejection in the still rates.
     vetoed = cross_validate(x, y, k, u, np.full(len(y), 9.0), 3, [1e-3], 5.5, 0.0)
     assert vetoed["pooled_at_fold_thresholds"]["bpcer"] == 1.0

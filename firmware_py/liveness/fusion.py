@@ -1,11 +1,13 @@
 """Fusing the per-frame texture cues: a logistic regression shipped as plain numbers.
 
-The model is a JSON file (``models/liveness_texture_v2.json``, listed in
+The model is a JSON file (``models/liveness_texture_v3.json``, listed in
 ``models/manifest.toml`` with its sha256) holding, for each feature of
 :data:`firmware_py.liveness.texture.FRAME_FEATURE_NAMES`, a mean and scale
-(standardisation) and a weight, plus a bias.  The frame's *logit* is
+(standardisation) and a weight, plus a bias.  The frame's score (``logit``) is
 ``sum(w * (x - mean) / scale) + bias``: above the operating threshold it looks
-live.  Because it is linear, the logit splits exactly into one contribution per
+live.  The training script rescales the weights and bias so that the score of
+a typical live face of people it did not train on is 0 and of a typical
+attack -1 (:func:`firmware_py.liveness.train.standardised`).  Because it is linear, the logit splits exactly into one contribution per
 cue group (colour, specular, frequency, micro-texture, colour texture,
 context), which is how a verdict says *why* it rejected a face.
 
@@ -41,7 +43,7 @@ class TextureModel:
     scale: NDArray[np.float64]
     weights: NDArray[np.float64]
     bias: float
-    version: str = "liveness_texture_v2"
+    version: str = "liveness_texture_v3"
     build: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class TextureModel:
                 scale=np.asarray(raw["scale"], np.float64),
                 weights=np.asarray(raw["weights"], np.float64),
                 bias=float(raw["bias"]),
-                version=str(raw.get("version", "liveness_texture_v2")),
+                version=str(raw.get("version", "liveness_texture_v3")),
                 build=dict(raw.get("build", {})),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -93,6 +95,10 @@ class TextureModel:
     def logit(self, x: NDArray[np.floating]) -> float:
         """The frame's fused texture score (higher = more likely live)."""
         return float(((np.asarray(x) - self.mean) / self.scale) @ self.weights + self.bias)
+
+    def logits(self, x: NDArray[np.floating]) -> NDArray[np.float64]:
+        """The scores of a (N, features) batch of frames."""
+        return np.asarray(((np.asarray(x) - self.mean) / self.scale) @ self.weights + self.bias, np.float64)
 
     def contributions(self, x: NDArray[np.floating]) -> dict[str, float]:
         """The logit split by cue group (they sum to ``logit - bias``)."""

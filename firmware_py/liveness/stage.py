@@ -11,7 +11,8 @@ until it answers; ``None`` means *still watching*.  Policies:
     ``passive_window_s`` and ``passive_min_frames`` frames, it passes when
     all of these hold (an AND of independent cues, each able to veto):
 
-    1. the mean fused texture logit reaches ``threshold`` (the learned cue);
+    1. the mean fused texture score reaches ``threshold`` (the learned cue;
+       standardised: 0 = a typical live face, -1 = a typical attack);
     2. no periodic screen / halftone pattern shows on the face: the median
        spectral peak stays <= ``moire_peak``;
     3. the face did not move like a tilted flat picture: *not* (distortion
@@ -24,13 +25,13 @@ until it answers; ``None`` means *still watching*.  Policies:
     dev data (0.005-0.042 for NUAA print sequences, 0.020-0.096 live).
 ``strict``
     a longer window (``strict_window_s``, ``strict_min_frames``) and every cue
-    must pass: the passive vetoes, the texture logit reaches
+    must pass: the passive vetoes, the texture score reaches
     ``strict_threshold``, the eyes blink (``strict_blink``) and the face moves
     like a head, not like a flat picture (``strict_motion``).  People must
     blink within the window (a site using it should prompt them); the dev
     clips hold no blink in their first seconds, so strict rejects them.
 
-Every verdict carries the cue scores (the texture logit split by cue group,
+Every verdict carries the cue scores (the texture score split by cue group,
 blink depth, non-planar motion) and a reason a person can read.
 :meth:`LivenessDetector.conclude` forces a verdict on whatever was seen: a
 single still, or a track that ended early.
@@ -62,7 +63,10 @@ CUE_TEXT = {
 }
 
 
-MAX_FRAME_LOGIT = 12.0  # one extreme frame must not outvote the window
+# One extreme frame must not outvote the window: frame scores are clipped to
+# 1.5 live-attack gaps either side of a typical live face (the score is
+# standardised: 0 = training live median, -1 = attack median).
+MAX_FRAME_SCORE = 1.5
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,12 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = -0.4
+    threshold: float = -0.425
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
     strict_min_frames: int = 8
-    strict_threshold: float = 1.0
+    strict_threshold: float = -0.25
     strict_blink: float = 0.3
     strict_motion: float = 0.025
     moire_peak: float = 5.5
@@ -177,7 +181,7 @@ class LivenessDetector:
         if image is not None:
             assert self.model is not None
             x = frame_features(image, box)
-            tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_LOGIT, MAX_FRAME_LOGIT)))
+            tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
             tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
             tr.peaks.append(float(x[HF_PEAK]))
         if points is not None:

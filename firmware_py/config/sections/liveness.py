@@ -18,9 +18,13 @@ class LivenessConfig(Section):
         doc="off: no check; passive: decide within the walk-up window (texture AND moire AND planar-motion vetoes); "
         "strict: longer window, every cue must pass, a blink is required.",
     )
-    model: str = setting("liveness_texture_v2", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
+    model: str = setting("liveness_texture_v3", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        -0.4, ge=-20, le=20, doc="Operating threshold on the mean texture logit (higher = live); calibrated by the training script."
+        -0.425,
+        ge=-20,
+        le=20,
+        doc="Operating threshold on the mean texture score, standardised by the training script (0 = a typical live face "
+        "of people it did not train on, -1 = a typical attack); chosen there on those held-out scores.",
     )
     moire_peak: float = setting(
         5.5,
@@ -46,7 +50,9 @@ class LivenessConfig(Section):
     passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
-    strict_threshold: float = setting(1.0, ge=-20, le=20, doc="strict: texture logit every frame's mean must reach (>= threshold).")
+    strict_threshold: float = setting(
+        -0.25, ge=-20, le=20, doc="strict: texture score the frames' mean must reach (>= threshold; same standardised scale)."
+    )
     strict_blink: float = setting(
         0.3, ge=0, le=1, doc="strict: eye-closure depth (1 - min/median eye opening) that counts as a blink; 0 = no blink needed."
     )
