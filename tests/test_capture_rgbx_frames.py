@@ -67,13 +67,13 @@ def test_letterbox_of_rgbx_equals_rgb(detector: FaceDetector, grace_hopper: np.n
     hd = np.asarray(Image.fromarray(astronaut).resize((1280, 720)))
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    white = np.full((480, 640, 3), 255, np.uint8)  # the largest block sums: no carry between 16-bit lanes
+    white = np.full((480, 640, 3), 255, np.uint8)  # the largest block sums
     for img in (g, grace_hopper, np.ascontiguousarray(astronaut[:333, :517]), g, astronaut, hd, noise, white):
         rgb = detector._letterbox(img)[0].copy()
         assert np.array_equal(detector._letterbox(to_rgbx(img))[0], rgb), img.shape
-    # Camera modes take the 32-bit-word path (evenly spaced blocks); odd photo sizes the byte-wise one.
-    assert detector._plan(480, 640, 4).pixel_cols is not None and detector._plan(720, 1280, 4).pixel_cols is not None
-    assert detector._plan(333, 517, 4).pixel_cols is None
+    # Camera modes take the affine warp (evenly spaced blocks); odd photo sizes the remap tables.
+    assert detector._plan(480, 640, 4).affine is not None and detector._plan(720, 1280, 4).affine is not None
+    assert detector._plan(333, 517, 4).affine is None and detector._plan(333, 517, 4).maps is not None
 
 
 def test_mesh_crop_of_rgbx_equals_rgb(mesh: FaceMesh, grace_hopper: np.ndarray, astronaut: np.ndarray) -> None:

@@ -29,6 +29,7 @@ with ``kaoclock eval align --fit`` (see the constants' comments).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,18 +205,22 @@ class Resampler:
     and sampling the smaller image is faster too.
     """
 
-    def __init__(self, image: np.ndarray | Image.Image) -> None:
+    def __init__(self, image: np.ndarray | Image.Image | Callable[[], Image.Image]) -> None:
+        # A callable makes the Pillow image on first use (a frame's pil(): most frames cut no chip).
+        self._make: Callable[[], Image.Image] | None = None
+        self._pil: Image.Image | None = None
+        self._array: np.ndarray | None = None
         if isinstance(image, Image.Image):
-            self._pil: Image.Image | None = image
-            self._array: np.ndarray | None = None
-        else:
-            self._pil = None
+            self._pil = image
+        elif isinstance(image, np.ndarray):
             self._array = image
+        else:
+            self._make = image
 
     @property
     def pil(self) -> Image.Image:
         if self._pil is None:
-            self._pil = Image.fromarray(self._array)
+            self._pil = self._make() if self._make is not None else Image.fromarray(self._array)
         return self._pil
 
     @property

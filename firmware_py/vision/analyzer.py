@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from firmware_py.capture.frame import Frame
 from firmware_py.config.model import Config
@@ -312,12 +311,11 @@ class FaceAnalyzer:
             det = head.detection
             assert det is not None
             landmarks = None
-            # An RGBX frame is mapped into Pillow once (no copy) for the FaceMesh crop and the chips; an RGB
-            # array gives the crop only the region it reads, and the chip (when asked for) its own copy.
-            src: np.ndarray | Image.Image = frame.pil() if frame.rgbx is not None else image
-            rs = Resampler(src)
+            # The FaceMesh crop reads the frame's pixels in place (OpenCV); the chips, cut only when asked
+            # for, from the frame mapped into Pillow (an RGBX frame without a copy) when first needed.
+            rs = Resampler(frame.pil if frame.rgbx is not None else image)
             if self.mesh is not None:
-                lm = self.mesh.landmarks(src, det)
+                lm = self.mesh.landmarks(image, det)
                 invoke["facemesh"] = self.mesh.last_invoke_ms
                 if lm.presence >= self.min_presence:
                     landmarks = lm

@@ -9,8 +9,8 @@ graph (its options are reproduced in :data:`ANCHOR_SPEC` and
 :class:`FaceDetector`'s defaults):
 
 1. *Letterbox*: the frame is scaled to fit 128x128 keeping its aspect ratio
-   and centred on a black square (Pillow's resize in C), then scaled to
-   [-1, 1].
+   (each input pixel the mean of a 2x2 block, by OpenCV's warp) and centred
+   on a black square, then scaled to [-1, 1].
 2. *Invoke* the model: 896 anchors, each with a score logit and 16
    regressors (box centre and size, then 6 keypoints as x, y).
 3. *Decode* (vectorised numpy): ``SsdAnchorsCalculator`` anchors (strides
@@ -32,9 +32,7 @@ on the image's left (smaller x).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ import numpy as np
 
 from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
+from firmware_py.vision.opencv import cv2
 
 INPUT_SIZE = 128
 NUM_KEYPOINTS = 6
@@ -206,35 +205,32 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
 class _Letterbox:
     """Precomputed sampling of one frame shape into the model's input square (see ``FaceDetector._plan``)."""
 
-    rows: tuple[slice | np.ndarray, slice | np.ndarray]  # the two frame rows of each input row's 2x2 block
-    cols: np.ndarray  # flat (x * bytes per pixel + channel) indices of the two block columns, left columns first
     nw: int
     nh: int
     px: int
     py: int
     scale: np.ndarray  # (x, y): frame pixels -> input pixels
     offset: np.ndarray  # (x, y): letterbox padding in input pixels
-    row_sum: np.ndarray  # (nh, w * bytes per pixel) uint16 work buffer
-    col_pairs: np.ndarray  # (nh, 2 * nw * 3) uint16 work buffer
-    acc: np.ndarray  # (nh, nw * 3) uint16 work buffer
     borders: tuple[tuple[slice, slice], ...]  # the non-empty black bands around the image, as (rows, columns)
-    # RGBX frames whose block rows and columns are evenly spaced (640x480 and most camera modes):
-    # the two block columns as strided slices over the frame's 32-bit pixels, and work buffers.
-    pixel_cols: tuple[slice, slice] | None = None
-    taps: np.ndarray | None = None  # (4, nh, nw) uint32: the 2x2 block's pixels
-    lanes: np.ndarray | None = None  # (4, nh, nw) uint32 work buffer
-    sums: np.ndarray | None = None  # (2, nh, nw) uint32: per pixel, R+B and G+X sums in 16-bit lanes
+    # Where each input pixel samples the frame: the centre of its 2x2 block, as an affine map when the
+    # blocks are evenly spaced (640x480 and other camera modes), else as OpenCV's fixed-point remap tables.
+    affine: np.ndarray | None
+    maps: tuple[np.ndarray, np.ndarray] | None
+    small: np.ndarray  # (nh, nw, bytes per pixel) uint8: the sampled frame
+    rgb: np.ndarray  # (nh, nw, 3) uint8: its RGB bytes (RGBX frames)
+    flat: np.ndarray  # (nh, nw, 3) float32: the scaled input when the box is not contiguous in the tensor
 
 
-def _rows(idx: np.ndarray) -> slice | np.ndarray:
-    """``idx`` as a slice when it is evenly spaced (a strided view reads no row twice and copies nothing)."""
-    if len(idx) > 1:
-        step = int(idx[1] - idx[0])
-        if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))):
-            return slice(int(idx[0]), int(idx[-1]) + 1, step)
-    elif len(idx) == 1:
-        return slice(int(idx[0]), int(idx[0]) + 1)
-    return idx
+def _even_step(idx: np.ndarray) -> int | None:
+    """The step of ``idx`` when it is evenly spaced (an affine map reproduces it), else ``None``."""
+    if len(idx) == 1:
+        return 1
+    step = int(idx[1] - idx[0])
+    return step if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))) else None
+
+
+# The detector's input scaling, byte -> [-1, 1] (float32 as the model takes it), applied by one table lookup.
+_INPUT_LUT = (np.arange(256, dtype=np.float32) * np.float32(2 / 255) - np.float32(1)).reshape(1, 256)
 
 
 class FaceDetector:
@@ -297,38 +293,41 @@ class FaceDetector:
         """How an (h, w) frame of ``ch`` bytes per pixel is letterboxed into the input square (computed once per frame shape).
 
         Each input pixel is the mean of the 2x2 frame pixels around its
-        sample point: MediaPipe samples bilinearly without a pre-filter,
-        which aliases when shrinking a 640x480 frame 5x; the 2x2 mean is a
-        cheap partial anti-alias (exact for the 2x shrink of a 250 px photo).
-        The mean is separable: the two rows of each block are added first
-        (strided views when evenly spaced, as for 640x480), then one gather
-        picks the two columns of each block from that row sum.  With 4 bytes
-        per pixel (RGBX frames) the same columns' R, G, B bytes are picked.
+        sample point, rounded to a byte: MediaPipe samples bilinearly without
+        a pre-filter, which aliases when shrinking a 640x480 frame 5x; the
+        2x2 mean is a cheap partial anti-alias (exact for the 2x shrink of a
+        250 px photo).  OpenCV's bilinear warp sampled at the centre of each
+        block computes exactly that mean (weights of one half are exact in
+        its fixed point; it rounds half up), reading only the two rows and
+        columns of each block from the frame in place, RGB or RGBX alike.
         """
         plan = self._plans.get((h, w, ch))
         if plan is not None:
             return plan
         scale = INPUT_SIZE / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        # Top-left of the 2x2 block centred on each output pixel's sample point.
+        # Top-left of the 2x2 block centred on each output pixel's sample point; the block's centre is
+        # half a pixel further (a 1-pixel side has no second row or column: its pixel itself).
         ys = np.clip(np.floor((np.arange(nh) + 0.5) * (h / nh) - 1.0).astype(np.intp), 0, max(h - 2, 0))
         xs = np.clip(np.floor((np.arange(nw) + 0.5) * (w / nw) - 1.0).astype(np.intp), 0, max(w - 2, 0))
-        dy, dx = (1 if h > 1 else 0), (1 if w > 1 else 0)
-        rgb = np.arange(3)
-        cols = np.concatenate([(xs[:, None] * ch + rgb).ravel(), ((xs + dx)[:, None] * ch + rgb).ravel()])
+        cy, cx = ys + (0.5 if h > 1 else 0.0), xs + (0.5 if w > 1 else 0.0)
+        sx, sy = _even_step(xs), _even_step(ys)
+        affine: np.ndarray | None = None
+        maps: tuple[np.ndarray, np.ndarray] | None = None
+        if sx is not None and sy is not None:
+            affine = np.array([[sx, 0.0, cx[0]], [0.0, sy, cy[0]]], np.float64)
+        else:
+            mx, my = np.meshgrid(cx.astype(np.float32), cy.astype(np.float32))
+            m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+            maps = (m1, m2)
         px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
         plan = _Letterbox(
-            rows=(_rows(ys), _rows(ys + dy)),
-            cols=cols,
             nw=nw,
             nh=nh,
             px=px,
             py=py,
             scale=np.array([nw / w, nh / h], np.float32),
             offset=np.array([px, py], np.float32),
-            row_sum=np.empty((nh, w * ch), np.uint16),
-            col_pairs=np.empty((nh, 2 * nw * 3), np.uint16),
-            acc=np.empty((nh, nw * 3), np.uint16),
             borders=tuple(
                 (r, c)
                 for r, c in (
@@ -339,16 +338,12 @@ class FaceDetector:
                 )
                 if r.stop > r.start and (c.stop is None or c.stop > c.start)
             ),
+            affine=affine,
+            maps=maps,
+            small=np.empty((nh, nw, ch), np.uint8),
+            rgb=np.empty((nh, nw, 3), np.uint8),
+            flat=np.empty((nh, nw, 3), np.float32),
         )
-        c0, c1 = _rows(xs), _rows(xs + dx)
-        if ch == 4 and sys.byteorder == "little" and all(isinstance(r, slice) for r in (*plan.rows, c0, c1)):
-            plan = dataclasses.replace(
-                plan,
-                pixel_cols=(c0, c1),  # type: ignore[arg-type]
-                taps=np.empty((4, nh, nw), np.uint32),
-                lanes=np.empty((4, nh, nw), np.uint32),
-                sums=np.empty((2, nh, nw), np.uint32),
-            )
         if len(self._plans) >= 4:  # a camera has one mode; photos of many sizes must not grow this
             self._plans.clear()
         self._plans[(h, w, ch)] = plan
@@ -358,54 +353,22 @@ class FaceDetector:
         """Write the letterboxed ``image`` into the model input ``x`` (1,128,128,3), in [-1,1]; ``borders``: redraw the black bands."""
         h, w, ch = image.shape
         p = self._plan(h, w, ch)
-        n = p.nw * 3
         if borders:
             for band in p.borders:
                 x[0][band] = -1.0  # black (-1 after scaling)
-        box = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw]
-        k = np.float32(2 / 255 / 4)
-        if p.pixel_cols is not None and image.flags.c_contiguous:
-            rb, gx = self._block_sums_rgbx(image, p)
-            # Each channel scaled from its 16-bit lane straight into the input (no interleaved copy first).
-            np.multiply(rb[..., 0], k, out=box[..., 0])
-            np.multiply(gx[..., 0], k, out=box[..., 1])
-            np.multiply(rb[..., 1], k, out=box[..., 2])
+        src = image if image.flags.c_contiguous else np.ascontiguousarray(image)
+        if p.affine is not None:
+            cv2.warpAffine(src, p.affine, (p.nw, p.nh), dst=p.small, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         else:
-            rows = np.ascontiguousarray(image).reshape(h, w * ch)
-            np.add(rows[p.rows[0]], rows[p.rows[1]], out=p.row_sum, dtype=np.uint16)
-            np.take(p.row_sum, p.cols, axis=1, out=p.col_pairs, mode="clip")  # "clip": unbuffered (indices are in range)
-            np.add(p.col_pairs[:, :n], p.col_pairs[:, n:], out=p.acc)
-            np.multiply(p.acc, k, out=box.reshape(p.nh, n))
-        box -= np.float32(1.0)
+            assert p.maps is not None
+            cv2.remap(src, p.maps[0], p.maps[1], cv2.INTER_LINEAR, dst=p.small, borderMode=cv2.BORDER_REPLICATE)
+        rgb = cv2.cvtColor(p.small, cv2.COLOR_RGBA2RGB, dst=p.rgb) if ch == 4 else p.small
+        box = x[0, p.py : p.py + p.nh, p.px : p.px + p.nw]
+        if box.flags.c_contiguous:  # a landscape frame: its rows fill the tensor's rows
+            cv2.LUT(rgb, _INPUT_LUT, dst=box)
+        else:
+            box[...] = cv2.LUT(rgb, _INPUT_LUT, dst=p.flat)
         return p
-
-    @staticmethod
-    def _block_sums_rgbx(image: np.ndarray, p: _Letterbox) -> tuple[np.ndarray, np.ndarray]:
-        """Per 2x2 block, the (R, B) and (G, X) sums ``(nh, nw, 2)`` uint16, from 4-byte pixels read as 32-bit words.
-
-        The block's four pixels are strided slices of the frame (no index
-        gather), and their bytes are summed in two passes of 16-bit lanes
-        (R+B, then G+X after a shift): four pixels of at most 255 never carry
-        from one lane into the next.  Same sums as the byte-wise path, in
-        about 0.13 ms instead of 0.18 for 640x480.
-        """
-        assert p.pixel_cols is not None and p.taps is not None and p.lanes is not None and p.sums is not None
-        h, w = image.shape[:2]
-        px = image.reshape(h, w * 4).view(np.uint32)
-        (r0, r1), (c0, c1) = p.rows, p.pixel_cols
-        top, bottom, taps = px[r0], px[r1], p.taps
-        np.copyto(taps[0], top[:, c0])
-        np.copyto(taps[1], top[:, c1])
-        np.copyto(taps[2], bottom[:, c0])
-        np.copyto(taps[3], bottom[:, c1])
-        mask = np.uint32(0x00FF00FF)
-        np.bitwise_and(taps, mask, out=p.lanes)
-        np.add.reduce(p.lanes, axis=0, out=p.sums[0])  # R + B lanes (bytes 0 and 2)
-        np.right_shift(taps, np.uint32(8), out=taps)
-        np.bitwise_and(taps, mask, out=taps)
-        np.add.reduce(taps, axis=0, out=p.sums[1])  # G + X lanes (bytes 1 and 3)
-        # Little-endian: lane 0 of each word is its low byte's sum.
-        return p.sums[0].view(np.uint16).reshape(p.nh, p.nw, 2), p.sums[1].view(np.uint16).reshape(p.nh, p.nw, 2)
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input (1,128,128,3) in [-1,1] (a persistent array), and the (x, y) scale and padding that undo it."""
@@ -434,18 +397,20 @@ class FaceDetector:
         self.last_invoke_ms = (time.perf_counter() - t1) * 1000
         # Only the anchors whose raw logit passes are decoded, in plain Python: a face passes about a
         # dozen, and numpy's per-call cost right after an invoke exceeds the arithmetic on so few.
-        logits = self._interp.get_tensor(self._cls_index).reshape(-1)
-        keep = np.flatnonzero(logits >= self._logit_threshold)
-        if keep.size == 0:
-            self.last_ms = (time.perf_counter() - t0) * 1000
-            return []
-        regs = self._interp.tensor(self._reg_index)()  # a view: only the passing rows are copied
+        # Views of the outputs: only the passing rows are copied (LiteRT refuses to invoke while a view
+        # of its tensors is alive, so both are released before anything can fail).
+        cls, regs = self._interp.tensor(self._cls_index)(), self._interp.tensor(self._reg_index)()
         try:
+            keep = np.flatnonzero(cls.reshape(-1) >= self._logit_threshold)
+            lgs = cls.reshape(-1)[keep].tolist()
             raws = regs[0, keep].tolist()
         finally:
-            del regs  # LiteRT refuses to invoke while a view of its tensors is alive
+            del cls, regs
+        if not raws:
+            self.last_ms = (time.perf_counter() - t0) * 1000
+            return []
         cands = []
-        for i, lg, r in zip(keep.tolist(), logits[keep].tolist(), raws, strict=True):
+        for i, lg, r in zip(keep.tolist(), lgs, raws, strict=True):
             # reverse_output_order: x, y, w, h; offsets in input pixels (x_scale = 128, anchor size 1).
             ax, ay = self._anchor_px[i]
             cx, cy, hw, hh = r[0] + ax, r[1] + ay, r[2] / 2, r[3] / 2

@@ -3,7 +3,7 @@
 :class:`FaceMesh` crops a rotated square around a :class:`FaceDetection`
 the way MediaPipe's ``face_detection_front_detection_to_roi`` graph does
 (centre of the box, side = 1.5 x the box's longer side, rotated so the eye
-keypoints lie level), resamples it to 192x192 with Pillow's affine warp in C,
+keypoints lie level), resamples it to 192x192 with OpenCV's affine warp,
 runs the model and maps the 468 points back into frame pixels.
 
 The result is a :class:`FaceLandmarks`: ``points`` ``(468, 3)`` where x, y are
@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from firmware_py.capture.frame import rgbx_of, rgbx_pil
+from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
 from firmware_py.vision.align import Resampler
 from firmware_py.vision.detector import LEFT_EYE, RIGHT_EYE, FaceDetection
+from firmware_py.vision.opencv import cv2
 
 INPUT_SIZE = 192
 NUM_POINTS = 468
@@ -128,47 +129,6 @@ def _roi_affine(roi: tuple[float, float, float, float], size: int) -> tuple[floa
     return (c, -s, cx - (c - s) * h, s, c, cy - (s + c) * h)
 
 
-def crop_region(data: tuple[float, ...], size: tuple[int, int], frame: tuple[int, int], margin: int = 2) -> tuple[int, int, int, int] | None:
-    """The frame pixels (x0, y0, x1, y1) an affine crop can read, ``None`` if it misses the frame.
-
-    ``data`` is Pillow's affine (output pixel centre -> frame continuous
-    coordinates); ``margin`` pixels are added for the bilinear neighbours.
-    Clipped to the frame, so where the crop leaves the frame the region
-    ends at the frame's own edge and the pixels outside stay black.
-    """
-    a, b, c, d, e, f = data
-    w, h = size
-    xs = (c, a * w + c, b * h + c, a * w + b * h + c)
-    ys = (f, d * w + f, e * h + f, d * w + e * h + f)
-    fw, fh = frame
-    x0, y0 = max(0, math.floor(min(xs)) - margin), max(0, math.floor(min(ys)) - margin)
-    x1, y1 = min(fw, math.ceil(max(xs)) + margin), min(fh, math.ceil(max(ys)) + margin)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
-
-
-def region_image(image: np.ndarray, box: tuple[int, int, int, int]) -> Image.Image:
-    """A Pillow image of ``image[y0:y1, x0:x1]`` (RGB uint8), converting only those pixels.
-
-    Pillow keeps RGB as 4 bytes per pixel, so every conversion copies;
-    decoding the region straight from the frame's rows (Pillow's raw decoder
-    with the frame's row stride) copies just the part a crop reads.
-    """
-    x0, y0, x1, y1 = box
-    if not image.flags.c_contiguous:
-        return Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
-    stride = image.shape[1] * 3
-    buf = memoryview(image.reshape(-1))[y0 * stride + x0 * 3 :]
-    return Image.frombuffer("RGB", (x1 - x0, y1 - y0), buf, "raw", "RGB", stride, 1)
-
-
-def _rgb_array(im: Image.Image) -> np.ndarray:
-    """``(h, w, 3)`` uint8 of a Pillow RGB image (read-only): its packed bytes, without ``np.asarray``'s
-    array-interface round trip (about 20 us less per 192x192 crop)."""
-    return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width, 3)
-
-
 class FaceMesh:
     """MediaPipe FaceMesh landmark model.
 
@@ -194,57 +154,46 @@ class FaceMesh:
         self._pts_index = by_size[NUM_POINTS * 3]
         self._flag_index = by_size[1]
         self.last_invoke_ms = 0.0
-        self._warp_into: Image.Image | None = Image.new("RGB", (INPUT_SIZE, INPUT_SIZE))
+        # Work buffers, one frame's use each: the warp of RGBX pixels, and the crop the model is fed.
+        self._rgbx_crop = np.empty((INPUT_SIZE, INPUT_SIZE, 4), np.uint8)
+        self._crop = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
 
-    def crop(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> np.ndarray:
-        """The 192x192 uint8 crop the model sees for ``roi`` (black outside the frame).
+    def crop(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float], out: np.ndarray | None = None) -> np.ndarray:
+        """The 192x192 uint8 RGB crop the model sees for ``roi`` (black outside the frame).
 
         Bilinear when the face is enlarged into the crop; nearest-pixel when
-        it is shrunk, which Pillow does 8x faster (0.1 ms instead of 0.8) and
-        which moved the 468 points by 0.1-0.2% of the eye distance on the
-        clips (MediaPipe's unfiltered bilinear is near point sampling there).
-        From an RGB numpy frame only the region the crop reads is handed to
-        Pillow (the same pixels as warping the whole frame); an RGBX frame
-        ``(H, W, 4)`` (:attr:`Frame.pixels <firmware_py.capture.frame.Frame.pixels>`)
-        is read in place, without converting any of it.
+        it is shrunk (8x faster than bilinear in Pillow; it moved the 468
+        points by 0.1-0.2% of the eye distance on the clips: MediaPipe's
+        unfiltered bilinear is near point sampling there).  OpenCV's warp
+        reads only the pixels the crop needs, from an RGB frame or the RGBX
+        pixels of a camera frame (:attr:`Frame.pixels
+        <firmware_py.capture.frame.Frame.pixels>`, or its RGB view) in place;
+        it samples where Pillow's warp does (the crop pixel's centre, in
+        fixed point: 1 pixel in about 1,500 takes its neighbour's value).
+        ``out``: a C-contiguous (192, 192, 3) uint8 array to write the crop
+        into (and return) instead of a new one.
         """
-        data = _roi_affine(roi, INPUT_SIZE)
-        nearest = roi[2] >= INPUT_SIZE
-        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
-            image = np.ascontiguousarray(image)
-        if isinstance(image, np.ndarray) and (px := rgbx_of(image)) is not None:
-            image = rgbx_pil(px)  # RGBX pixels (a camera frame, or its RGB view): Pillow reads them in place
-        if isinstance(image, np.ndarray):
-            box = crop_region(data, (INPUT_SIZE, INPUT_SIZE), (image.shape[1], image.shape[0]))
-            if box is None:
-                return np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
-            x0, y0 = box[0], box[1]
-            a, b, c, d, e, f = data
-            return self._warp(region_image(image, box), (a, b, c - x0, d, e, f - y0), nearest)
-        if isinstance(image, Image.Image) and image.mode == "RGB":  # e.g. a frame's pil(): one warp in C, nothing to reduce first
-            return self._warp(image, data, nearest)
-        if isinstance(image, Image.Image):
-            return self._warp(image.convert("RGB"), data, nearest)
-        return image.sample(data, (INPUT_SIZE, INPUT_SIZE), antialias=False, nearest=nearest)
-
-    def _warp(self, src: Image.Image, data: tuple[float, ...], nearest: bool) -> np.ndarray:
-        """Pillow's affine warp of an RGB image into the 192x192 crop, as packed uint8 pixels.
-
-        The warp writes into one image kept for every frame (Pillow's own
-        ``transform`` allocates and zero-fills a new one each time, about 20 us
-        more); every crop pixel is written, black where it falls outside
-        ``src``.  A Pillow without that internal call gets the public one.
-        """
-        method = Image.NEAREST if nearest else Image.BILINEAR
-        size = (INPUT_SIZE, INPUT_SIZE)
-        if self._warp_into is not None:
-            try:
-                src.load()
-                self._warp_into.im.transform((0, 0, *size), src.im, Image.AFFINE, data, method, 1)
-                return _rgb_array(self._warp_into)
-            except (AttributeError, TypeError):
-                self._warp_into = None
-        return _rgb_array(src.transform(size, Image.AFFINE, data, method))
+        if isinstance(image, Resampler):
+            image = image.array
+        elif isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        if image.ndim == 3 and image.shape[2] == 3 and not image.flags.c_contiguous and (px := rgbx_of(image)) is not None:
+            image = px  # a frame's RGB view: read its RGBX pixels rather than copy it 3 bytes at a time
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
+        a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
+        # Pillow's affine maps crop pixel centres (u + 0.5) into a frame whose pixel i spans [i, i + 1);
+        # OpenCV's maps crop indices u into a frame whose pixel i is centred on i.
+        m = np.array(((a, b, (a + b) / 2 + c - 0.5), (d, e, (d + e) / 2 + f - 0.5)), np.float64)
+        interp = cv2.INTER_NEAREST if roi[2] >= INPUT_SIZE else cv2.INTER_LINEAR
+        size, flags = (INPUT_SIZE, INPUT_SIZE), interp | cv2.WARP_INVERSE_MAP
+        src = np.ascontiguousarray(image)
+        if out is None:
+            out = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+        if src.shape[2] == 3:
+            return cv2.warpAffine(src, m, size, dst=out, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        cv2.warpAffine(src, m, size, dst=self._rgbx_crop, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.cvtColor(self._rgbx_crop, cv2.COLOR_RGBA2RGB, dst=out)
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """Raw model output for one 192x192 crop: points ``(468, 3)`` in crop pixels and presence."""
@@ -270,7 +219,7 @@ class FaceMesh:
 
     def landmarks_in_roi(self, image: np.ndarray | Image.Image | Resampler, roi: tuple[float, float, float, float]) -> FaceLandmarks:
         """468 landmarks for an explicit ROI (cx, cy, side, rotation)."""
-        pts, presence = self.run_crop(self.crop(image, roi))
+        pts, presence = self.run_crop(self.crop(image, roi, self._crop))
         # Crop pixels -> frame pixels (x, y) and depth scaled alike: one 3x3 product and a shift.
         a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
         m = np.array((a, d, 0.0, b, e, 0.0, 0.0, 0.0, roi[2] / INPUT_SIZE, c, f, 0.0), np.float32).reshape(4, 3)
