@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from firmware_py.vision.detector import FaceDetector
+    from firmware_py.vision.landmarks import FaceMesh
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +40,24 @@ def models_dir() -> Path:
     if missing:
         pytest.fail(f"models {missing} are not fetched into {d}: run device/bootstrap.sh --dev")
     return d
+
+
+@pytest.fixture(scope="module")
+def detector(models_dir: Path) -> FaceDetector:
+    """The BlazeFace detector with its default settings (faces of 40 px and more)."""
+    from firmware_py.models.manifest import load_manifest
+    from firmware_py.vision.detector import FaceDetector
+
+    return FaceDetector(load_manifest().require("blazeface_short_range", models_dir))
+
+
+@pytest.fixture(scope="module")
+def mesh(models_dir: Path) -> FaceMesh:
+    """The FaceMesh landmark model."""
+    from firmware_py.models.manifest import load_manifest
+    from firmware_py.vision.landmarks import FaceMesh
+
+    return FaceMesh(load_manifest().require("facemesh", models_dir))
 
 
 @pytest.fixture(scope="session")

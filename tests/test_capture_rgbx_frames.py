@@ -10,7 +10,6 @@ keypoints, 468 points, chips), liveness's per-frame features.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +18,9 @@ from PIL import Image
 from firmware_py.capture.frame import ZERO_COPY, Frame, pil_region, rgbx_of, rgbx_pil, to_rgbx
 from firmware_py.config import load
 from firmware_py.liveness.texture import frame_features
-from firmware_py.models.manifest import load_manifest
 from firmware_py.pipeline.build import build_analyzer
 from firmware_py.vision.detector import FaceDetector
 from firmware_py.vision.landmarks import FaceMesh
-
-
-@pytest.fixture(scope="module")
-def detector(models_dir: Path) -> FaceDetector:
-    return FaceDetector(load_manifest().require("blazeface_short_range", models_dir))
-
-
-@pytest.fixture(scope="module")
-def mesh(models_dir: Path) -> FaceMesh:
-    return FaceMesh(load_manifest().require("facemesh", models_dir))
 
 
 def test_rgbx_pil_shares_the_pixels_and_reads_them_as_rgb(grace_hopper: np.ndarray) -> None:

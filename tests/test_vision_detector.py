@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_py.models.manifest import load_manifest
 from firmware_py.vision.detector import (
     LEFT_EYE,
     MOUTH,
@@ -19,11 +16,6 @@ from firmware_py.vision.detector import (
     ssd_anchors,
     weighted_nms,
 )
-
-
-@pytest.fixture(scope="module")
-def detector(models_dir: Path) -> FaceDetector:
-    return FaceDetector(load_manifest().require("blazeface_short_range", models_dir), min_face_px=40)
 
 
 def paste(canvas: Image.Image, photo: np.ndarray, width: int, at: tuple[int, int]) -> None:

@@ -22,16 +22,6 @@ from firmware_py.vision.landmarks import INPUT_SIZE as MESH_SIZE
 from firmware_py.vision.landmarks import FaceMesh, _roi_affine, detection_roi
 
 
-@pytest.fixture(scope="module")
-def detector(models_dir: Path) -> FaceDetector:
-    return FaceDetector(load_manifest().require("blazeface_short_range", models_dir))
-
-
-@pytest.fixture(scope="module")
-def mesh(models_dir: Path) -> FaceMesh:
-    return FaceMesh(load_manifest().require("facemesh", models_dir))
-
-
 def reference_letterbox(image: np.ndarray) -> np.ndarray:
     """The detector input computed directly: per input pixel, the mean of the 2x2 frame block at its sample point."""
     h, w = image.shape[:2]

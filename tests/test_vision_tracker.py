@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_py.models.manifest import load_manifest
 from firmware_py.vision.detector import FaceDetection, FaceDetector
 from firmware_py.vision.tracker import IouTracker
-
-
-@pytest.fixture(scope="module")
-def detector(models_dir: Path) -> FaceDetector:
-    return FaceDetector(load_manifest().require("blazeface_short_range", models_dir), min_face_px=40)
 
 
 def frame_with(photos: list[tuple[np.ndarray, int, tuple[int, int]]]) -> np.ndarray:
