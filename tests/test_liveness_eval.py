@@ -146,6 +146,18 @@ def test_threshold_sits_in_the_middle_of_the_acceptable_range_and_the_scale_is_p
     assert pick_threshold(s2, kinds) == pytest.approx(0.025, abs=0.03)
     # Nothing meets the goals: the middle of the least-bad ties.
     assert -8 <= pick_threshold(np.zeros(100), kinds) <= 8
+    # A goal no threshold can meet (a tenth of the replays score like live faces, wherever the
+    # threshold goes) must not steer it: BPCER and print APCER, the goals that can be traded, decide.
+    # Live scores spread evenly over [-1, 1], prints over [-3, -1], and 10 % of replays at +5.
+    live = np.linspace(-1.0, 1.0, 201)
+    prints = np.linspace(-3.0, -1.0, 201)
+    replays = np.r_[np.full(10, 5.0), np.linspace(-3.0, -1.5, 90)]
+    s3 = np.r_[live, prints, replays]
+    k3 = np.array(["live"] * 201 + ["print"] * 201 + ["replay"] * 100)
+    t = pick_threshold(s3, k3)
+    assert t == pytest.approx(-0.975, abs=0.03)  # the middle of (-1.0, -0.94]: BPCER <= 3 %, print APCER 0
+    assert rates(s3, k3, t)["bpcer"] <= 0.03 and rates(s3, k3, t)["print"] <= 0.01
+    # The old rule (the middle of every threshold tied at the replay's worst error) took -0.875: BPCER 6.5 %.
     # Standardising maps the live median to 0 and the attack median to -1, a linear map of the same model.
     rng = np.random.default_rng(4)
     from firmware_py.liveness.texture import FRAME_FEATURE_NAMES

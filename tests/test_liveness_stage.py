@@ -231,7 +231,7 @@ def test_config_refuses_a_strict_looser_than_passive() -> None:
 def test_shipped_model_matches_the_features_and_records_its_build() -> None:
     from firmware_py.models.manifest import load_manifest
 
-    path = load_manifest().require("liveness_texture_v3", load(None).models.dir)  # sha256 verified
+    path = load_manifest().require("liveness_texture_v4", load(None).models.dir)  # sha256 verified
     m = TextureModel.load(path)
     assert m.features == FRAME_FEATURE_NAMES
     assert m.build["script"] == "python -m firmware_py.liveness.train"

@@ -1,6 +1,6 @@
 """Fusing the per-frame texture cues: a logistic regression shipped as plain numbers.
 
-The model is a JSON file (``models/liveness_texture_v3.json``, listed in
+The model is a JSON file (``models/liveness_texture_v4.json``, listed in
 ``models/manifest.toml`` with its sha256) holding, for each feature of
 :data:`firmware_py.liveness.texture.FRAME_FEATURE_NAMES`, a mean and scale
 (standardisation) and a weight, plus a bias.  The frame's score (``logit``) is
@@ -43,7 +43,7 @@ class TextureModel:
     scale: NDArray[np.float64]
     weights: NDArray[np.float64]
     bias: float
-    version: str = "liveness_texture_v3"
+    version: str = "liveness_texture_v4"
     build: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,7 +71,7 @@ class TextureModel:
                 scale=np.asarray(raw["scale"], np.float64),
                 weights=np.asarray(raw["weights"], np.float64),
                 bias=float(raw["bias"]),
-                version=str(raw.get("version", "liveness_texture_v3")),
+                version=str(raw.get("version", "liveness_texture_v4")),
                 build=dict(raw.get("build", {})),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

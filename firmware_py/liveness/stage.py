@@ -74,7 +74,7 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = -0.425
+    threshold: float = -0.45
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5

@@ -1,7 +1,7 @@
 """Train the texture-cue logistic regression from the shared data set (numpy only, reproducible).
 
     python -m firmware_py.liveness.train --manifest $KAOCLOCK_DATA/liveness-dev.csv \\
-        --out models/liveness_texture_v3.json --cv 5 --heldout-ids models/liveness_texture_v3.heldout-ids.txt
+        --out models/liveness_texture_v4.json --cv 5 --heldout-ids models/liveness_texture_v4.heldout-ids.txt
 
 What it does, step by step:
 
@@ -22,7 +22,8 @@ What it does, step by step:
    their attack median -1: :func:`standardised`), then pick the operating
    threshold on that scale (:func:`pick_threshold`: the middle of the
    thresholds that best meet the goals, print APCER <= 1 %, replay APCER
-   <= 2 %, BPCER <= 3 %) and the regularisation that meets them best.
+   <= 2 %, BPCER <= 3 %, compared worst goal first, so a goal no threshold
+   can meet does not steer it) and the regularisation that meets them best.
    ``--threshold -0.5`` declares the threshold instead (halfway between a
    typical live face and a typical attack); the report gives the searched
    value either way.
@@ -107,25 +108,33 @@ def rates(scores: NDArray[np.float64], kinds: NDArray[np.str_], thr: float) -> d
 def pick_threshold(scores: NDArray[np.float64], kinds: NDArray[np.str_]) -> float:
     """The middle of the thresholds that best meet the goals (APCER print / 1 %, replay / 2 %, BPCER / 3 %).
 
-    Every threshold on a 0.05 grid gets its worst goal-relative error; when
-    some meet every goal (worst <= 1) the median of those is taken, otherwise
-    the median of the ones tied at the least worst error.  The middle of the
-    acceptable range, not its first point, keeps the most margin on both
-    sides for people and attacks the training data did not show (the first
-    point sat at the live edge and swung -1.1 .. 3.7 between folds).
+    Every threshold on a 0.05 grid gets each goal's error relative to its
+    goal (a met goal counts as exactly 1).  The thresholds are compared
+    worst error first, then the second worst, and so on (leximin), and the
+    median of the ones left tied is taken.  When every goal can be met that
+    is the middle of the acceptable range (the most margin on both sides for
+    people and attacks the training data did not show; the first point sat
+    at the live edge and swung -1.1 .. 3.7 between folds).  When one goal
+    cannot be met anywhere (a replay block that looks live to a model that
+    never saw it keeps its APCER flat over the whole range), the goals that
+    *can* be traded decide: the threshold balances BPCER against print
+    APCER, instead of drifting to the middle of wherever the unreachable
+    goal happens to be flat.
     """
     grid = np.round(np.arange(-8.0, 8.0001, 0.05), 2)
-    worst = np.zeros(len(grid))
+    errors = []
     for kind in sorted(str(v) for v in set(kinds)):  # the rates of :func:`rates` at every grid point at once
         if kind != "live" and kind.startswith("live"):
             continue
         s = np.sort(scores[kinds == kind])
         below = np.searchsorted(s, grid, side="left") / len(s)  # share scoring < t
         err = below / GOALS["bpcer"] if kind == "live" else (1 - below) / GOALS.get(kind, 0.02)
-        worst = np.maximum(worst, err)
-    best = float(worst.min())
-    ok = grid[worst <= max(best, 1.0) + 1e-9]
-    return round(float(np.median(ok)), 3) + 0.0  # never -0.0
+        errors.append(np.maximum(np.round(err, 9), 1.0))
+    ranked = -np.sort(-np.array(errors), axis=0)  # per grid point, its errors worst first
+    ok = np.ones(len(grid), bool)
+    for level in ranked:
+        ok &= level <= level[ok].min()
+    return round(float(np.median(grid[ok])), 3) + 0.0  # never -0.0
 
 
 def anchors(scores: NDArray[np.float64], kinds: NDArray[np.str_]) -> tuple[float, float]:
@@ -312,7 +321,7 @@ def sha256(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m firmware_py.liveness.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, required=True, help="presentation manifest (e.g. $KAOCLOCK_DATA/liveness-dev.csv)")
-    ap.add_argument("--out", type=Path, required=True, help="coefficient file to write (models/liveness_texture_v3.json)")
+    ap.add_argument("--out", type=Path, required=True, help="coefficient file to write (models/liveness_texture_v4.json)")
     ap.add_argument("--boxes", type=Path, help="CSV path,x0,y0,x1,y1 of face boxes from the front-end (path relative to the manifest)")
     ap.add_argument("--write-boxes", type=Path, help="write the front-end's face boxes here (CSV for --boxes)")
     ap.add_argument("--holdout", default=DEFAULT_HOLDOUT, help=f"units never trained on (default {DEFAULT_HOLDOUT})")

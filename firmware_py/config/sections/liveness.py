@@ -18,9 +18,9 @@ class LivenessConfig(Section):
         doc="off: no check; passive: decide within the walk-up window (texture AND moire AND planar-motion vetoes); "
         "strict: longer window, every cue must pass, a blink is required.",
     )
-    model: str = setting("liveness_texture_v3", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
+    model: str = setting("liveness_texture_v4", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        -0.425,
+        -0.45,
         ge=-20,
         le=20,
         doc="Operating threshold on the mean texture score, standardised by the training script (0 = a typical live face "
