@@ -162,7 +162,7 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour:
 
 def annotate(frame: Frame, report: SnapshotReport, observations: list[Any] | None = None) -> Image.Image:
     """The frame with faces, landmarks, labels and the minimum-face guides drawn on it."""
-    img = Image.fromarray(frame.image).convert("RGB")
+    img = frame.pil().copy()  # drawn on, so a copy; of an RGBX frame, Pillow's own 4-byte copy (fromarray of the RGB view is slow)
     draw = ImageDraw.Draw(img)
     w, h = img.size
     cx, cy = w / 2, h / 2
