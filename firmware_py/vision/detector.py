@@ -13,7 +13,7 @@ graph (its options are reproduced in :data:`ANCHOR_SPEC` and
    on a black square, then scaled to [-1, 1].
 2. *Invoke* the model: 896 anchors, each with a score logit and 16
    regressors (box centre and size, then 6 keypoints as x, y).
-3. *Decode* (vectorised numpy): ``SsdAnchorsCalculator`` anchors (strides
+3. *Decode* (plain Python over the anchors whose logit passes): ``SsdAnchorsCalculator`` anchors (strides
    8, 16, 16, 16; 2 + 6 anchors per cell; fixed size 1), sigmoid of the
    clipped logit, offsets divided by 128 and added to the anchor centre.
 4. *Weighted NMS* (MediaPipe's ``WEIGHTED`` algorithm): the best-scoring
@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
-from firmware_py.vision.opencv import cv2
+from firmware_py.vision.opencv import cv2, warp_source
 
 INPUT_SIZE = 128
 NUM_KEYPOINTS = 6
@@ -351,12 +350,12 @@ class FaceDetector:
 
     def _fill(self, image: np.ndarray, x: np.ndarray, borders: bool) -> _Letterbox:
         """Write the letterboxed ``image`` into the model input ``x`` (1,128,128,3), in [-1,1]; ``borders``: redraw the black bands."""
-        h, w, ch = image.shape
+        src = warp_source(image)
+        h, w, ch = src.shape
         p = self._plan(h, w, ch)
         if borders:
             for band in p.borders:
                 x[0][band] = -1.0  # black (-1 after scaling)
-        src = image if image.flags.c_contiguous else np.ascontiguousarray(image)
         if p.affine is not None:
             cv2.warpAffine(src, p.affine, (p.nw, p.nh), dst=p.small, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         else:
@@ -380,12 +379,8 @@ class FaceDetector:
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Faces in an RGB ``(H, W, 3)`` or RGBX ``(H, W, 4)`` uint8 image (a frame's ``pixels``), largest first."""
         t0 = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
         # Written straight into the interpreter's input tensor (no 196 KB copy by set_tensor); the view
         # is released before invoke, as LiteRT requires, and the bands redrawn every time (cheap slices).
-        if not image.flags.c_contiguous and (px := rgbx_of(image)) is not None:
-            image = px  # a frame's RGB view: read its RGBX pixels rather than copy it 3 bytes at a time
         inp = self._interp.tensor(self._in_index)()
         try:
             p = self._fill(image, inp, True)

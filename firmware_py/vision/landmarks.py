@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from firmware_py.capture.frame import rgbx_of
 from firmware_py.models.litert import load_interpreter
 from firmware_py.vision.align import Resampler
 from firmware_py.vision.detector import LEFT_EYE, RIGHT_EYE, FaceDetection
-from firmware_py.vision.opencv import cv2
+from firmware_py.vision.opencv import cv2, warp_source
 
 INPUT_SIZE = 192
 NUM_POINTS = 468
@@ -177,17 +176,13 @@ class FaceMesh:
             image = image.array
         elif isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
-        if image.ndim == 3 and image.shape[2] == 3 and not image.flags.c_contiguous and (px := rgbx_of(image)) is not None:
-            image = px  # a frame's RGB view: read its RGBX pixels rather than copy it 3 bytes at a time
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3) or RGBX pixels (H, W, 4), got {image.dtype} {image.shape}")
+        src = warp_source(image)
         a, b, c, d, e, f = _roi_affine(roi, INPUT_SIZE)
         # Pillow's affine maps crop pixel centres (u + 0.5) into a frame whose pixel i spans [i, i + 1);
         # OpenCV's maps crop indices u into a frame whose pixel i is centred on i.
         m = np.array(((a, b, (a + b) / 2 + c - 0.5), (d, e, (d + e) / 2 + f - 0.5)), np.float64)
         interp = cv2.INTER_NEAREST if roi[2] >= INPUT_SIZE else cv2.INTER_LINEAR
         size, flags = (INPUT_SIZE, INPUT_SIZE), interp | cv2.WARP_INVERSE_MAP
-        src = np.ascontiguousarray(image)
         if out is None:
             out = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
         if src.shape[2] == 3:
