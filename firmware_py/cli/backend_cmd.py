@@ -17,7 +17,8 @@ from firmware_py.backend.attendance import book, to_csv, to_table
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.home import BackendHome, default_home
-from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.db import Database, is_url, redact
+from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.errors import UsageError
 from firmware_py.keys.jwk import KeyFileError, public_jwk
@@ -34,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument(
         "--home", type=Path, default=None, help="backend state directory (default $KAOCLOCK_BACKEND_HOME or ~/.local/share/kaoclock-backend)"
+    )
+    home.add_argument(
+        "--db",
+        default=None,
+        metavar="URL|FILE",
+        help="the database: postgresql://user@host/db (password from $PGPASSWORD or ~/.pgpass) or a SQLite file "
+        "(default $KAOCLOCK_BACKEND_DB, else <home>/punches.sqlite)",
     )
 
     mqtt = argparse.ArgumentParser(add_help=False)
@@ -115,6 +123,29 @@ def _home(args: argparse.Namespace) -> BackendHome:
     return BackendHome(args.home or default_home())
 
 
+def _db_target(args: argparse.Namespace) -> str | Path:
+    target = getattr(args, "db", None) or os.environ.get("KAOCLOCK_BACKEND_DB")
+    if not target:
+        return _home(args).db_file
+    if "://" in target and not is_url(target):
+        raise UsageError(f"--db {redact(target)!r}: give a postgresql:// URL or a SQLite file path")
+    return target if is_url(target) else Path(target)
+
+
+def _database(args: argparse.Namespace) -> Database:
+    return Database.open(_db_target(args))
+
+
+def _registry(db: Database, args: argparse.Namespace) -> DbDeviceRegistry:
+    """The database's device registry; JWK files of an older file registry in <home>/devices are imported once."""
+    reg = DbDeviceRegistry(db)
+    devices_dir = _home(args).devices_dir
+    if devices_dir.is_dir() and any(devices_dir.glob("*/*.jwk")):
+        for name in reg.import_dir(devices_dir):
+            print(f"imported {name} from {devices_dir} into the database registry", file=sys.stderr)
+    return reg
+
+
 def _tls(args: argparse.Namespace) -> TlsFiles:
     return TlsFiles(args.ca, args.cert, args.key)
 
@@ -144,19 +175,19 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_add(args: argparse.Namespace) -> int:
-    h = _home(args)
     text = sys.stdin.read() if args.jwk_file == "-" else Path(args.jwk_file).read_text()
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise KeyFileError(f"{args.jwk_file}: not JSON ({exc})") from None
-    path = DeviceRegistry(h.devices_dir).add(args.site, args.device, obj, replace=args.replace)
-    print(f"registered {args.site}/{args.device}: {path}")
+    db = _database(args)
+    kid = DbDeviceRegistry(db).add(args.site, args.device, obj, replace=args.replace)
+    print(f"registered {args.site}/{args.device}: key {kid} in {db!r}")
     return 0
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    reg = DeviceRegistry(_home(args).devices_dir)
+    reg = _registry(_database(args), args)
     for d in reg.devices():
         print(f"{d.site}/{d.device}\t{d.key.kid}")
     for p in reg.problems:
@@ -165,12 +196,12 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    h = _home(args)
     brokers = _brokers(args)
-    store = PunchStore(h.db_file)
-    registry = DeviceRegistry(h.devices_dir)
+    db = _database(args)
+    store = PunchStore(db)
+    registry = _registry(db, args)
     if not registry.devices():
-        print(f"warning: no device keys registered in {h.devices_dir}; every punch will be rejected (unknown_key)", file=sys.stderr)
+        print(f"warning: no device keys registered in {db!r}; every punch will be rejected (unknown_key)", file=sys.stderr)
     stop = threading.Event()
     stored = [0]
 
@@ -221,17 +252,16 @@ def cmd_attendance(args: argparse.Namespace) -> int:
             ZoneInfo(args.tz)
         except Exception:
             raise UsageError(f"--tz {args.tz!r} is not an IANA time zone (e.g. Asia/Tokyo)") from None
-    h = _home(args)
-    if not h.db_file.exists():
-        raise UsageError(f"no punch database at {h.db_file}; run `kaoclock backend consume` first (or give --home)")
-    rows = book(PunchStore(h.db_file), day, args.tz)
+    target = _db_target(args)
+    if isinstance(target, Path) and not target.exists():
+        raise UsageError(f"no punch database at {target}; run `kaoclock backend consume` first (or give --home / --db)")
+    rows = book(PunchStore(Database.open(target)), day, args.tz)
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
     return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
-    h = _home(args)
-    for r in PunchStore(h.db_file).rejects(args.limit):
+    for r in PunchStore(_database(args)).rejects(args.limit):
         r["received"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["received"]))
         print(json.dumps(r))
     return 0
@@ -270,7 +300,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(json.dumps({"id": claims["id"], "status": "no_result", "detail": f"no result within {args.wait} s (device offline?)"}))
         return 1
     try:
-        result["signature"] = verify_result(result, DeviceRegistry(_home(args).devices_dir))
+        result["signature"] = verify_result(result, _registry(_database(args), args))
     except ValueError as exc:
         result["signature"] = f"NOT VERIFIED: {exc}"
     print(json.dumps({k: v for k, v in result.items() if k != "jws"}, indent=2))
