@@ -160,11 +160,20 @@ class Database:
                     with contextlib.suppress(Exception):
                         self._conn.close()
                     self._conn = None
-                raise StoreUnavailable(f"{redact(self.target)}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+                raise StoreUnavailable(
+                    f"{redact(self.target)}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                ) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self.tx() as cur:
-            return cur.execute(sql, params).fetchall()
+        """Rows of one read; tried a second time on a fresh connection when the first found it lost (a server restart)."""
+        for attempt in (1, 2):
+            try:
+                with self.tx() as cur:
+                    return cur.execute(sql, params).fetchall()
+            except StoreUnavailable:
+                if attempt == 2 or self.dialect == "sqlite":
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:

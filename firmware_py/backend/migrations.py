@@ -146,7 +146,11 @@ def migrate(db: Database) -> list[int]:
     with db.tx() as cur:
         if db.dialect == "postgresql":
             cur.execute("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))
-        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied " + TOKENS[db.dialect]["{real}"] + " NOT NULL)")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied "
+            + TOKENS[db.dialect]["{real}"]
+            + " NOT NULL)"
+        )
         have = {int(r[0]) for r in cur.execute("SELECT version FROM schema_migrations").fetchall()}
         newer = sorted(v for v in have if v > LATEST)
         if newer:

@@ -13,6 +13,7 @@ from firmware_py.backend.db import Cursor, Database
 from firmware_py.backend.verify import VerifiedPunch
 from firmware_py.punch.claims import parse_utc_ms
 
+
 @dataclass(frozen=True)
 class StoredPunch:
     id: str

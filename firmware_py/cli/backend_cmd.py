@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from firmware_py.backend.attendance import book, to_csv, to_table
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
-from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.db import Database, is_url, redact
+from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.errors import UsageError
