@@ -91,15 +91,15 @@ def test_registry_refuses_bad_entries(tmp_path: Path) -> None:
 
 def test_shared_subscription_splits_the_load(tmp_path: Path, mosquitto: LocalBroker) -> None:
     reader = Reader(tmp_path)
-    stores, links = [], []
+    stores, consumers = [], []
     for i in range(2):
         reg = DeviceRegistry(tmp_path / "devices")
         reg.add("site-a", "reader-1", public_jwk(reader.key))
         store = PunchStore(tmp_path / f"consumer-{i}.sqlite")
-        link = PunchConsumer(store, reg).connect([mosquitto.url], group="hr", client_id=f"hr-{i}")
-        assert link.wait_connected(10) is not None
+        consumer = PunchConsumer(store, reg)
+        assert consumer.connect([mosquitto.url], group="hr", client_id=f"hr-{i}").wait_connected(10) is not None
         stores.append(store)
-        links.append(link)
+        consumers.append(consumer)
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -119,8 +119,8 @@ def test_shared_subscription_splits_the_load(tmp_path: Path, mosquitto: LocalBro
     finally:
         pub.disconnect()
         pub.loop_stop()
-        for link in links:
-            link.stop()
+        for consumer in consumers:
+            consumer.stop()
 
 
 def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,7 @@ def test_consumer_does_not_acknowledge_what_it_has_not_stored(tmp_path: Path, pg
     db = Database.open(pg_url)
     DbDeviceRegistry(db).add("site-a", "reader-1", public_jwk(reader.key))
     committed: list[str] = []
-    consumer = PunchConsumer(PunchStore(db), DbDeviceRegistry(db), after_commit=lambda o: committed.append(o.id))
+    consumer = PunchConsumer(PunchStore(db), DbDeviceRegistry(db), after_commit=lambda outs: committed.extend(o.id for o in outs))
     link = consumer.connect([mosquitto.url], group="hr", client_id="hr-1", reconnect_min_s=0.2, reconnect_max_s=0.5)
     assert link.wait_connected(10) is not None
     pub = _publisher(mosquitto.port)
@@ -150,7 +150,7 @@ def test_consumer_does_not_acknowledge_what_it_has_not_stored(tmp_path: Path, pg
     finally:
         pub.disconnect()
         pub.loop_stop()
-        link.stop()
+        consumer.stop()
         if not postgres_server.started:
             postgres_server.start()
 

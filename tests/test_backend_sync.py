@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backend_support import Gate
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.db import Database
@@ -21,6 +20,7 @@ from firmware_py.backend.enrol import enrol_person, photo_describer
 from firmware_py.backend.hr import HrMaster
 from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.sync import Brokers, GallerySyncer
+from firmware_py.bench.gates import Gate
 from firmware_py.gallery.store import Person, Template, open_from_config
 from firmware_py.keys.store import init_private_key, load_private_key
 

@@ -10,17 +10,18 @@ another consumer of the group).  Any number of consumers may write into one
 PostgreSQL database: the insert is idempotent by punch id, so a redelivery
 after a consumer crash (stored, not yet acknowledged) is a ``duplicate``.
 
-The order for each message is: verify, store in one transaction (commit),
-then :attr:`PunchConsumer.after_commit` with the outcome, then acknowledge.
-``after_commit`` is the single place for work that must follow the commit
-(for example a signed receipt to the reader); it sees ``stored`` and
-``duplicate`` outcomes, since a reader that missed the first receipt sends
-the punch again.
+The order is: verify, store in one transaction (commit), then
+:attr:`PunchConsumer.after_commit` with the outcomes of that transaction,
+then acknowledge each message.  ``after_commit`` is the single place for
+work that must follow the commit (for example a signed receipt to the
+reader); it gets the ``stored`` and ``duplicate`` outcomes (their punch ids),
+since a reader that missed the first receipt sends the punch again.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from typing import Any
 from firmware_py.backend.db import StoreUnavailable
 from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.backend.store import PunchStore
-from firmware_py.backend.verify import PunchRejected, verify_punch
+from firmware_py.backend.verify import PunchRejected, VerifiedPunch, verify_punch
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
 from firmware_py.mqtt.topics import PREFIX, fleet_filter
 
@@ -47,7 +48,13 @@ class Outcome:
 
 
 class PunchConsumer:
-    """Verifies and stores punch messages; :meth:`handle` is the whole logic, the rest is MQTT."""
+    """Verifies and stores punch messages; :meth:`handle_batch` is the whole logic, the rest is MQTT.
+
+    Messages wait in a queue for one worker thread, which stores whatever has
+    arrived (up to ``batch_max``) in one transaction and then acknowledges
+    each message in arrival order: batches grow by themselves when the
+    database is the bottleneck and stay at one message when it is not.
+    """
 
     def __init__(
         self,
@@ -56,57 +63,107 @@ class PunchConsumer:
         *,
         prefix: str = PREFIX,
         on_outcome: Callable[[Outcome], None] | None = None,
-        after_commit: Callable[[Outcome], None] | None = None,
+        after_commit: Callable[[list[Outcome]], None] | None = None,
+        batch_max: int = 200,
     ) -> None:
         self.store = store
         self.registry = registry
         self.prefix = prefix
         self.on_outcome = on_outcome
         self.after_commit = after_commit
+        self.batch_max = batch_max
         self.counts: Counter[str] = Counter()
+        self.batches: Counter[int] = Counter()  # batch size -> how many (for the bench)
         self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, bytes, Callable[[bool], None]]] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self.link: MqttLink | None = None
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Verify one message and record its outcome in one committed transaction.
+        """Verify and store one message (one transaction); see :meth:`handle_batch`."""
+        return self.handle_batch([(topic, payload)])[0]
+
+    def handle_batch(self, messages: list[tuple[str, bytes]]) -> list[Outcome]:
+        """Verify messages and record their outcomes in one committed transaction, then call ``after_commit``.
 
         Raises :class:`~firmware_py.backend.db.StoreUnavailable` when the
-        database cannot take it (nothing is then stored or acknowledged).
+        database cannot take them: nothing of the batch is then stored, and
+        the caller must not acknowledge any of it.
         """
-        try:
-            p = verify_punch(topic, payload, self.registry, self.prefix)
-        except PunchRejected as exc:
-            pid = exc.claims.get("id") if exc.claims and isinstance(exc.claims.get("id"), str) else None
-            self.store.add_reject(topic, exc.reason, exc.detail, payload, pid)
-            out = Outcome("rejected", exc.reason, pid, topic, exc.detail)
-        else:
-            status = self.store.add(p, topic)
-            if status == "conflict":
-                out = Outcome("rejected", "id_conflict", p.claims["id"], topic, "a different punch with this id is already stored")
-            else:
-                out = Outcome(status, None, p.claims["id"], topic)
-        with self._lock:
-            self.counts[out.status] += 1
-        if self.after_commit is not None and out.status in ("stored", "duplicate"):
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        punches: list[tuple[int, VerifiedPunch, str]] = []
+        rejects: list[tuple[str, str, str, bytes, str | None]] = []
+        for i, (topic, payload) in enumerate(messages):
             try:
-                self.after_commit(out)
-            except Exception:  # stored is stored: a failing follow-up must not cause a redelivery loop
-                log.exception("after_commit failed for punch %s", out.id)
-        if out.status == "rejected":
-            log.warning("punch rejected on %s: %s: %s", topic, out.reason, out.detail)
-        if self.on_outcome is not None:
-            self.on_outcome(out)
-        return out
+                punches.append((i, verify_punch(topic, payload, self.registry, self.prefix), topic))
+            except PunchRejected as exc:
+                pid = exc.claims.get("id") if exc.claims and isinstance(exc.claims.get("id"), str) else None
+                rejects.append((topic, exc.reason, exc.detail, payload, pid))
+                outcomes[i] = Outcome("rejected", exc.reason, pid, topic, exc.detail)
+        statuses = self.store.add_batch([(p, topic) for _, p, topic in punches], rejects)
+        # ---- committed: everything below runs only for what is in the database ----
+        for (i, p, topic), status in zip(punches, statuses, strict=True):
+            if status == "conflict":
+                outcomes[i] = Outcome("rejected", "id_conflict", p.claims["id"], topic, "a different punch with this id is already stored")
+            else:
+                outcomes[i] = Outcome(status, None, p.claims["id"], topic)
+        done = [o for o in outcomes if o is not None]
+        with self._lock:
+            self.counts.update(o.status for o in done)
+            self.batches[len(messages)] += 1
+        if self.after_commit is not None:
+            kept = [o for o in done if o.status in ("stored", "duplicate")]
+            if kept:
+                try:
+                    self.after_commit(kept)
+                except Exception:  # stored is stored: a failing follow-up must not cause a redelivery loop
+                    log.exception("after_commit failed for %d punch(es)", len(kept))
+        for o in done:
+            if o.status == "rejected":
+                log.warning("punch rejected on %s: %s: %s", o.topic, o.reason, o.detail)
+            if self.on_outcome is not None:
+                self.on_outcome(o)
+        return done
 
-    def _on_message(self, topic: str, payload: bytes, _props: Any) -> bool:
-        try:
-            self.handle(topic, payload)
-        except StoreUnavailable as exc:
-            with self._lock:
-                self.counts["unavailable"] += 1
-            log.error("punch store unavailable (%s); the message stays unacknowledged and will be delivered again", exc)
-            return False
-        return True
+    def _on_message(self, topic: str, payload: bytes, _props: Any, settle: Callable[[bool], None]) -> None:
+        self._queue.put((topic, payload, settle))
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = [self._queue.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < self.batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.handle_batch([(t, p) for t, p, _ in batch])
+            except StoreUnavailable as exc:
+                with self._lock:
+                    self.counts["unavailable"] += len(batch)
+                log.error("punch store unavailable (%s); %d message(s) stay unacknowledged and will be delivered again", exc, len(batch))
+                for _, _, settle in batch:
+                    settle(False)
+                continue
+            except Exception:
+                log.exception("storing %d message(s) failed; they stay unacknowledged", len(batch))
+                for _, _, settle in batch:
+                    settle(False)
+                continue
+            for _, _, settle in batch:
+                settle(True)
+
+    def stop(self) -> None:
+        """Stop the link, then the worker (a batch being stored is finished and acknowledged first)."""
+        if self.link is not None:
+            self.link.stop()
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(10)
 
     def connect(
         self,
@@ -136,10 +193,14 @@ class PunchConsumer:
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=reconnect_max_s,
             manual_ack=True,
+            receive_maximum=max(20, 2 * self.batch_max),
         )
         flt = fleet_filter("punch", self.prefix, site)
         link = MqttLink(settings)
-        link.subscribe(f"$share/{group}/{flt}" if shared else flt, self._on_message, qos=1)
+        link.subscribe(f"$share/{group}/{flt}" if shared else flt, self._on_message, qos=1, deferred_ack=True)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="punch-store", daemon=True)
+        self._worker.start()
         link.start()
         self.link = link
         return link

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any, Literal
 from firmware_py.backend.db import Cursor, Database
 from firmware_py.backend.verify import VerifiedPunch
 from firmware_py.punch.claims import parse_utc_ms
+
+Status = Literal["stored", "duplicate", "conflict"]
+RejectRow = tuple[str, str, str, "bytes | str", "str | None"]  # topic, reason, detail, payload, punch id
 
 
 @dataclass(frozen=True)
@@ -38,27 +42,64 @@ class PunchStore:
         self.db = target if isinstance(target, Database) else Database.open(target)
         self.path = self.db.target
 
-    def add(self, p: VerifiedPunch, topic: str = "") -> Literal["stored", "duplicate", "conflict"]:
+    def add(self, p: VerifiedPunch, topic: str = "") -> Status:
         """Store a verified punch; "duplicate" if this id is already stored with the same token,
         "conflict" if the id is stored with *different* content (recorded as a reject).  One transaction."""
-        c = p.claims
-        ts_ms = int(parse_utc_ms(c["ts"]).timestamp() * 1000)
-        synced = None if c.get("clock_synced") is None else int(bool(c["clock_synced"]))
+        return self.add_batch([(p, topic)])[0]
+
+    def add_batch(self, punches: Sequence[tuple[VerifiedPunch, str]], rejects: Sequence[RejectRow] = ()) -> list[Status]:
+        """Store many punches (and rejects) in one transaction; the status of each punch, in order.
+
+        One multi-row insert that skips ids already stored; the skipped ones are
+        then compared with what is stored: the same token is a ``duplicate``
+        (a redelivery), another token with the same id a ``conflict``.
+        """
+        statuses: list[Status] = []
         with self.db.tx() as cur:
-            cur.execute(
-                "INSERT INTO punches(id, site, device, seq, person, direction, ts, ts_ms, tz, clock_synced, kid, claims, jws, received)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
-                (c["id"], c["site"], c["device"], c["seq"], c["person"], c["direction"], c["ts"], ts_ms, c["tz"], synced, p.kid,
-                 json.dumps(c, sort_keys=True), p.token, time.time()),
-            )  # fmt: skip
-            if cur.rowcount == 1:
-                return "stored"
-            row = cur.execute("SELECT jws FROM punches WHERE id=?", (c["id"],)).fetchone()
-            _bump(cur, "duplicates")
-            if row and row[0] == p.token:
-                return "duplicate"
-            _reject(cur, topic or f"{c['site']}/{c['device']}", "id_conflict", "a different punch with this id is already stored", p.token, c["id"])
-        return "conflict"
+            for r in rejects:
+                _reject(cur, *r)
+            if not punches:
+                return statuses
+            rows, now = [], time.time()
+            for p, _topic in punches:
+                c = p.claims
+                ts_ms = int(parse_utc_ms(c["ts"]).timestamp() * 1000)
+                synced = None if c.get("clock_synced") is None else int(bool(c["clock_synced"]))
+                rows.append((c["id"], c["site"], c["device"], c["seq"], c["person"], c["direction"], c["ts"], ts_ms, c["tz"], synced, p.kid,
+                             json.dumps(c, sort_keys=True), p.token, now))  # fmt: skip
+            inserted: set[str] = set()
+            for k in range(0, len(rows), 500):
+                part = rows[k : k + 500]
+                values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(part))
+                flat = [v for row in part for v in row]
+                found = cur.execute(
+                    "INSERT INTO punches(id, site, device, seq, person, direction, ts, ts_ms, tz, clock_synced, kid, claims, jws, received)"
+                    f" VALUES {values} ON CONFLICT (id) DO NOTHING RETURNING id",
+                    flat,
+                ).fetchall()
+                inserted |= {r[0] for r in found}
+            others = sorted({p.claims["id"] for p, _ in punches} - inserted)
+            stored_jws: dict[str, str] = {}
+            for k in range(0, len(others), 500):
+                part = others[k : k + 500]
+                stored_jws.update(cur.execute(f"SELECT id, jws FROM punches WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
+            first_token: dict[str, str] = {}  # the same id twice in one batch: the first is stored, the second compared with it
+            for p, topic in punches:
+                pid = p.claims["id"]
+                if pid in inserted and pid not in first_token:
+                    first_token[pid] = p.token
+                    statuses.append("stored")
+                    continue
+                _bump(cur, "duplicates")
+                if (first_token.get(pid) or stored_jws.get(pid)) == p.token:
+                    statuses.append("duplicate")
+                else:
+                    c = p.claims
+                    _reject(
+                        cur, topic or f"{c['site']}/{c['device']}", "id_conflict", "a different punch with this id is already stored", p.token, pid
+                    )
+                    statuses.append("conflict")
+        return statuses
 
     def add_reject(self, topic: str, reason: str, detail: str, payload: bytes | str, punch_id: str | None = None) -> None:
         with self.db.tx() as cur:

@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-share", action="store_true", help="plain subscription instead of $share (every consumer gets every punch)")
     c.add_argument("--count", type=int, default=0, help="exit after this many new punches are stored (0 = run until interrupted)")
     c.add_argument("--quiet", action="store_true", help="do not print a JSON line per message")
+    c.add_argument("--batch-max", type=int, default=200, help="most punches stored in one transaction when they queue up (default 200)")
     c.set_defaults(func=cmd_consume)
 
     a = bsub.add_parser("attendance", parents=[home], help="the attendance book of one day")
@@ -258,7 +259,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
             if args.count and stored[0] >= args.count:
                 stop.set()
 
-    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome)
+    if not 1 <= args.batch_max <= 5000:
+        raise UsageError("--batch-max must be from 1 to 5000")
+    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]
@@ -281,9 +284,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        link.stop()
+        consumer.stop()
         store.close()
-    print(json.dumps({"summary": dict(consumer.counts)}), file=sys.stderr)
+    sizes = consumer.batches
+    batches = {"transactions": sum(sizes.values()), "largest": max(sizes, default=0)}
+    print(json.dumps({"summary": dict(consumer.counts), "batches": batches}), file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.bench.pipeline",
     "firmware_py.liveness.bench",
     "firmware_py.mqtt.bench_transfer",
+    "firmware_py.bench.backend",
 ]
 
 

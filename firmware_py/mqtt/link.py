@@ -107,6 +107,7 @@ class LinkSettings:
     max_inflight: int = 40
     will: Will | None = None
     manual_ack: bool = False  # acknowledge a QoS 1 message only after its handler succeeded
+    receive_maximum: int | None = None  # MQTT 5: unacknowledged QoS 1 messages the broker may send at once (None: broker default)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class MqttLink:
         if not settings.brokers:
             raise ValueError("MqttLink needs at least one broker URL")
         self.settings = settings
-        self._handlers: list[tuple[str, int, MessageHandler]] = []
+        self._handlers: list[tuple[str, int, Callable[..., Any], bool]] = []
         self._on_connect: list[Callable[[MqttLink], None]] = []
         self._on_state: list[Callable[[LinkState], None]] = []
         self._before_disconnect: list[Callable[[MqttLink], None]] = []
@@ -202,15 +203,24 @@ class MqttLink:
 
     # ------------------------------------------------------------ wiring
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+    def subscribe(self, topic_filter: str, handler: MessageHandler | Callable[..., Any], qos: int = 1, *, deferred_ack: bool = False) -> None:
         """Subscribe on every connection; ``handler(topic, payload, properties)`` runs on the network thread.
 
         ``topic_filter`` may be an MQTT 5 shared subscription (``$share/GROUP/filter``).
         With ``manual_ack`` the message is acknowledged after the handler
         returns; a handler returning False leaves it unacknowledged and drops
         the connection, so the broker delivers it again after the reconnect.
+
+        With ``manual_ack`` and ``deferred_ack`` the handler is called as
+        ``handler(topic, payload, properties, settle)`` and the message stays
+        unacknowledged until ``settle(ok)`` is called (from any thread, in the
+        order the messages arrived): ``settle(True)`` acknowledges it,
+        ``settle(False)`` drops the connection for a redelivery.  A settle for
+        a connection that is gone does nothing: the broker delivers the
+        message again on the next one.  This lets a consumer store many
+        messages in one transaction before acknowledging them.
         """
-        self._handlers.append((topic_filter, qos, handler))
+        self._handlers.append((topic_filter, qos, handler, deferred_ack))
 
     def on_connect(self, fn: Callable[[MqttLink], None]) -> None:
         self._on_connect.append(fn)
@@ -405,16 +415,34 @@ class MqttLink:
             s.closed.set()
             s.connack.set()  # wake a waiter for CONNACK too
 
+        def settler(c: paho.Client, mid: int, qos: int, topic: str) -> Callable[[bool], None]:
+            def settle(ok: bool) -> None:
+                if s.closed.is_set():  # not self._session: a resumed session's messages arrive before it is set
+                    return  # that connection is gone; the broker delivers the message again on the next one
+                if ok:
+                    c.ack(mid, qos)
+                else:
+                    log.warning("message on %s not acknowledged; reconnecting for redelivery", topic)
+                    c.disconnect()
+
+            return settle
+
         def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
             ok = True
-            for flt, _qos, handler in self._handlers:
+            deferred = False
+            for flt, _qos, handler, defer in self._handlers:
                 if paho.topic_matches_sub(_unshared(flt), msg.topic):
                     try:
-                        if handler(msg.topic, msg.payload, msg.properties) is False:
+                        if defer and st.manual_ack and msg.qos > 0:
+                            handler(msg.topic, msg.payload, msg.properties, settler(c, msg.mid, msg.qos, msg.topic))
+                            deferred = True
+                        elif handler(msg.topic, msg.payload, msg.properties) is False:
                             ok = False
                     except Exception:
                         log.exception("mqtt handler for %s failed", flt)
                         ok = False
+            if deferred and ok:
+                return  # acknowledged (or not) by the handler's settle
             if st.manual_ack and msg.qos > 0:
                 if ok:
                     c.ack(msg.mid, msg.qos)
@@ -430,6 +458,8 @@ class MqttLink:
         if protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0 if st.clean_start else st.session_expiry_s
+            if st.receive_maximum:
+                props.ReceiveMaximum = st.receive_maximum
         try:
             kwargs: dict[str, Any] = {"properties": props}
             if protocol == "5":
@@ -462,7 +492,7 @@ class MqttLink:
             # Subscribe and wait for the SUBACKs, so "connected" means "receiving" too.
             subacked = threading.Event()
             s.client.on_subscribe = lambda *a: subacked.set()
-            s.client.subscribe([(flt, qos) for flt, qos, _h in self._handlers])
+            s.client.subscribe([(flt, qos) for flt, qos, _h, _d in self._handlers])
             if not subacked.wait(self.settings.connect_timeout_s):
                 log.warning("mqtt: no SUBACK from %s within %s s", s.url, self.settings.connect_timeout_s)
         self._session = s

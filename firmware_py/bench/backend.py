@@ -1,0 +1,418 @@
+"""`kaoclock bench backend`: the backend at a city's scale, measured.
+
+Simulated readers (each its own Ed25519 key, registered like a real one)
+sign real punches; a few MQTT connections publish them QoS 1 on each
+reader's own topic to a broker; ``--consumers`` real ``kaoclock backend
+consume`` processes on one shared subscription store them into one
+PostgreSQL database.  By default the bench starts its own mosquitto and its
+own PostgreSQL (Debian's packages) in a temporary directory; ``--broker`` and
+``--db`` point it at real ones instead.
+
+Phases:
+
+1. latency: ``--latency-punches`` at ``--latency-rate`` per second (a
+   realistic load), publish-to-row p50/p95 (the row's ``received`` time
+   minus the publish time, one clock);
+2. throughput: the rest of ``--punches`` as fast as the publishers go;
+   sustained punches/s stored (first publish to last row), with
+   ``--kill-one`` one consumer SIGKILLed halfway and restarted;
+3. losses and duplicates: every published id is looked up; redeliveries the
+   consumers recognised are the ``duplicates`` counter;
+4. sync: ``--people`` in the HR master over ``--sync-sites`` sites (one
+   reader each, hosted in a separate process), the time of a full sync and
+   of one person moved between two sites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _progress(msg: str) -> None:
+    print(f"bench backend: {msg}", file=sys.stderr, flush=True)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values), q))
+
+
+def sign_punches(readers: list[tuple[str, str, Any, str]], n: int, people: int, t0: float) -> list[tuple[str, str, bytes]]:
+    """``n`` real signed punches round-robin over ``readers`` (site, device, key, kid): (id, topic, token)."""
+    from firmware_py.decision.outcome import Decision
+    from firmware_py.keys.jws import PUNCH_TYP, sign
+    from firmware_py.punch.claims import build_claims
+    from firmware_py.punch.ids import uuid7
+
+    seq = [0] * len(readers)
+    out = []
+    for i in range(n):
+        r = i % len(readers)
+        site, device, key, kid = readers[r]
+        seq[r] += 1
+        d = Decision(True, "match", 1, person_id=f"p{i % people:05d}", distance=0.4, threshold=0.55, ts=t0 + i * 0.001)
+        pid = str(uuid7())
+        claims = build_claims(
+            d, "in" if seq[r] % 2 else "out", punch_id=pid, site=site, device=device, seq=seq[r], clock_synced=True,
+            liveness_policy="passive", timezone="Asia/Tokyo",
+        )  # fmt: skip
+        out.append((pid, f"kaoclock/v1/{site}/{device}/punch", sign(claims, key, PUNCH_TYP, kid).encode("ascii")))
+    return out
+
+
+class Publishers:
+    """``n`` MQTT 5 connections publishing QoS 1; each punch's publish time is kept for the latency."""
+
+    def __init__(self, host: str, port: int, n: int) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.clients = []
+        for i in range(n):
+            c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}-{i}", protocol=paho.MQTTv5)
+            c.max_inflight_messages_set(1000)
+            c.max_queued_messages_set(0)
+            c.connect(host, port)
+            c.loop_start()
+            self.clients.append(c)
+        self.published: dict[str, float] = {}
+
+    def publish(self, punches: list[tuple[str, str, bytes]], rate: float = 0.0) -> float:
+        """Publish (``rate`` per second, 0 = as fast as possible) and wait for every PUBACK; returns the seconds taken."""
+        start = time.perf_counter()
+        parts = [punches[i :: len(self.clients)] for i in range(len(self.clients))]
+        per_client = rate / len(self.clients) if rate else 0.0
+        lock = threading.Lock()
+
+        def run(client: Any, part: list[tuple[str, str, bytes]]) -> None:
+            infos = []
+            t_start = time.perf_counter()
+            for k, (pid, topic, token) in enumerate(part):
+                if per_client:
+                    delay = t_start + k / per_client - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                now = time.time()
+                infos.append(client.publish(topic, token, qos=1))
+                with lock:
+                    self.published[pid] = now
+            for info in infos:
+                info.wait_for_publish(120)
+
+        threads = [threading.Thread(target=run, args=(c, p)) for c, p in zip(self.clients, parts, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+def _consumer(db: str, broker: str, home: Path, i: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_py", "backend", "consume", "--home", str(home), "--db", db, "--broker", broker,
+         "--group", "bench", "--client-id", f"bench-consumer-{i}", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = proc.stderr.readline() if proc.stderr else ""
+    if "consuming punches" not in line:
+        raise RuntimeError(f"consumer {i} did not start: {line.strip()}")
+    return proc
+
+
+def _wait_stored(store: Any, target: int, stall_s: float = 60.0) -> int:
+    last, last_change = -1, time.monotonic()
+    while True:
+        n = store.count()
+        if n >= target:
+            return n
+        if n != last:
+            last, last_change = n, time.monotonic()
+            _progress(f"{n}/{target} stored")
+        elif time.monotonic() - last_change > stall_s:
+            return n
+        time.sleep(0.5)
+
+
+def _latencies(db: Any, published: dict[str, float], ids: list[str]) -> tuple[list[float], float | None]:
+    """Publish-to-row seconds of ``ids``, and the time of the last row."""
+    lat, last = [], None
+    for k in range(0, len(ids), 1000):
+        chunk = ids[k : k + 1000]
+        rows = db.query(f"SELECT id, received FROM punches WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for pid, received in rows:
+            lat.append(float(received) - published[pid])
+            last = float(received) if last is None else max(last, float(received))
+    return lat, last
+
+
+def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: Path) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from firmware_py.backend.db import Database
+    from firmware_py.backend.registry import DbDeviceRegistry
+    from firmware_py.backend.store import PunchStore
+    from firmware_py.keys.jwk import key_id, public_jwk
+    from firmware_py.mqtt.link import BrokerUrl
+
+    db = Database.open(db_url)
+    registry = DbDeviceRegistry(db)
+    sites = max(1, args.readers // 10)
+    readers = []
+    _progress(f"registering {args.readers} readers on {sites} sites")
+    for i in range(args.readers):
+        key = Ed25519PrivateKey.generate()
+        site, device = f"site-{i % sites:03d}", f"reader-{i:04d}"
+        registry.add(site, device, public_jwk(key))
+        readers.append((site, device, key, key_id(key)))
+    _progress(f"signing {args.punches} punches")
+    t_sign = time.perf_counter()
+    punches = sign_punches(readers, args.punches, args.people, time.time())
+    sign_s = time.perf_counter() - t_sign
+    consumers = [_consumer(db_url, broker_url, home, i) for i in range(args.consumers)]
+    url = BrokerUrl.parse(broker_url)
+    pubs = Publishers(url.host, url.port, args.publishers)
+    store = PunchStore(db)
+    out: dict[str, Any] = {"signing_per_s": round(args.punches / sign_s, 1)}
+    try:
+        n_lat = min(args.latency_punches, args.punches)
+        lat_part, bulk = punches[:n_lat], punches[n_lat:]
+        if lat_part:
+            _progress(f"latency phase: {n_lat} punches at {args.latency_rate}/s")
+            pubs.publish(lat_part, args.latency_rate)
+            _wait_stored(store, n_lat)
+            lat, _ = _latencies(db, pubs.published, [p[0] for p in lat_part])
+            out["latency"] = {
+                "punches": n_lat,
+                "rate_per_s": args.latency_rate,
+                "publish_to_row_p50_ms": round(_pct(lat, 50) * 1000, 1) if lat else None,
+                "publish_to_row_p95_ms": round(_pct(lat, 95) * 1000, 1) if lat else None,
+            }
+        killed = {"done": False}
+        if bulk:
+            _progress(f"throughput phase: {len(bulk)} punches as fast as {args.publishers} publishers go")
+            if args.kill_one and args.consumers > 1:
+
+                def kill_later() -> None:
+                    target = n_lat + len(bulk) // 2
+                    while store.count() < target:
+                        time.sleep(0.05)
+                    consumers[0].send_signal(signal.SIGKILL)
+                    consumers[0].wait()
+                    time.sleep(1.0)
+                    consumers[0] = _consumer(db_url, broker_url, home, 0)
+                    killed["done"] = True
+
+                threading.Thread(target=kill_later, daemon=True).start()
+            t0 = time.time()
+            publish_s = pubs.publish(bulk)
+            stored = _wait_stored(store, args.punches)
+            lat, last = _latencies(db, pubs.published, [p[0] for p in bulk])
+            out["throughput"] = {
+                "punches": len(bulk),
+                "publish_per_s": round(len(bulk) / publish_s, 1),
+                "stored_per_s": round(len(lat) / (last - t0), 1) if last else None,
+                "publish_to_row_p50_ms": round(_pct(lat, 50) * 1000, 1) if lat else None,
+                "publish_to_row_p95_ms": round(_pct(lat, 95) * 1000, 1) if lat else None,
+                "note": "publishers run flat out, so latency here includes the queue at the broker",
+            }
+            out["killed_and_restarted_one_consumer"] = killed["done"]
+        else:
+            stored = store.count()
+        sent = [p[0] for p in punches]
+        found = 0
+        for k in range(0, len(sent), 1000):
+            chunk = sent[k : k + 1000]
+            found += int(db.query(f"SELECT count(*) FROM punches WHERE id IN ({','.join('?' * len(chunk))})", chunk)[0][0])
+        rows, distinct = db.query("SELECT count(*), count(DISTINCT id) FROM punches")[0]
+        out |= {
+            "published": len(punches),
+            "stored": stored,
+            "losses": len(punches) - found,
+            "duplicate_rows": int(rows) - int(distinct),
+            "redeliveries_recognised": store.counter("duplicates"),
+            "rejects": len(store.rejects(10)),
+        }
+    finally:
+        pubs.close()
+        summaries = []
+        for p in consumers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in consumers:
+            try:
+                _, err = p.communicate(timeout=30)
+                summaries.append(json.loads(err.strip().splitlines()[-1])["summary"])
+            except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
+                p.kill()
+        out["per_consumer"] = summaries
+    return out
+
+
+def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Path) -> dict[str, Any]:
+    from firmware_py.backend.db import Database
+    from firmware_py.backend.hr import HrMaster
+    from firmware_py.backend.registry import DbDeviceRegistry
+    from firmware_py.backend.sync import Brokers, GallerySyncer
+    from firmware_py.keys.jwk import public_jwk
+    from firmware_py.keys.store import init_private_key, load_private_key
+
+    db = Database.open(db_url)
+    init_private_key(home / "backend_ed25519.pem")
+    key = load_private_key(home / "backend_ed25519.pem")
+    (home / "backend.jwk").write_text(json.dumps(public_jwk(key)))
+    master = HrMaster.open(db, home / "templates.key")
+    n_sites = args.sync_sites
+    sites = [f"sync-{i:03d}" for i in range(n_sites)]
+    for s in sites:
+        master.add_site(s)
+    emb = "bench-embedder"
+    _progress(f"starting {n_sites} readers (one per site) in a separate process")
+    host = subprocess.Popen(
+        [sys.executable, "-m", "firmware_py.bench.gates", "--broker", broker_url, "--dir", str(home / "gates"),
+         "--backend-jwk", str(home / "backend.jwk"), "--embedder", emb, *[f"{s}/gate" for s in sites]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert host.stdout is not None
+        registry = DbDeviceRegistry(db)
+        while True:
+            line = host.stdout.readline()
+            if not line:
+                raise RuntimeError("the reader host exited")
+            if line.strip() == "ready":
+                break
+            d = json.loads(line)
+            registry.add(d["site"], d["device"], d["jwk"])
+        # ~5% of people work at two sites (the documented way: list both sites).
+        rows = ["id,name,sites"]
+        rng = np.random.default_rng(1)
+        for i in range(args.people):
+            own = sites[i % n_sites]
+            extra = f";{sites[(i + 1) % n_sites]}" if i % 20 == 0 and n_sites > 1 else ""
+            rows.append(f"p{i:05d},Person {i},{own}{extra}")
+        _progress(f"importing and enrolling {args.people} people")
+        master.import_people(("\n".join(rows) + "\n").encode())
+        for i in range(args.people):
+            d = rng.normal(0, 0.1, 128).astype(np.float32)
+            master.store_enrolment(f"p{i:05d}", [f"photo {i}".encode()], [d], emb)
+        syncer = GallerySyncer(db, master, key, Brokers([broker_url]), wait_s=30.0, parallel=args.sync_parallel)
+        _progress(f"full sync of {args.people} people to {n_sites} sites")
+        t0 = time.perf_counter()
+        results = syncer.sync()
+        full_s = time.perf_counter() - t0
+        # One change: a person moves from one site to another.
+        pid, old, new = "p00001", sites[1 % n_sites], sites[(n_sites // 2) % n_sites]
+        name = master.person(pid)[0]  # type: ignore[index]
+        with db.tx() as cur:
+            cur.execute("UPDATE person_sites SET site=? WHERE person_id=? AND site=?", (new, pid, old))
+            cur.execute("UPDATE people SET updated=? WHERE person_id=?", (time.time(), pid))
+        t1 = time.perf_counter()
+        change = syncer.sync(sorted({old, new}))
+        change_s = time.perf_counter() - t1
+        return {
+            "people": args.people,
+            "sites": n_sites,
+            "readers": n_sites,
+            "full_sync_s": round(full_s, 2),
+            "commands_sent": sum(r.updated + r.removed for r in results) + len(results),
+            "per_reader_s_p50": round(statistics.median(r.seconds for r in results), 2),
+            "per_reader_s_max": round(max(r.seconds for r in results), 2),
+            "not_synced": [f"{r.site}/{r.device}: {r.status}" for r in results if r.status != "synced"],
+            "one_change_s": round(change_s, 2),
+            "one_change": f"{pid} ({name}) moved {old} -> {new}: " + ", ".join(f"{r.site} +{r.updated} -{r.removed}" for r in change),
+        }
+    finally:
+        if host.stdin:
+            host.stdin.close()
+        try:
+            host.wait(60)
+        except subprocess.TimeoutExpired:
+            host.kill()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from firmware_py.bench.localpg import LocalPostgres
+    from firmware_py.mqtt.devbroker import LocalBroker
+
+    tmp = Path(tempfile.mkdtemp(prefix="kaoclock-bench-backend-"))
+    pg = broker = None
+    try:
+        if args.db:
+            db_url = args.db
+        else:
+            pg = LocalPostgres().start()
+            db_url = pg.new_database()
+        if args.broker:
+            broker_url = args.broker
+        else:
+            broker = LocalBroker(tmp / "mosquitto").start()
+            broker_url = broker.url
+        out: dict[str, Any] = {
+            "params": {k: v for k, v in vars(args).items() if k not in ("func", "json", "db", "broker") and not callable(v)},
+            "database": "postgresql (throw-away, Debian package)" if pg else "given --db",
+            "broker": "mosquitto (throw-away)" if broker else "given --broker",
+            "cpus": os.cpu_count(),
+        }
+        if args.punches:
+            out["punches"] = bench_punches(args, db_url, broker_url, tmp / "home")
+        if args.people and args.sync_sites:
+            sync_db = pg.new_database() if pg else db_url
+            out["sync"] = bench_sync(args, sync_db, broker_url, tmp / "sync-home")
+        return out
+    finally:
+        if broker:
+            broker.stop()
+        if pg:
+            pg.close()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backend", help="backend at city scale: punches/s stored, publish-to-row latency, losses, sync time")
+    p.add_argument("--readers", type=int, default=500, help="simulated readers, 10 per site (default 500)")
+    p.add_argument("--people", type=int, default=5000, help="people in the HR master (default 5000)")
+    p.add_argument("--punches", type=int, default=100000, help="punches in all (default 100000)")
+    p.add_argument("--consumers", type=int, default=3, help="consumer processes on one shared subscription (default 3)")
+    p.add_argument("--publishers", type=int, default=4, help="MQTT connections publishing the readers' punches (default 4)")
+    p.add_argument("--latency-punches", type=int, default=2000, help="punches of the latency phase (default 2000)")
+    p.add_argument("--latency-rate", type=float, default=100.0, help="punches per second in the latency phase (default 100)")
+    p.add_argument("--kill-one", action="store_true", help="SIGKILL one consumer halfway through the throughput phase and restart it")
+    p.add_argument("--sync-sites", type=int, default=50, help="sites (one reader each) for the sync measurement (default 50; 0 skips it)")
+    p.add_argument("--sync-parallel", type=int, default=8, help="readers synced at once (default 8)")
+    p.add_argument("--db", default=None, help="a postgresql:// URL to use instead of a throw-away server (its tables are written to)")
+    p.add_argument("--broker", default=None, help="a broker URL to use instead of a throw-away mosquitto")
+    p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    p.set_defaults(func=cmd_backend)
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    for name in ("readers", "consumers", "publishers"):
+        if getattr(args, name) < 1:
+            print(f"--{name} must be at least 1", file=sys.stderr)
+            return 2
+    if args.punches < 0 or (args.people < 1 and args.sync_sites):
+        print("--punches must be >= 0 and --people >= 1", file=sys.stderr)
+        return 2
+    print(json.dumps(run(args), indent=2))
+    return 0
