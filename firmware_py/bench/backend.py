@@ -260,7 +260,8 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
         for p in consumers:
             try:
                 _, err = p.communicate(timeout=30)
-                summaries.append(json.loads(err.strip().splitlines()[-1])["summary"])
+                last = json.loads(err.strip().splitlines()[-1])
+                summaries.append(last["summary"] | {"transactions": last["batches"]["transactions"], "largest_batch": last["batches"]["largest"]})
             except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
                 p.kill()
         out["per_consumer"] = summaries
