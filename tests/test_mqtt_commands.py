@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from firmware_py.backend.commands import command_claims, sign_command
 from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
+from firmware_py.devtools.broker import Capture, LocalBroker
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import public_jwk
 from firmware_py.keys.jws import COMMAND_TYP, PUNCH_TYP, sign
@@ -22,15 +23,14 @@ from firmware_py.mqtt.commands.builtin import RunningConfig, register_builtin
 from firmware_py.mqtt.commands.nonces import NonceStore
 from firmware_py.mqtt.commands.processor import CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRefused, CommandRegistry
-from firmware_py.mqtt.devbroker import Capture, LocalBroker
-from firmware_py.mqtt.service import DeviceLink
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.outbox.store import Outbox
 
 SITE, DEVICE = "site-a", "reader-1"
 
 
 class RecordingDoor:
-    """Stands in for the GPIO room's relay: records every grant."""
+    """Stands in for the GPIO package's relay: records every grant."""
 
     def __init__(self) -> None:
         self.grants: list[str] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from firmware_py.backend.verify import VerifiedPunch
-from firmware_py.punch.claims import parse_utc_ms
+from firmware_py.timefmt import parse_utc_ms
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS punches (

@@ -7,8 +7,8 @@ from typing import Any
 
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.keys.jws import PUNCH_TYP, JwsError, peek, verify
-from firmware_py.mqtt.topics import PREFIX, parse_topic
 from firmware_py.punch.claims import claims_problem
+from firmware_py.topics import PREFIX, parse_topic
 
 MAX_PUNCH_BYTES = 16 * 1024
 

@@ -65,8 +65,8 @@ def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, ma
     from firmware_py.gallery.blas import limit_blas_threads
     from firmware_py.gallery.store import GalleryMatrix, open_from_config
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
-    from firmware_py.pipeline.embedding import describe_face, load_embedder
     from firmware_py.pipeline.loop import RecognitionPipeline, stage_percentiles
+    from firmware_py.vision.embedding import describe_face, load_embedder
 
     limit_blas_threads(1)
     frames, ts = decode_frames(source, max_frames)

@@ -39,7 +39,7 @@ def camera_from_config(cam: CameraConfig, source: str | Path | None = None) -> C
     raise CameraError(f"camera.backend {cam.backend!r} is unknown (fix: use replay, v4l2 or picamera2)")
 
 
-def from_config(cfg: Config, bus: EventBus | None = None, source: str | Path | None = None) -> LatestFrame:
+def latest_frame_from_config(cfg: Config, bus: EventBus | None = None, source: str | Path | None = None) -> LatestFrame:
     """The configured camera wrapped in a :class:`LatestFrame` (not started: call ``start()``)."""
     cam = cfg.camera
     camera = camera_from_config(cam, source)

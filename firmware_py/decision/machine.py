@@ -124,10 +124,6 @@ class DecisionMachine:
         tr = self._tracks.get(track_id)
         return tr is not None and tr.decided
 
-    @property
-    def active_tracks(self) -> list[int]:
-        return [t for t, tr in self._tracks.items() if not tr.decided]
-
     # ------------------------------------------------------------ the machine
 
     def _vote(self, m: MatchResult) -> str:

@@ -2,7 +2,7 @@
 
 Each image goes through the same stages as a camera frame (BlazeFace,
 FaceMesh, dlib-geometry alignment, the int8 embedder) and is described by
-the reader's own :func:`~firmware_py.pipeline.embedding.describe_face`.  The face
+the reader's own :func:`~firmware_py.vision.embedding.describe_face`.  The face
 described is the one the photo is labelled with: LFW's images (and every other
 identity folder used here) are centred on the labelled person, so with ``face =
 "centre"`` (the default) the detection nearest the image centre is described,
@@ -35,7 +35,7 @@ from PIL import Image
 
 from firmware_py.config.schema import to_plain
 from firmware_py.gallery.enrol import load_photo
-from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
+from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _front_end_code_hash() -> str:
     import firmware_py.vision as vision
 
     h = hashlib.sha256()
-    for f in sorted([*Path(vision.__file__).parent.glob("*.py"), Path(__file__), Path(__file__).parent.parent / "pipeline" / "embedding.py"]):
+    for f in sorted([*Path(vision.__file__).parent.glob("*.py"), Path(__file__)]):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -211,7 +211,7 @@ class _Cache:
 
 def describer_from_config(cfg: Any, embedder: ChipEmbedder | None = None, mirror: bool | None = None, face: FacePick = "centre") -> StillDescriber:
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     embedder = embedder or load_embedder(cfg)
     analyzer = build_analyzer(cfg, enrolment=True)

@@ -7,7 +7,7 @@ align, quality) and must show exactly one clear face:
 - ``no_face``: no face found;
 - ``several_faces``: another face at least half as wide as the largest one
   (who is being enrolled?  crop the photo to one person);
-- the vision room's quality codes: ``face_too_small``, ``too_blurred``,
+- the vision package's quality codes: ``face_too_small``, ``too_blurred``,
   ``pose_yaw`` / ``pose_pitch`` / ``pose_roll``, ``too_dark`` /
   ``too_bright`` / ``overexposed``;
 - ``not_same_person``: with several photos, one lies farther than
@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.errors import KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
-from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
+from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 # dlib's own same-person bound: farther than this from the others is another person.
 SAME_PERSON_MAX = 0.6

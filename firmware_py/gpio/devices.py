@@ -8,8 +8,8 @@ from typing import Any
 from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
 from firmware_py.config import Config, ConfigError
+from firmware_py.config.pinmap import PinMap, load_pinmap, resolve_pins
 from firmware_py.gpio.factory import make_pin_factory
-from firmware_py.gpio.pinmap import PinMap, load_pinmap, resolve_pins
 
 # Inputs are debounced by the pin back end (lgpio does it in the kernel driver).
 BOUNCE_S = 0.05

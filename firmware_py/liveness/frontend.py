@@ -1,6 +1,6 @@
 """The face front-end the liveness evaluation and training run on: the daemon's own.
 
-Everything that touches the vision room (detector, landmarks, tracker) goes
+Everything that touches the vision package (detector, landmarks, tracker) goes
 through this one module, so evaluation, training and the daemon see the same
 faces the same way.
 """
@@ -35,7 +35,7 @@ class FrontEnd:
         except ImportError as exc:
             raise FrontEndMissing(
                 f"the face front-end is missing ({exc}): liveness evaluation and training need "
-                "firmware_py.vision.analyzer and firmware_py.capture.frame (the vision room)"
+                "firmware_py.vision.analyzer and firmware_py.capture.frame (the vision package)"
             ) from None
         self._cfg = cfg
         self._frame_cls = Frame

@@ -118,7 +118,7 @@ class _Track:
 
 
 class LivenessDetector:
-    """Per-track presentation-attack detection (implements the decision room's ``LivenessStage``)."""
+    """Per-track presentation-attack detection (implements the decision package's ``LivenessStage``)."""
 
     def __init__(self, model: TextureModel | None, params: LivenessParams) -> None:
         if params.policy != "off" and model is None:

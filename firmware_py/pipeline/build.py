@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_py.config import with_changes
-from firmware_py.decision.liveness import LivenessStage, liveness_from_config
+from firmware_py.decision.liveness import LivenessOff, LivenessStage
 from firmware_py.decision.machine import DecisionParams
 from firmware_py.events import EventBus
 from firmware_py.gallery.store import GalleryStore, open_from_config
-from firmware_py.pipeline.embedding import ChipEmbedder, load_embedder
 from firmware_py.pipeline.loop import RecognitionPipeline
+from firmware_py.vision.embedding import ChipEmbedder, load_embedder
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +124,13 @@ def build_pipeline(
         quality_limits=live_limits,
     )
     return pipeline, choice
+
+
+def liveness_from_config(cfg: Any) -> LivenessStage:
+    """The stage for ``[liveness] policy``: :class:`LivenessOff` for ``off``, else the liveness package's detector."""
+    if cfg.liveness.policy == "off":
+        return LivenessOff()
+    # Imported here so a reader with liveness off never loads the liveness package.
+    from firmware_py.liveness.stage import stage_from_config
+
+    return stage_from_config(cfg)

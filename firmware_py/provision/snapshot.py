@@ -106,7 +106,7 @@ def analyse(frame: Frame, pipeline: Any) -> tuple[list[FaceReport], list[Any]]:
 
     Returns a report per face and the observations themselves (their landmarks are drawn).
     """
-    from firmware_py.pipeline.embedding import describe_face
+    from firmware_py.vision.embedding import describe_face
 
     analysis = pipeline.analyzer.process(frame)
     faces = []

@@ -25,9 +25,9 @@ from typing import Any
 from firmware_py import __version__
 from firmware_py.events import EventBus
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.claims import utc_ms
 from firmware_py.telemetry import system
 from firmware_py.telemetry.clock import ClockSync
+from firmware_py.timefmt import utc_ms
 
 log = logging.getLogger(__name__)
 

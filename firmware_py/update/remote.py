@@ -1,7 +1,7 @@
 """Firmware updates that arrive over MQTT: the daemon's side of the hand-over to the updater.
 
 :class:`FirmwareReceiver` is the ``firmware`` receiver of the signed chunked
-transfer (:mod:`firmware_py.mqtt.commands.transfer`). When a transfer is
+transfer (:mod:`firmware_py.update.transfer`). When a transfer is
 committed and its whole-file sha256 matched, it checks the bundle like the
 updater will (Ed25519 signature over the manifest with ``[update]
 public_key``, every file's hash, the size limits, not older than what runs),

@@ -53,7 +53,7 @@ def _pct(xs: list[float], q: float) -> float:
 def run(n: int, pulse_s: float = 0.25, directory: str | None = None) -> dict[str, object]:
     from gpiozero.pins.mock import MockFactory
 
-    from firmware_py.gate.edge import GateEdge
+    from firmware_py.compose.gate_edge import GateEdge
 
     with tempfile.TemporaryDirectory(dir=directory, prefix="kaoclock-bench-") as tmp:
         cfg = with_changes(Config(), {"device.data_dir": tmp, "direction.mode": "fixed-in", "door.pulse_s": pulse_s})

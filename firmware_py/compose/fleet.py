@@ -14,12 +14,12 @@ from typing import Any
 
 from firmware_py.events import EventBus
 from firmware_py.mqtt.commands.registry import CommandRegistry
-from firmware_py.mqtt.commands.transfer import TransferCommands
 from firmware_py.pipeline.build import choose_threshold
 from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
 from firmware_py.provision.live_enrol import LiveEnrolment
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import Staging
+from firmware_py.update.transfer import TransferCommands
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,3 @@ def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None 
     receivers = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
     transfers = TransferCommands(staging, receivers, bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes)
     return FleetParts(sync, live, transfers, UpdateReporter.from_config(cfg, bus))
-
-
-def register_gallery_commands(registry: CommandRegistry, cfg: Any, pipeline: Any, bus: EventBus | None = None) -> LiveEnrolment:
-    """All the fleet commands on ``registry``; returns the live-enrolment frame hook."""
-    parts = build_fleet(cfg, pipeline, bus or EventBus())
-    parts.register(registry)
-    return parts.live

@@ -50,7 +50,7 @@ def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
     The decision needs ``decision.k`` agreeing embedded frames, so the added
     cost per decision is about k times the per-frame difference.
     """
-    from firmware_py.pipeline.embedding import describe_face, load_embedder
+    from firmware_py.vision.embedding import describe_face, load_embedder
 
     emb = load_embedder(cfg)
     mirror = cfg.recognition.mirror_average

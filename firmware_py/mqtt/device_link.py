@@ -33,11 +33,11 @@ from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.events_bridge import EventPublisher
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, LinkState, MqttLink, TlsFiles, Will
 from firmware_py.mqtt.status import encode, status_payload
-from firmware_py.mqtt.topics import Topics
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.claims import utc_ms
 from firmware_py.telemetry.collector import TelemetryCollector
+from firmware_py.timefmt import utc_ms
+from firmware_py.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_py.models.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Spec, Tag, read_network
-from firmware_py.models.dlib_format import DlibReader
+from firmware_py.convert.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Spec, Tag, read_network
+from firmware_py.convert.dlib_format import DlibReader
 
 CHIP_SIZE = 150
 DESCRIPTOR_DIM = 128

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from firmware_py.models.dlib_resnet import DLIB_THRESHOLD
-from firmware_py.models.facechips import DlibAligner, dlib_available, lfw_centre_chip, load_rgb, package_photo_chips
-from firmware_py.models.lfw import lfw_root, verification_pairs
+from firmware_py.convert.dlib_resnet import DLIB_THRESHOLD
+from firmware_py.convert.facechips import DlibAligner, dlib_available, lfw_centre_chip, load_rgb, package_photo_chips
+from firmware_py.convert.lfw import lfw_root, verification_pairs
 
 
 class Embeds(Protocol):
@@ -132,7 +132,7 @@ def embedder_parity(test: Embeds, reference: Embeds, shape_predictor: Path | Non
     r, ms_ref = _timed_embed(reference, chips)
     report = compare(y, r)
     report["source"] = "; ".join(s.source for s in sets)
-    report["reference"] = "numpy forward pass of dlib_face_recognition_resnet_model_v1.dat (firmware_py.models.dlib_resnet)"
+    report["reference"] = "numpy forward pass of dlib_face_recognition_resnet_model_v1.dat (firmware_py.convert.dlib_resnet)"
     report["ms_per_chip"] = round(ms, 3)
     report["reference_ms_per_chip"] = round(ms_ref, 2)
     subsets, start = {}, 0
