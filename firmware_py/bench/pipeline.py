@@ -20,13 +20,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from firmware_py.config import load, with_changes
 from firmware_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 SIZE = (640, 480)
 
@@ -60,7 +63,7 @@ def pct(v: list[float], q: float) -> float:
     return round(float(np.percentile(v, q)), 3) if v else 0.0
 
 
-def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, max_frames: int | None = None) -> dict[str, Any]:
+def run(source: Path, cfg: Config, gallery_size: int = 5000, peer: bool = False, max_frames: int | None = None) -> dict[str, Any]:
     from firmware_py.capture.frame import Frame
     from firmware_py.gallery.blas import limit_blas_threads
     from firmware_py.gallery.store import GalleryMatrix, open_from_config

@@ -15,13 +15,16 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from firmware_py.config import load
 from firmware_py.config.loader import with_changes
 from firmware_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +44,7 @@ def _pct(v: list[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
 
 
-def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
+def _embed_cost(cfg: Config, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
     """What describing a face costs on frames that get embedded: the config's chips vs the first chip alone, same frames.
 
     (The extra alignments' warps run when ``obs.chips`` is first read, before

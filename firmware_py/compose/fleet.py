@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.events import EventBus
 from firmware_py.mqtt.commands.registry import CommandRegistry
@@ -20,6 +20,9 @@ from firmware_py.provision.live_enrol import LiveEnrolment
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import Staging
 from firmware_py.update.transfer import TransferCommands
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class FleetParts:
         self.transfers.register(registry)
 
 
-def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
+def build_fleet(cfg: Config, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
     """Every gallery change hands the running ``pipeline`` the new matrix (``set_gallery``),
     so matching and the telemetry's gallery section follow at once.
 

@@ -41,7 +41,7 @@ class PunchService:
     @classmethod
     def from_config(
         cls,
-        cfg: Any,
+        cfg: Config,
         bus: EventBus,
         *,
         door: Door | None = None,

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -36,6 +36,9 @@ from PIL import Image
 from firmware_py.config.schema import to_plain
 from firmware_py.gallery.enrol import load_photo
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +212,7 @@ class _Cache:
         self.dirty = False
 
 
-def describer_from_config(cfg: Any, embedder: ChipEmbedder | None = None, mirror: bool | None = None, face: FacePick = "centre") -> StillDescriber:
+def describer_from_config(cfg: Config, embedder: ChipEmbedder | None = None, mirror: bool | None = None, face: FacePick = "centre") -> StillDescriber:
     from firmware_py.pipeline.build import build_analyzer
     from firmware_py.vision.embedding import load_embedder
 

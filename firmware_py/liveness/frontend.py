@@ -7,12 +7,15 @@ faces the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware_py.errors import KaoclockError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class FrontEndMissing(KaoclockError):
@@ -28,7 +31,7 @@ class FrontEnd:
     evaluation to a couple of minutes.
     """
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         try:
             from firmware_py.capture.frame import Frame
             from firmware_py.vision.analyzer import FaceAnalyzer

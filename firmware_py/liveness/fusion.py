@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware_py.errors import KaoclockError
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, cue_group
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class LivenessModelError(KaoclockError):
@@ -106,7 +109,7 @@ class TextureModel:
         return {g: float(z[ix].sum()) for g, ix in self._groups.items()}  # type: ignore[attr-defined]
 
 
-def load_default_model(cfg: Any) -> TextureModel:
+def load_default_model(cfg: Config) -> TextureModel:
     """The coefficient file ``[liveness] model`` names, verified against models/manifest.toml."""
     from firmware_py.models.manifest import load_manifest
 

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.decision.ports import Door
 from firmware_py.events import EventBus
@@ -39,13 +39,16 @@ from firmware_py.telemetry.collector import TelemetryCollector
 from firmware_py.timefmt import utc_ms
 from firmware_py.topics import Topics
 
+if TYPE_CHECKING:
+    from firmware_py.config import Config
+
 log = logging.getLogger(__name__)
 
 # Delay between a config change of [mqtt] and the reconnect (the command's result goes out first).
 RECONNECT_DELAY_S = 0.5
 
 
-def link_settings(cfg: Any, topics: Topics) -> LinkSettings:
+def link_settings(cfg: Config, topics: Topics) -> LinkSettings:
     """LinkSettings from ``[mqtt]``, with the Last Will on the status topic."""
     m = cfg.mqtt
     client_id = m.client_id or f"kaoclock-{cfg.device.site}-{cfg.device.id}"
@@ -102,7 +105,7 @@ class DeviceLink:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: Config,
         bus: EventBus,
         *,
         outbox: Outbox,
@@ -148,7 +151,7 @@ class DeviceLink:
             config.on_change(self._config_changed)
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus, **kwargs: Any) -> DeviceLink:
+    def from_config(cls, cfg: Config, bus: EventBus, **kwargs: Any) -> DeviceLink:
         return cls(cfg, bus, **kwargs)
 
     # ------------------------------------------------------------ lifecycle
