@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from firmware_py.compose.gate_edge import GateEdge
+from firmware_py.compose.punch_path import PunchService
 from firmware_py.config import Config, with_changes
 from firmware_py.decision.ports import DecisionSink, Door
 from firmware_py.decision.sinks import ConsoleSink
@@ -127,8 +129,8 @@ class Reader:
     bus: EventBus
     daemon: Daemon
     threshold: ThresholdChoice
-    punch: Any
-    gate: Any
+    punch: PunchService
+    gate: GateEdge
     console: Any = None
     runtime: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -163,8 +165,6 @@ def build_reader(
     """
     from firmware_py.capture.factory import latest_frame_from_config
     from firmware_py.compose.fleet import build_fleet
-    from firmware_py.compose.gate_edge import GateEdge
-    from firmware_py.compose.punch_path import PunchService
     from firmware_py.mqtt.commands.builtin import RunningConfig
     from firmware_py.mqtt.event_catalogue import DecisionEvents
     from firmware_py.provision.console_enrol import enrol_command
