@@ -89,7 +89,7 @@ def _embed_cost(cfg: Config, analyzer: Any, frames: list[Any]) -> dict[str, Any]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from firmware_py.capture.base import EndOfStream
+    from firmware_py.capture.base import frames_of
     from firmware_py.capture.replay import replay
     from firmware_py.vision.analyzer import STAGES, FaceAnalyzer
 
@@ -101,16 +101,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--size {args.size!r} is not WIDTHxHEIGHT (fix: e.g. --size 640x480)") from None
     cam = replay(Path(args.source), size=(w, h))
-    frames = []
     with cam:
-        while len(frames) < args.frames:
-            try:
-                f = cam.read()
-            except EndOfStream:
-                break
-            if f is None:
-                break
-            frames.append(f)
+        frames = list(frames_of(cam, args.frames))
     if not frames:
         raise UsageError(f"{args.source} gave no frames")
     analyzer = FaceAnalyzer.from_config(cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,3 +111,12 @@ def detach(*devices: Any) -> None:
         for dev in devices:
             if dev is not None and not dev.closed:
                 dev.when_activated = dev.when_deactivated = None
+
+
+def stop_worker(cond: threading.Condition, thread: threading.Thread | None, stop: Callable[[], None]) -> None:
+    """Tell a device's worker thread to stop (``stop`` sets its flag, under ``cond``), wake it and join it."""
+    with cond:
+        stop()
+        cond.notify_all()
+    if thread is not None:
+        thread.join(timeout=2)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware_py.config import Config
 from firmware_py.events import EventBus
-from firmware_py.gpio.devices import GateDevices, detach
+from firmware_py.gpio.devices import GateDevices, detach, stop_worker
 
 if TYPE_CHECKING:
     from gpiozero import DigitalInputDevice, OutputDevice
@@ -177,12 +177,8 @@ class GpioDoor:
 
     def stop(self) -> None:
         """Relock at once and detach from the inputs."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        stop_worker(self._cond, self._thread, self._set_stopping)
+        self._thread = None
         detach(self._contact, self._rex, self._tamper)
         if self._relay is not None and not self._relay.closed:
             self._relay.off()
@@ -239,6 +235,9 @@ class GpioDoor:
         self._tampered = False
 
     # ------------------------------------------------------------ timer thread
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
 
     def _run(self) -> None:
         while True:
