@@ -75,7 +75,7 @@ def walkup_frames(image: np.ndarray, square: tuple[int, int, int], frames: int =
     for i in range(frames):
         s = int(210 + (430 - 210) * i / max(frames - 1, 1))  # face about 90 -> 180 px wide
         canvas = Image.fromarray(wall.copy())
-        canvas.paste(crop.resize((s, s), Image.BILINEAR), ((w - s) // 2 + (frames - i), (h - s) // 2))
+        canvas.paste(crop.resize((s, s), Image.Resampling.BILINEAR), ((w - s) // 2 + (frames - i), (h - s) // 2))
         out.append(np.asarray(canvas))
     return out
 

@@ -45,7 +45,7 @@ def decode_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.nd
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         for f in c.decode(stream):
-            img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR).convert("RGBX")
+            img = f.to_image().convert("RGB").resize(SIZE, Image.Resampling.BILINEAR).convert("RGBX")
             frames.append(np.ascontiguousarray(np.asarray(img)))
             ts.append(float(f.time) if f.time is not None else len(ts) / 25.0)
             if max_frames and len(frames) >= max_frames:

@@ -19,7 +19,7 @@ from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
 from firmware_py.provision.live_enrol import LiveEnrolment
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import Staging
-from firmware_py.update.transfer import TransferCommands
+from firmware_py.update.transfer import Receiver, TransferCommands
 
 if TYPE_CHECKING:
     from firmware_py.config import Config
@@ -66,6 +66,6 @@ def build_fleet(cfg: Config, pipeline: Any, bus: EventBus, threshold: float | No
     live = LiveEnrolment(sync, pipeline.analyzer, pipeline.embedder, bus=bus, mirror=pipeline.mirror, threshold=threshold)
     snapshots = SnapshotReceiver(sync)
     staging = Staging(staging_dir(cfg), max(cfg.update.max_bundle_mb << 20, snapshots.max_bytes))
-    receivers = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
+    receivers: list[Receiver] = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
     transfers = TransferCommands(staging, receivers, bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes)
     return FleetParts(sync, live, transfers, UpdateReporter.from_config(cfg, bus))

@@ -132,7 +132,7 @@ def forward(net: Network, chips: np.ndarray, dtype: type = np.float32) -> np.nda
     inp = net.input
     if batch.shape[1:] != (inp.nr, inp.nc, 3):
         raise ValueError(f"expected RGB chips of shape (N, {inp.nr}, {inp.nc}, 3), got {batch.shape}")
-    x = np.empty(0, dtype)
+    x: np.ndarray = np.empty(0, dtype)
     tags: dict[int, np.ndarray] = {}
     for layer in net.layers:
         if isinstance(layer, InputRGB):

@@ -56,7 +56,9 @@ def lfw_chipset(data: Path, shape_predictor: Path | None, min_images: int = 1200
     root = lfw_root(data)
     pairs, rels = verification_pairs(root, min_images)
     aligner = DlibAligner(shape_predictor) if shape_predictor is not None and shape_predictor.is_file() and dlib_available() else None
-    chips, labels, index = [], [], {}
+    chips: list[np.ndarray] = []
+    labels: list[str] = []
+    index: dict[str, int] = {}
     missed = 0
     for rel in rels:
         img = load_rgb(root / rel)

@@ -101,7 +101,7 @@ def centre_chip(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     side = CENTRE_CROP_FRACTION * min(h, w)
     box = (w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2)
-    return np.asarray(Image.fromarray(image).resize((150, 150), Image.BILINEAR, box=box))
+    return np.asarray(Image.fromarray(image).resize((150, 150), Image.Resampling.BILINEAR, box=box))
 
 
 def _front_end_code_hash() -> str:
