@@ -3,7 +3,7 @@
 # system packages, the virtual environment .venv/, Python packages, models.
 #
 #   device/bootstrap.sh          what `kaoclock run` needs
-#   device/bootstrap.sh --dev    plus tests, the converter and a mosquitto broker
+#   device/bootstrap.sh --dev    plus tests, the converter, a mosquitto broker and PostgreSQL
 #
 # Idempotent: a second run checks what is there and finishes in seconds.
 set -euo pipefail
@@ -35,6 +35,8 @@ need=()
 if [ "$dev" = 1 ]; then
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    # The backend tests start their own throw-away PostgreSQL server (initdb + pg_ctl) from these binaries.
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
@@ -42,7 +44,7 @@ if [ ${#need[@]} -gt 0 ]; then
     say "installing system packages: ${need[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    # The mosquitto package may start a system broker on port 1883; the tests start their own.
+    # The mosquitto and postgresql packages may start system services (ports 1883, 5432); the tests start their own.
     [ -n "$py" ] || py=$(command -v python3 || true)
 fi
 [ -n "$py" ] || { say "no Python >= 3.11 found"; exit 1; }

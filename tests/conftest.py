@@ -161,3 +161,23 @@ class ContractChecker:
 def contract() -> ContractChecker:
     """Validates published messages against the MQTT contract's JSON Schemas."""
     return ContractChecker()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (Debian's package) in a temporary directory on a free loopback port, for the session."""
+    from firmware_py.bench.localpg import LocalPostgres, PostgresMissing
+
+    try:
+        server = LocalPostgres()
+    except PostgresMissing as exc:
+        pytest.skip(str(exc))
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL."""
+    return postgres_server.new_database()

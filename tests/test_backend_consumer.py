@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_support import Reader
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.attendance import book
@@ -20,29 +21,9 @@ from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.cli.main import main
-from firmware_py.decision.outcome import Decision
 from firmware_py.devtools.broker import LocalBroker
 from firmware_py.keys.jwk import KeyFileError, b64url_decode, b64url_encode, public_jwk
 from firmware_py.keys.jws import PUNCH_TYP, sign
-from firmware_py.outbox.store import Outbox
-from firmware_py.punch.recorder import SignedPunchRecorder
-
-
-class Reader:
-    """A device key and recorder producing real signed punch tokens."""
-
-    def __init__(self, tmp: Path, site: str = "site-a", device: str = "reader-1", tz: str = "Asia/Tokyo") -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.site, self.device = site, device
-        self.outbox = Outbox(tmp / f"{site}-{device}.sqlite")
-        self.rec = SignedPunchRecorder(self.outbox, self.key, site=site, device=device, timezone=tz)
-        self.topic = f"kaoclock/v1/{site}/{device}/punch"
-
-    def punch(self, person: str = "emp-1", direction: str = "in", ts: float | None = None) -> bytes:
-        d = Decision(True, "match", 1, person_id=person, distance=0.4, threshold=0.55, ts=ts or time.time())
-        pid = self.rec.record(d, direction)  # type: ignore[arg-type]
-        msg = next(m for m in self.outbox.pending(0, 10**6) if m.id == pid)
-        return msg.payload
 
 
 @pytest.fixture

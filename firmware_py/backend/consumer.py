@@ -4,21 +4,31 @@ Several consumers started with the same ``group`` split the punches between
 them (``$share/<group>/kaoclock/v1/+/+/punch``).  A message is acknowledged
 only after its outcome is in the database (manual acknowledgement), and the
 session is persistent, so punches published while every consumer is down
-wait in the broker; a database error leaves the message unacknowledged and
-reconnects, so the broker delivers it again.
+wait in the broker; a database that is down or read-only leaves the message
+unacknowledged and reconnects, so the broker delivers it again (to this or
+another consumer of the group).  Any number of consumers may write into one
+PostgreSQL database: the insert is idempotent by punch id, so a redelivery
+after a consumer crash (stored, not yet acknowledged) is a ``duplicate``.
+
+The order for each message is: verify, store in one transaction (commit),
+then :attr:`PunchConsumer.after_commit` with the outcome, then acknowledge.
+``after_commit`` is the single place for work that must follow the commit
+(for example a signed receipt to the reader); it sees ``stored`` and
+``duplicate`` outcomes, since a reader that missed the first receipt sends
+the punch again.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.db import StoreUnavailable
+from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import PunchRejected, verify_punch
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
@@ -42,21 +52,27 @@ class PunchConsumer:
     def __init__(
         self,
         store: PunchStore,
-        registry: DeviceRegistry,
+        registry: DeviceRegistry | DbDeviceRegistry,
         *,
         prefix: str = PREFIX,
         on_outcome: Callable[[Outcome], None] | None = None,
+        after_commit: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.prefix = prefix
         self.on_outcome = on_outcome
+        self.after_commit = after_commit
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.link: MqttLink | None = None
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Verify one message and record its outcome (raises only on database errors)."""
+        """Verify one message and record its outcome in one committed transaction.
+
+        Raises :class:`~firmware_py.backend.db.StoreUnavailable` when the
+        database cannot take it (nothing is then stored or acknowledged).
+        """
         try:
             p = verify_punch(topic, payload, self.registry, self.prefix)
         except PunchRejected as exc:
@@ -71,6 +87,11 @@ class PunchConsumer:
                 out = Outcome(status, None, p.claims["id"], topic)
         with self._lock:
             self.counts[out.status] += 1
+        if self.after_commit is not None and out.status in ("stored", "duplicate"):
+            try:
+                self.after_commit(out)
+            except Exception:  # stored is stored: a failing follow-up must not cause a redelivery loop
+                log.exception("after_commit failed for punch %s", out.id)
         if out.status == "rejected":
             log.warning("punch rejected on %s: %s: %s", topic, out.reason, out.detail)
         if self.on_outcome is not None:
@@ -80,8 +101,10 @@ class PunchConsumer:
     def _on_message(self, topic: str, payload: bytes, _props: Any) -> bool:
         try:
             self.handle(topic, payload)
-        except sqlite3.Error:
-            log.exception("punch store failed; the message stays unacknowledged and will be delivered again")
+        except StoreUnavailable as exc:
+            with self._lock:
+                self.counts["unavailable"] += 1
+            log.error("punch store unavailable (%s); the message stays unacknowledged and will be delivered again", exc)
             return False
         return True
 

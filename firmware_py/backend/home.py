@@ -25,5 +25,10 @@ class BackendHome:
         return self.root / "devices"
 
     @property
+    def template_key(self) -> Path:
+        """AES-256 key of the HR master's photos and templates (mode 0600; back it up apart from the database)."""
+        return self.root / "templates.key"
+
+    @property
     def db_file(self) -> Path:
         return self.root / "punches.sqlite"

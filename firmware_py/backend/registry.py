@@ -14,9 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.keys.jwk import KeyFileError, PublicKey, load_public_keys, parse_public_jwk
+
+if TYPE_CHECKING:
+    from firmware_py.backend.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,90 @@ class DeviceRegistry:
         tmp.replace(path)
         self.scan()
         return path
+
+    def devices(self) -> list[DeviceKey]:
+        with self._lock:
+            return sorted(self._by_kid.values(), key=lambda d: (d.site, d.device, d.key.kid))
+
+
+class DbDeviceRegistry:
+    """The device registry in the backend database (table ``devices``), shared by every consumer host.
+
+    Same interface as :class:`DeviceRegistry`; a device's site is recorded in
+    ``sites`` too, so the HR master can assign people to it.  An unknown
+    ``kid`` re-reads the table (at most once per ``rescan_s``), so a reader
+    registered on one host is accepted by every consumer without a restart.
+    """
+
+    def __init__(self, db: Database, rescan_s: float = 1.0) -> None:
+        self.db = db
+        self.rescan_s = rescan_s
+        self._by_kid: dict[str, DeviceKey] = {}
+        self._scanned = -1e9
+        self._lock = threading.Lock()
+        self.problems: list[str] = []
+        self.scan()
+
+    def scan(self) -> None:
+        by_kid: dict[str, DeviceKey] = {}
+        problems: list[str] = []
+        for kid, site, device, text in self.db.query("SELECT kid, site, device, jwk FROM devices ORDER BY site, device, kid"):
+            try:
+                key = parse_public_jwk(json.loads(text), f"key for {site}/{device}")
+            except (KeyFileError, ValueError) as exc:
+                problems.append(f"{site}/{device}: {exc}")
+                continue
+            by_kid[kid] = DeviceKey(site, device, key)
+        with self._lock:
+            self._by_kid, self.problems, self._scanned = by_kid, problems, time.monotonic()
+
+    def lookup(self, kid: str) -> DeviceKey | None:
+        with self._lock:
+            found = self._by_kid.get(kid)
+            stale = time.monotonic() - self._scanned >= self.rescan_s
+        if found is None and stale:
+            self.scan()
+            with self._lock:
+                found = self._by_kid.get(kid)
+        return found
+
+    def add(self, site: str, device: str, jwk: dict[str, Any], *, replace: bool = False) -> str:
+        """Register ``jwk`` for site/device; refuses another device's key, or a second key unless ``replace`` (rotation)."""
+        for what, value in (("site", site), ("device", device)):
+            if not ID_RE.fullmatch(value):
+                raise KeyFileError(f"{what} {value!r} must be lowercase letters, digits and '-' (as in the device's config)")
+        key = parse_public_jwk(jwk, f"key for {site}/{device}")
+        public = {k: jwk[k] for k in ("kty", "crv", "x")} | {"kid": key.kid, "alg": "EdDSA", "use": "sig"}
+        with self.db.tx() as cur:
+            row = cur.execute("SELECT site, device FROM devices WHERE kid=?", (key.kid,)).fetchone()
+            if row is not None:
+                if (row[0], row[1]) != (site, device):
+                    raise KeyFileError(f"key {key.kid} is already registered for {row[0]}/{row[1]}")
+                return key.kid
+            current = [r[0] for r in cur.execute("SELECT kid FROM devices WHERE site=? AND device=?", (site, device)).fetchall()]
+            if current and not replace:
+                raise KeyFileError(f"{site}/{device} already has another key ({', '.join(current)}); use --replace to swap it (key rotation)")
+            cur.execute("DELETE FROM devices WHERE site=? AND device=?", (site, device))
+            cur.execute("INSERT INTO sites(site, added) VALUES(?,?) ON CONFLICT (site) DO NOTHING", (site, time.time()))
+            cur.execute(
+                "INSERT INTO devices(kid, site, device, jwk, added) VALUES(?,?,?,?,?)", (key.kid, site, device, json.dumps(public), time.time())
+            )
+        self.scan()
+        return key.kid
+
+    def import_dir(self, directory: Path) -> list[str]:
+        """Register the JWK files of a file registry (``<dir>/<site>/<device>.jwk``) for devices the database does not know.
+
+        A device already in the database keeps its key (it may have been rotated since).
+        """
+        known = {(r[0], r[1]) for r in self.db.query("SELECT site, device FROM devices")}
+        added = []
+        for d in DeviceRegistry(directory).devices():
+            if (d.site, d.device) not in known and self.lookup(d.key.kid) is None:
+                self.add(d.site, d.device, dict(d.key.jwk))
+                known.add((d.site, d.device))
+                added.append(f"{d.site}/{d.device}")
+        return added
 
     def devices(self) -> list[DeviceKey]:
         with self._lock:

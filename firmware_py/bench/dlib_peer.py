@@ -73,3 +73,26 @@ class DlibPeer:
         self.timings.describe_ms.append((t2 - t1) * 1e3)
         self.timings.frame_ms.append((t2 - t0) * 1e3)
         return out
+
+
+class DlibChipEmbedder:
+    """dlib's float ResNet behind the product :class:`~firmware_py.vision.embedder.Embedder` interface.
+
+    The reference the int8 model is measured against; also a stand-in in
+    development.  The reader itself never runs it.
+    """
+
+    def __init__(self, models_dir: Path) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise KaoclockError("the dlib reference embedder needs dlib-bin (a dev extra): device/bootstrap.sh --dev") from None
+        entry = load_manifest().entry("dlib_resnet_v1")
+        self.version = entry.version + "-float"
+        self._net = dlib.face_recognition_model_v1(str(load_manifest().require("dlib_resnet_v1", models_dir)))
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        single = chips.ndim == 3
+        batch = chips[None] if single else chips
+        out = np.asarray([self._net.compute_face_descriptor(np.ascontiguousarray(c)) for c in batch], np.float32).reshape(-1, 128)
+        return out[0] if single else out

@@ -11,13 +11,16 @@ import threading
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from firmware_py.backend.attendance import book, to_csv, to_table
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
+from firmware_py.backend.db import Database, is_url, redact
 from firmware_py.backend.home import BackendHome, default_home
-from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.hr import HrMaster
+from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.errors import UsageError
 from firmware_py.keys.jwk import KeyFileError, public_jwk
@@ -34,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument(
         "--home", type=Path, default=None, help="backend state directory (default $KAOCLOCK_BACKEND_HOME or ~/.local/share/kaoclock-backend)"
+    )
+    home.add_argument(
+        "--db",
+        default=None,
+        metavar="URL|FILE",
+        help="the database: postgresql://user@host/db (password from $PGPASSWORD or ~/.pgpass) or a SQLite file "
+        "(default $KAOCLOCK_BACKEND_DB, else <home>/punches.sqlite)",
     )
 
     mqtt = argparse.ArgumentParser(add_help=False)
@@ -95,6 +105,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the result (with --broker)")
     m.set_defaults(func=cmd_command)
 
+    st = bsub.add_parser("sites", help="the sites people can be assigned to (a registered reader adds its site too)")
+    stsub = st.add_subparsers(dest="sites_command", metavar="ACTION")
+    stsub.required = True
+    sa = stsub.add_parser("add", parents=[home], help="add sites")
+    sa.add_argument("site", nargs="+")
+    sa.set_defaults(func=cmd_sites_add)
+    sl = stsub.add_parser("list", parents=[home], help="list sites")
+    sl.set_defaults(func=cmd_sites_list)
+
+    pe = bsub.add_parser("people", help="the HR master of people and their sites")
+    pesub = pe.add_subparsers(dest="people_command", metavar="ACTION")
+    pesub.required = True
+    pi = pesub.add_parser("import", parents=[home], help="add or update people from a CSV id,name,sites (sites separated by ';'); all or nothing")
+    pi.add_argument("csv_file", type=Path)
+    pi.add_argument(
+        "--full", action="store_true", help="the file is the whole staff: remove everyone not in it (and, at the next sync, from every reader)"
+    )
+    pi.add_argument("--json", action="store_true")
+    pi.set_defaults(func=cmd_people_import)
+    pl = pesub.add_parser("list", parents=[home], help="people with their sites, photos and templates per embedder")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_people_list)
+    pr = pesub.add_parser("remove", parents=[home], help="remove a person with their photos and templates (the next sync purges them from readers)")
+    pr.add_argument("person")
+    pr.set_defaults(func=cmd_people_remove)
+
+    en = bsub.add_parser("enrol", parents=[home], help="enrol a person of the HR master from photos, with the reader's quality gates")
+    en.add_argument("person", help="the person's id in the HR master")
+    en.add_argument("photos", nargs="+", type=Path)
+    en.add_argument("--replace", action="store_true", help="replace the person's photos and templates instead of adding to them")
+    en.add_argument("--config", type=Path, default=None, help="reader config TOML for the models and quality limits (default: built-in)")
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=cmd_enrol)
+
+    sy = bsub.add_parser("sync", parents=[home, mqtt], help="send each site's readers the difference to the HR master (signed gallery.* commands)")
+    sy.add_argument("--site", action="append", default=None, help="only this site's readers (repeat for several; default all)")
+    sy.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each answer before counting a reader offline")
+    sy.add_argument("--parallel", type=int, default=8, help="readers synced at once (default 8)")
+    sy.add_argument("--config", type=Path, default=None, help="reader config TOML for the embedder used to re-extract templates (default: built-in)")
+    sy.add_argument("--watch", action="store_true", help="keep running: sync a reader when it comes online or reports a live enrolment")
+    sy.add_argument("--json", action="store_true", help="one JSON object per reader")
+    sy.set_defaults(func=cmd_sync)
+
     x = bsub.add_parser(
         "send",
         parents=[home, mqtt],
@@ -113,6 +166,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _home(args: argparse.Namespace) -> BackendHome:
     return BackendHome(args.home or default_home())
+
+
+def _db_target(args: argparse.Namespace) -> str | Path:
+    target = getattr(args, "db", None) or os.environ.get("KAOCLOCK_BACKEND_DB")
+    if not target:
+        return _home(args).db_file
+    if "://" in target and not is_url(target):
+        raise UsageError(f"--db {redact(target)!r}: give a postgresql:// URL or a SQLite file path")
+    return target if is_url(target) else Path(target)
+
+
+def _database(args: argparse.Namespace) -> Database:
+    return Database.open(_db_target(args))
+
+
+def _registry(db: Database, args: argparse.Namespace) -> DbDeviceRegistry:
+    """The database's device registry; JWK files of an older file registry in <home>/devices are imported once."""
+    reg = DbDeviceRegistry(db)
+    devices_dir = _home(args).devices_dir
+    if devices_dir.is_dir() and any(devices_dir.glob("*/*.jwk")):
+        for name in reg.import_dir(devices_dir):
+            print(f"imported {name} from {devices_dir} into the database registry", file=sys.stderr)
+    return reg
 
 
 def _tls(args: argparse.Namespace) -> TlsFiles:
@@ -144,19 +220,19 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_add(args: argparse.Namespace) -> int:
-    h = _home(args)
     text = sys.stdin.read() if args.jwk_file == "-" else Path(args.jwk_file).read_text()
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise KeyFileError(f"{args.jwk_file}: not JSON ({exc})") from None
-    path = DeviceRegistry(h.devices_dir).add(args.site, args.device, obj, replace=args.replace)
-    print(f"registered {args.site}/{args.device}: {path}")
+    db = _database(args)
+    kid = DbDeviceRegistry(db).add(args.site, args.device, obj, replace=args.replace)
+    print(f"registered {args.site}/{args.device}: key {kid} in {db!r}")
     return 0
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    reg = DeviceRegistry(_home(args).devices_dir)
+    reg = _registry(_database(args), args)
     for d in reg.devices():
         print(f"{d.site}/{d.device}\t{d.key.kid}")
     for p in reg.problems:
@@ -165,12 +241,12 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    h = _home(args)
     brokers = _brokers(args)
-    store = PunchStore(h.db_file)
-    registry = DeviceRegistry(h.devices_dir)
+    db = _database(args)
+    store = PunchStore(db)
+    registry = _registry(db, args)
     if not registry.devices():
-        print(f"warning: no device keys registered in {h.devices_dir}; every punch will be rejected (unknown_key)", file=sys.stderr)
+        print(f"warning: no device keys registered in {db!r}; every punch will be rejected (unknown_key)", file=sys.stderr)
     stop = threading.Event()
     stored = [0]
 
@@ -221,17 +297,16 @@ def cmd_attendance(args: argparse.Namespace) -> int:
             ZoneInfo(args.tz)
         except Exception:
             raise UsageError(f"--tz {args.tz!r} is not an IANA time zone (e.g. Asia/Tokyo)") from None
-    h = _home(args)
-    if not h.db_file.exists():
-        raise UsageError(f"no punch database at {h.db_file}; run `kaoclock backend consume` first (or give --home)")
-    rows = book(PunchStore(h.db_file), day, args.tz)
+    target = _db_target(args)
+    if isinstance(target, Path) and not target.exists():
+        raise UsageError(f"no punch database at {target}; run `kaoclock backend consume` first (or give --home / --db)")
+    rows = book(PunchStore(Database.open(target)), day, args.tz)
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
     return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
-    h = _home(args)
-    for r in PunchStore(h.db_file).rejects(args.limit):
+    for r in PunchStore(_database(args)).rejects(args.limit):
         r["received"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["received"]))
         print(json.dumps(r))
     return 0
@@ -270,7 +345,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(json.dumps({"id": claims["id"], "status": "no_result", "detail": f"no result within {args.wait} s (device offline?)"}))
         return 1
     try:
-        result["signature"] = verify_result(result, DeviceRegistry(_home(args).devices_dir))
+        result["signature"] = verify_result(result, _registry(_database(args), args))
     except ValueError as exc:
         result["signature"] = f"NOT VERIFIED: {exc}"
     print(json.dumps({k: v for k, v in result.items() if k != "jws"}, indent=2))
@@ -309,4 +384,210 @@ def cmd_send(args: argparse.Namespace) -> int:
         )
     print(file=sys.stderr)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- HR master
+
+
+def _master(args: argparse.Namespace, db: Database | None = None, key: bool = False) -> HrMaster:
+    db = db or _database(args)
+    return HrMaster.open(db, _home(args).template_key) if key else HrMaster(db)
+
+
+def cmd_sites_add(args: argparse.Namespace) -> int:
+    m = _master(args)
+    for site in args.site:
+        print(f"{site}: {'added' if m.add_site(site) else 'already known'}")
+    return 0
+
+
+def cmd_sites_list(args: argparse.Namespace) -> int:
+    for site in _master(args).sites():
+        print(site)
+    return 0
+
+
+def cmd_people_import(args: argparse.Namespace) -> int:
+    try:
+        data = args.csv_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.csv_file}: {exc.strerror}") from None
+    report = _master(args).import_people(data, full=args.full, where=str(args.csv_file))
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        r = report
+        print(f"{args.csv_file}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.removed} removed; run `kaoclock backend sync`")
+    return 0
+
+
+def cmd_people_list(args: argparse.Namespace) -> int:
+    people = _master(args).people()
+    if args.json:
+        print(json.dumps(people, indent=2))
+        return 0
+    for p in people:
+        tpl = ", ".join(f"{v}: {n}" for v, n in sorted(p["templates"].items())) or "no templates"
+        print(f"{p['id']}\t{p['name']}\t{';'.join(p['sites'])}\t{p['photos']} photo(s)\t{tpl}")
+    return 0
+
+
+def cmd_people_remove(args: argparse.Namespace) -> int:
+    if not _master(args).remove_person(args.person):
+        raise UsageError(f"no person {args.person!r} in the HR master")
+    print(f"removed {args.person}; run `kaoclock backend sync` to purge them from the readers")
+    return 0
+
+
+def _front_end(config: Path | None) -> tuple[Any, Any, bool]:
+    from firmware_py.config import load
+    from firmware_py.pipeline.build import build_analyzer
+    from firmware_py.vision.embedding import load_embedder
+
+    cfg = load(config)
+    return build_analyzer(cfg, enrolment=True), load_embedder(cfg), cfg.recognition.mirror_average
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    from firmware_py.backend.enrol import enrol_person
+    from firmware_py.gallery.enrol import EnrolmentRefused
+
+    master = _master(args, key=True)
+    if master.person(args.person) is None:
+        raise UsageError(f"no person {args.person!r} in the HR master; import them first (`kaoclock backend people import staff.csv`)")
+    analyzer, embedder, mirror = _front_end(args.config)
+    try:
+        report = enrol_person(master, analyzer, embedder, args.person, args.photos, replace=args.replace, mirror=mirror)
+    except EnrolmentRefused as exc:
+        if args.json:
+            print(json.dumps(exc.report.as_dict(), indent=2))
+        raise
+    if args.json:
+        print(json.dumps(report.as_dict() | {"embedder_version": embedder.version}, indent=2))
+    else:
+        print(f"enrolled {args.person}: {len(report.photos)} photo(s) kept, templates of {embedder.version}; run `kaoclock backend sync`")
+    return 0
+
+
+def _backend_embedders(config: Path | None) -> dict[str, Any]:
+    """The backend's own embedder (by version, from the manifest), loaded only if a re-extraction needs it."""
+    from firmware_py.models.manifest import ModelError, load_manifest
+    from firmware_py.vision.embedder import EMBEDDER_MODEL
+
+    try:
+        version = load_manifest().entry(EMBEDDER_MODEL).version
+    except ModelError as exc:
+        print(f"warning: no embedder for re-extraction: {exc}", file=sys.stderr)
+        return {}
+    loaded: list[Any] = []
+
+    def describe(data: bytes) -> Any:
+        from firmware_py.backend.enrol import photo_describer
+
+        if not loaded:
+            loaded.append(photo_describer(*_front_end(config)))
+        return loaded[0](data)
+
+    return {version: describe}
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from firmware_py.backend.sync import Brokers, GallerySyncer
+
+    brokers = Brokers(_brokers(args), _tls(args), args.username, os.environ.get("KAOCLOCK_MQTT_PASSWORD"), args.prefix)
+    if not 1 <= args.parallel <= 64:
+        raise UsageError("--parallel must be from 1 to 64")
+    db = _database(args)
+    master = _master(args, db, key=True)
+    known = set(master.sites())
+    for s in args.site or []:
+        if s not in known:
+            raise UsageError(f"--site {s}: unknown site (known: {', '.join(sorted(known)) or 'none'})")
+    _registry(db, args)
+    syncer = GallerySyncer(
+        db,
+        master,
+        load_private_key(_home(args).key_file),
+        brokers,
+        embedders=_backend_embedders(args.config),
+        wait_s=args.wait,
+        parallel=args.parallel,
+    )
+
+    def report(results: list[Any]) -> bool:
+        for r in results:
+            if args.json:
+                print(json.dumps(r.as_dict()), flush=True)
+            else:
+                line = f"{r.site}/{r.device}: {r.status}"
+                if r.status != "offline":
+                    line += f" ({r.embedder_version}): {r.updated} updated, {r.removed} removed, {r.unchanged} unchanged"
+                if r.pulled:
+                    line += f"; took live enrolment(s) of {', '.join(r.pulled)}"
+                print(line, flush=True)
+            for p in r.problems:
+                print(f"{r.site}/{r.device}: {p}", file=sys.stderr)
+        return all(r.status == "synced" and not r.missing for r in results)
+
+    if not args.watch:
+        return 0 if report(syncer.sync(args.site)) else 1
+    return _watch(args, syncer, brokers, report)
+
+
+def _watch(args: argparse.Namespace, syncer: Any, brokers: Any, report: Any) -> int:
+    """Sync everything once, then each reader again when it comes online or reports a live enrolment."""
+    import queue
+
+    from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink
+    from firmware_py.topics import fleet_filter, parse_topic
+
+    todo: queue.Queue[tuple[str, str]] = queue.Queue()
+    sites = set(args.site or [])
+
+    def on_message(topic: str, payload: bytes, _p: Any) -> None:
+        where = parse_topic(topic, brokers.prefix)
+        if where is None or (sites and where[0] not in sites):
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        if (where[2] == "status" and obj.get("state") == "online") or (where[2] == "events" and obj.get("type") == "gallery.enrol_live_done"):
+            todo.put((where[0], where[1]))
+
+    link = MqttLink(
+        LinkSettings(
+            brokers=[BrokerUrl.parse(b) for b in brokers.urls],
+            client_id=f"kaoclock-sync-{os.uname().nodename}-{os.getpid()}"[:64],
+            protocol="auto",
+            tls=brokers.tls,
+            username=brokers.username,
+            password=brokers.password,
+            clean_start=True,
+        )
+    )
+    link.subscribe(fleet_filter("status", brokers.prefix), on_message, qos=1)
+    link.subscribe(fleet_filter("events", brokers.prefix), on_message, qos=1)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    link.start()
+    try:
+        report(syncer.sync(args.site))
+        print("watching for readers coming online and live enrolments", file=sys.stderr, flush=True)
+        while not stop.is_set():
+            try:
+                first = todo.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch = {first}
+            time.sleep(0.2)  # a burst (a site's readers reconnecting) becomes one round
+            while not todo.empty():
+                batch.add(todo.get_nowait())
+            report(syncer.sync(devices=sorted(d for d in batch if d in set(syncer.devices()))))
+    finally:
+        link.stop()
     return 0

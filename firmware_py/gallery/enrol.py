@@ -149,6 +149,33 @@ def check_photo(analyzer: Any, embedder: ChipEmbedder, path: Path, mirror: bool 
     return PhotoReport(path, True, [], "ok", q.as_dict() if q else {}, len(faces), desc)
 
 
+def check_photos(
+    analyzer: Any,
+    embedder: ChipEmbedder,
+    person_id: str,
+    name: str,
+    photos: list[Path],
+    *,
+    mirror: bool = False,
+    images: dict[Path, np.ndarray] | None = None,
+) -> EnrolmentReport:
+    """Every photo through the gates, then the same-person check; the report, or :class:`EnrolmentRefused` naming each bad photo."""
+    if not photos:
+        raise KaoclockError("no photo given: name at least one photo of the person")
+    reports = [check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))) for p in photos]
+    report = EnrolmentReport(person_id, name, reports)
+    good = [r for r in reports if r.ok and r.descriptor is not None]
+    if len(good) >= 2:
+        for r in good:
+            others = np.mean([o.descriptor for o in good if o is not r], axis=0)
+            d = float(np.linalg.norm(r.descriptor - others))
+            if d > SAME_PERSON_MAX:
+                r.ok, r.reasons, r.message = False, ["not_same_person"], f"{MESSAGES['not_same_person']} (distance {d:.2f} > {SAME_PERSON_MAX})"
+    if any(not r.ok for r in reports):
+        raise EnrolmentRefused(report)
+    return report
+
+
 def enrol_photos(
     store: GalleryStore,
     analyzer: Any,
@@ -164,19 +191,8 @@ def enrol_photos(
     images: dict[Path, np.ndarray] | None = None,
 ) -> EnrolmentReport:
     """Check every photo, then store all of them as templates of one person, or none (raises :class:`EnrolmentRefused`)."""
-    if not photos:
-        raise KaoclockError("no photo given: name at least one photo of the person")
-    reports = [check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))) for p in photos]
-    report = EnrolmentReport(person_id, name, reports)
-    good = [r for r in reports if r.ok and r.descriptor is not None]
-    if len(good) >= 2:
-        for r in good:
-            others = np.mean([o.descriptor for o in good if o is not r], axis=0)
-            d = float(np.linalg.norm(r.descriptor - others))
-            if d > SAME_PERSON_MAX:
-                r.ok, r.reasons, r.message = False, ["not_same_person"], f"{MESSAGES['not_same_person']} (distance {d:.2f} > {SAME_PERSON_MAX})"
-    if any(not r.ok for r in reports):
-        raise EnrolmentRefused(report)
+    report = check_photos(analyzer, embedder, person_id, name, photos, mirror=mirror, images=images)
+    good = [r for r in report.photos if r.descriptor is not None]
     # Not a refusal (twins exist), but worth a line: someone else enrolled looks the same.
     if threshold is not None:
         for pid, dist in _closest_others(store, person_id, [r.descriptor for r in good], embedder.version):

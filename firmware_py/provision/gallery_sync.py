@@ -9,6 +9,11 @@ here the arguments are checked and applied to the encrypted store:
 ``gallery.remove``    person_id: removes the person and purges their templates (idempotent)
 ``gallery.snapshot``  persons (list of the above), hash: the whole gallery, applied in one transaction
                       only when its content hash (:func:`firmware_py.gallery.store.content_hash`) matches
+``gallery.state``     no arguments: this reader's embedder version and a short digest per person
+                      (:func:`person_digest`), so the backend sends only the difference; people with
+                      templates enrolled here (live or from photos) are listed under ``local``
+``gallery.export``    person_id: that person's templates, so the backend can take a live enrolment
+                      and distribute it to the person's other sites
 
 A template is ``{"embedding": base64 of 128 little-endian float32, "embedder_version": str}``.
 Templates made by another embedder than the one this reader runs are refused
@@ -24,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -83,6 +89,15 @@ def encode_template(descriptor: np.ndarray, embedder_version: str) -> dict[str, 
     return {"embedding": base64.b64encode(blob).decode("ascii"), "embedder_version": embedder_version}
 
 
+def person_digest(person: Person) -> str:
+    """A short digest of what the backend sends for a person (name, sites, templates); equal digests need no update."""
+    h = hashlib.sha256()
+    h.update(json.dumps([person.person_id, person.name, sorted(person.sites)]).encode())
+    for version, blob in sorted((t.embedder_version, np.asarray(t.descriptor, "<f4").tobytes()) for t in person.templates):
+        h.update(b"\0" + version.encode() + b"\0" + blob)
+    return h.hexdigest()[:24]
+
+
 def decode_person(args: Any, where: str, embedder_version: str) -> Person:
     if not isinstance(args, dict):
         raise _bad(f"{where} must be an object")
@@ -131,6 +146,34 @@ class GallerySync:
         registry.register(
             "gallery.snapshot", self.snapshot, doc="Replace the whole gallery, only if its content hash matches.", args=["persons", "hash"]
         )
+        registry.register("gallery.state", self.state, doc="Embedder version and a digest per person (for a differential sync).", args=[])
+        registry.register("gallery.export", self.export, doc="One person's templates (to distribute a live enrolment).", args=["person_id"])
+
+    def state(self, ctx: CommandContext) -> dict[str, Any]:
+        with self._lock, self.open_store() as store:
+            snap = store.export_snapshot()
+        return {
+            "embedder_version": self.embedder_version,
+            "version": snap.version,
+            "hash": snap.content_hash,
+            "persons": {p.person_id: person_digest(p) for p in snap.persons},
+            "local": sorted(p.person_id for p in snap.persons if any(t.source != "sync" for t in p.templates)),
+        }
+
+    def export(self, ctx: CommandContext) -> dict[str, Any]:
+        pid = ctx.args.get("person_id")
+        if not isinstance(pid, str) or not pid:
+            raise _bad("args.person_id must be a non-empty string")
+        with self._lock, self.open_store() as store:
+            person = store.get_person(pid)
+        if person is None:
+            raise CommandRefused("not_found", f"no person {pid!r} in this reader's gallery")
+        return {
+            "person_id": person.person_id,
+            "name": person.name,
+            "sites": list(person.sites),
+            "templates": [encode_template(t.descriptor, t.embedder_version) | {"source": t.source} for t in person.templates],
+        }
 
     def _apply(self, change: Callable[[GalleryStore], Any]) -> dict[str, Any]:
         with self._lock, self.open_store() as store:
