@@ -1,4 +1,4 @@
-"""Exceptions every room shares.
+"""Exceptions every package shares.
 
 Each carries a message meant for the person at the terminal: it names the
 thing that is wrong and, where one exists, the fix.

@@ -1,6 +1,6 @@
 """The assembled reader: the recognition core wired to its edge adapters.
 
-This is the composition root, the one module that knows every room:
+This is the composition root, the one module that knows every package:
 
     camera -> RecognitionPipeline -> Decision
         -> GateController (direction -> durable signed punch -> door + LEDs)
@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from firmware_py.compose.gate_edge import GateEdge
+from firmware_py.compose.punch_path import PunchService
 from firmware_py.config import Config, with_changes
 from firmware_py.decision.ports import DecisionSink, Door
 from firmware_py.decision.sinks import ConsoleSink
@@ -127,8 +129,8 @@ class Reader:
     bus: EventBus
     daemon: Daemon
     threshold: ThresholdChoice
-    punch: Any
-    gate: Any
+    punch: PunchService
+    gate: GateEdge
     console: Any = None
     runtime: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -161,13 +163,11 @@ def build_reader(
     (an existing key is never replaced).  ``pin_factory`` overrides
     ``[gpio] pin_factory`` (tests pass gpiozero's MockFactory).
     """
-    from firmware_py.capture.factory import from_config as camera_from_config
-    from firmware_py.gate.edge import GateEdge
+    from firmware_py.capture.factory import latest_frame_from_config
+    from firmware_py.compose.fleet import build_fleet
     from firmware_py.mqtt.commands.builtin import RunningConfig
     from firmware_py.mqtt.event_catalogue import DecisionEvents
     from firmware_py.provision.console_enrol import enrol_command
-    from firmware_py.provision.wiring import build_fleet
-    from firmware_py.punch.service import PunchService
     from firmware_py.serial.console import daemon_console
     from firmware_py.service.runtime import ServiceRuntime
     from firmware_py.telemetry.latency import StageTimes
@@ -176,7 +176,7 @@ def build_reader(
     pipeline, choice = build_pipeline(cfg, bus=bus, store=store, embedder=embedder)
     running = RunningConfig(cfg, config_path)
     stage_times = StageTimes()
-    camera = camera_from_config(cfg, bus)
+    camera = latest_frame_from_config(cfg, bus)
     door = _LateDoor()
     punch = PunchService.from_config(
         cfg,

@@ -98,7 +98,7 @@ def astronaut() -> np.ndarray:
 @pytest.fixture
 def mosquitto(tmp_path: Path):
     """A real mosquitto on a free loopback port (plain listener), stopped after the test."""
-    from firmware_py.mqtt.devbroker import LocalBroker
+    from firmware_py.devtools.broker import LocalBroker
 
     broker = LocalBroker(tmp_path / "mosquitto").start()
     yield broker
@@ -134,7 +134,7 @@ class ContractChecker:
     def check(self, topic: str, payload: bytes) -> dict:
         """Validate one message; return its JSON object (the claims for a JWS)."""
         from firmware_py.keys.jws import peek
-        from firmware_py.mqtt.topics import parse_topic
+        from firmware_py.topics import parse_topic
 
         where = parse_topic(topic)
         assert where is not None, f"{topic} is not a kaoclock/v1/<site>/<device>/<channel> topic"
@@ -166,7 +166,7 @@ def contract() -> ContractChecker:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL (Debian's package) in a temporary directory on a free loopback port, for the session."""
-    from firmware_py.bench.localpg import LocalPostgres, PostgresMissing
+    from firmware_py.devtools.postgres import LocalPostgres, PostgresMissing
 
     try:
         server = LocalPostgres()

@@ -21,9 +21,9 @@ from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.cli.main import main
+from firmware_py.devtools.broker import LocalBroker
 from firmware_py.keys.jwk import KeyFileError, b64url_decode, b64url_encode, public_jwk
 from firmware_py.keys.jws import PUNCH_TYP, sign
-from firmware_py.mqtt.devbroker import LocalBroker
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from firmware_py.config import load
 from firmware_py.gallery.enrol import EnrolmentRefused
 from firmware_py.gallery.store import load_or_create_key
 from firmware_py.pipeline.build import build_analyzer
-from firmware_py.pipeline.embedding import load_embedder
+from firmware_py.vision.embedding import load_embedder
 
 
 def _csv(tmp: Path, text: str | bytes, name: str = "staff.csv") -> Path:

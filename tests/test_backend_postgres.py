@@ -26,8 +26,8 @@ from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import verify_punch
 from firmware_py.cli.main import main
+from firmware_py.devtools.broker import LocalBroker
 from firmware_py.keys.jwk import KeyFileError, public_jwk
-from firmware_py.mqtt.devbroker import LocalBroker
 
 
 def _publisher(port: int) -> paho.Client:

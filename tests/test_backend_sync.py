@@ -130,7 +130,7 @@ def embedders() -> dict[str, Any]:
     from firmware_py.bench.dlib_peer import DlibChipEmbedder
     from firmware_py.config import load
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = load(None)
     return {"analyzer": build_analyzer(cfg, enrolment=True), "old": DlibChipEmbedder(cfg.models.dir), "new": load_embedder(cfg)}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_py.capture import CameraError, ImageFolderReplay, LatestFrame, V4L2Camera, camera_from_config, from_config
+from firmware_py.capture import CameraError, ImageFolderReplay, LatestFrame, V4L2Camera, camera_from_config, latest_frame_from_config
 from firmware_py.config import load
 from firmware_py.config.loader import with_changes
 from firmware_py.events import Event, EventBus
@@ -63,12 +63,12 @@ def test_end_of_a_finite_replay(folder: Path) -> None:
 
 def test_from_config_wires_the_replay(folder: Path) -> None:
     cfg = with_changes(load(None), {"camera.source": str(folder), "camera.replay_realtime": False, "camera.stall_timeout_s": 1.5})
-    lf = from_config(cfg, EventBus())
+    lf = latest_frame_from_config(cfg, EventBus())
     assert lf.lossless and lf.stall_timeout_s == 1.5 and isinstance(lf.camera, ImageFolderReplay)
     with lf:
         assert len(list(lf.frames(timeout=2))) == 6
     # A source given on the command line overrides the config.
-    assert from_config(load(None), None, source=folder).camera.name == str(folder)
+    assert latest_frame_from_config(load(None), None, source=folder).camera.name == str(folder)
 
 
 def test_missing_webcam_is_a_clear_error() -> None:

@@ -29,7 +29,7 @@ def analyzer(models_dir):
 
 @pytest.fixture(scope="module")
 def embedder(models_dir):
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     return load_embedder(load(None))
 

@@ -10,7 +10,7 @@ from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
 from firmware_py.gallery.store import Person, Template, open_from_config
 from firmware_py.pipeline.build import choose_threshold
-from firmware_py.pipeline.embedding import load_embedder
+from firmware_py.vision.embedding import load_embedder
 
 
 def test_calibrate_stores_threshold_and_reader_uses_it(models_dir, capsys):

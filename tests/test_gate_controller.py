@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from firmware_py.compose.gate_edge import GateEdge
 from firmware_py.config import Config, with_changes
 from firmware_py.decision.outcome import Decision, Direction
 from firmware_py.events import Event, EventBus
 from firmware_py.gate.card_store import CARD_DB, CardStore
-from firmware_py.gate.edge import GateEdge
 
 
 class SqliteRecorder:

@@ -11,8 +11,8 @@ from PIL import Image
 
 from firmware_py.cli.main import main
 from firmware_py.config import Config, with_changes
+from firmware_py.config.pinmap import ROLES, load_pinmap
 from firmware_py.gpio.diagram import render
-from firmware_py.gpio.pinmap import ROLES, load_pinmap
 from firmware_py.paths import HW_DIR
 from firmware_py.serial.passphrase import PassphraseStore
 

@@ -8,7 +8,7 @@ import pytest
 
 from firmware_py.cli.main import main
 from firmware_py.config import Config, ConfigError, load, with_changes
-from firmware_py.gpio.pinmap import ROLES, PinMapError, available_pinmaps, load_pinmap
+from firmware_py.config.pinmap import ROLES, PinMapError, available_pinmaps, load_pinmap
 
 
 def refused(changes: dict[str, object]) -> dict[str, str]:

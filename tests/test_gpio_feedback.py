@@ -183,7 +183,7 @@ def test_readme_table_is_the_code_table() -> None:
 
 
 def test_led_test_walks_every_pattern_and_restores_state() -> None:
-    from firmware_py.gpio.bench import led_test
+    from firmware_py.gpio.selftest import led_test
 
     cfg = Config()
     dev, fb = make(cfg)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from firmware_py.config import load, with_changes
-from firmware_py.liveness.evaluate import run_presentation
+from firmware_py.eval.liveness import run_presentation
 from firmware_py.liveness.frontend import FrontEnd
 from firmware_py.liveness.presentations import Presentation, read_manifest
 from firmware_py.liveness.stage import LivenessDetector
 
-pytest.importorskip("firmware_py.vision.analyzer", reason="the vision room's FaceAnalyzer is not merged into this branch yet")
+pytest.importorskip("firmware_py.vision.analyzer", reason="the vision package's FaceAnalyzer is not merged into this branch yet")
 
 pytestmark = pytest.mark.data
 

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from firmware_py.config import load
-from firmware_py.liveness.evaluate import Outcome, summarise
-from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
-from firmware_py.liveness.train import (
+from firmware_py.eval.liveness import Outcome, summarise
+from firmware_py.eval.liveness_train import (
     VIDEO_KIND,
     anchors,
     cross_validate,
@@ -24,6 +23,7 @@ from firmware_py.liveness.train import (
     standardised,
     units,
 )
+from firmware_py.liveness.presentations import ManifestError, Presentation, frames, read_manifest, select
 
 HEADER = "id,label,kind,path,attack_type,subject\n"
 

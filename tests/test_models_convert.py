@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_py.models import convert
-from firmware_py.models.build import record_toml
-from firmware_py.models.dlib_dnn import Fc
-from firmware_py.models.dlib_resnet import forward, load_face_resnet
-from firmware_py.models.facechips import package_photo_chips
+from firmware_py.convert import convert
+from firmware_py.convert.build import record_toml
+from firmware_py.convert.dlib_dnn import Fc
+from firmware_py.convert.dlib_resnet import forward, load_face_resnet
+from firmware_py.convert.facechips import package_photo_chips
 from firmware_py.models.manifest import load_manifest
 from firmware_py.vision.embedder import Embedder
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_py.models.dlib_dnn import Affine, Conv, Fc, InputRGB, Pool, read_network
-from firmware_py.models.dlib_format import DlibReader, encode_float, encode_int, encode_string, encode_tensor
-from firmware_py.models.dlib_resnet import face_resnet_spec, load_face_resnet
+from firmware_py.convert.dlib_dnn import Affine, Conv, Fc, InputRGB, Pool, read_network
+from firmware_py.convert.dlib_format import DlibReader, encode_float, encode_int, encode_string, encode_tensor
+from firmware_py.convert.dlib_resnet import face_resnet_spec, load_face_resnet
 from firmware_py.models.manifest import ModelError, load_manifest
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_py.models.dlib_resnet import ReferenceEmbedder, add_zero_extended, forward, load_face_resnet
-from firmware_py.models.facechips import FIXED_CROPS, DlibAligner, crop_chip, load_rgb
+from firmware_py.convert.dlib_resnet import ReferenceEmbedder, add_zero_extended, forward, load_face_resnet
+from firmware_py.convert.facechips import FIXED_CROPS, DlibAligner, crop_chip, load_rgb
 from firmware_py.models.manifest import load_manifest
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is in the dev extra: pip install -e '.[dev]'")

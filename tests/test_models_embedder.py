@@ -11,10 +11,10 @@ import pytest
 
 import firmware_py.models.manifest as manifest_mod
 from firmware_py.cli.main import main
-from firmware_py.models.dlib_resnet import ReferenceEmbedder
-from firmware_py.models.facechips import package_photo_chips
+from firmware_py.convert.dlib_resnet import ReferenceEmbedder
+from firmware_py.convert.facechips import package_photo_chips
+from firmware_py.convert.parity import compare, embedder_parity
 from firmware_py.models.manifest import ModelError, load_manifest, sha256_file
-from firmware_py.models.parity import compare, embedder_parity
 from firmware_py.paths import MODELS_TREE
 from firmware_py.vision.embedder import EMBEDDER_MODEL, Embedder, load_embedder
 
@@ -142,7 +142,7 @@ def test_fixed_crops_without_dlib_still_agree(models_dir: Path, reference: Refer
 
 @pytest.mark.data
 def test_lfw_split_keeps_calibration_people_apart(data_root: Path) -> None:
-    from firmware_py.models.lfw import calibration_pool, lfw_root, verification_pairs
+    from firmware_py.convert.lfw import calibration_pool, lfw_root, verification_pairs
 
     root = lfw_root(data_root)
     pairs, images = verification_pairs(root, 200)

@@ -14,18 +14,18 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
+from firmware_py.compose.punch_path import recorder_from_config
 from firmware_py.config import load, with_changes
 from firmware_py.decision.outcome import Decision
+from firmware_py.devtools.broker import Capture, DevPki, LocalBroker
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import public_jwk
 from firmware_py.keys.store import device_key_path, init_private_key, load_private_key
-from firmware_py.mqtt.devbroker import Capture, DevPki, LocalBroker
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
-from firmware_py.mqtt.service import DeviceLink
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox, OutMessage
 from firmware_py.paths import MQTT_CONTRACT
-from firmware_py.punch.recorder import SignedPunchRecorder
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_device_over_mutual_tls_and_backend_shared_subscription(tmp_path: Path, 
     )
     bus = EventBus()
     outbox = Outbox.from_config(cfg, bus)
-    recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+    recorder = recorder_from_config(cfg, bus, outbox)
     registry = DeviceRegistry(tmp_path / "devices")
     registry.add("site-a", "reader-1", public_jwk(load_private_key(device_key_path(home))))
     store = PunchStore(tmp_path / "punches.sqlite")

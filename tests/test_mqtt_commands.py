@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from firmware_py.backend.commands import command_claims, sign_command
 from firmware_py.cli.main import main
 from firmware_py.config import load, with_changes
+from firmware_py.devtools.broker import Capture, LocalBroker
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import public_jwk
 from firmware_py.keys.jws import COMMAND_TYP, PUNCH_TYP, sign
@@ -22,15 +23,14 @@ from firmware_py.mqtt.commands.builtin import RunningConfig, register_builtin
 from firmware_py.mqtt.commands.nonces import NonceStore
 from firmware_py.mqtt.commands.processor import CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRefused, CommandRegistry
-from firmware_py.mqtt.devbroker import Capture, LocalBroker
-from firmware_py.mqtt.service import DeviceLink
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.outbox.store import Outbox
 
 SITE, DEVICE = "site-a", "reader-1"
 
 
 class RecordingDoor:
-    """Stands in for the GPIO room's relay: records every grant."""
+    """Stands in for the GPIO package's relay: records every grant."""
 
     def __init__(self) -> None:
         self.grants: list[str] = []
@@ -267,7 +267,8 @@ def test_config_reload_of_mqtt_settings_reconnects_and_results_are_signed(
     tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from firmware_py.backend.commands import verify_result
-    from firmware_py.backend.registry import DeviceRegistry
+    from firmware_py.backend.db import Database
+    from firmware_py.backend.registry import DbDeviceRegistry
     from firmware_py.keys.store import load_private_key
 
     second = LocalBroker(tmp_path / "second").start()
@@ -304,11 +305,12 @@ def test_config_reload_of_mqtt_settings_reconnects_and_results_are_signed(
         assert code == 0 and result["signature"] == "verified"  # signed by the device key, checked by the backend CLI
         # A result altered on the way no longer verifies.
         signed = dev.sign_result(dev.processor._result("c-1", "ping", "done", None, "ok", {"pong": True}))
-        assert verify_result(signed, DeviceRegistry(bhome / "devices")) == "verified"
+        registry = DbDeviceRegistry(Database.open(bhome / "punches.sqlite"))  # where `backend devices add` registered it
+        assert verify_result(signed, registry) == "verified"
         with pytest.raises(ValueError, match="differ"):
-            verify_result(signed | {"status": "refused"}, DeviceRegistry(bhome / "devices"))
+            verify_result(signed | {"status": "refused"}, registry)
         with pytest.raises(ValueError, match="not signed"):
-            verify_result({k: v for k, v in signed.items() if k != "jws"}, DeviceRegistry(bhome / "devices"))
+            verify_result({k: v for k, v in signed.items() if k != "jws"}, registry)
 
         write_config(second.url)  # the broker moves: the technician edits the file and reloads
         code, result = command(mosquitto.url, "config.reload")

@@ -9,8 +9,8 @@ import jsonschema
 import yaml
 
 from firmware_py.mqtt.event_catalogue import CATALOGUE
-from firmware_py.mqtt.topics import CHANNELS, Topics
 from firmware_py.paths import MQTT_CONTRACT
+from firmware_py.topics import CHANNELS, Topics
 
 
 def load_asyncapi() -> dict:
@@ -79,14 +79,14 @@ def _emitted_event_names() -> dict[str, set[str]]:
             literal = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
             if name == "SerialService" and literal:
                 serial_names.add(literal)
-            elif name == "_emit" and path.name == "service.py" and path.parent.name == "serial":
+            elif name == "_emit" and path.name == "port_reader.py" and path.parent.name == "serial":
                 if literal:
                     serial_suffixes.add(literal)
             elif name in ("emit_new", "_emit", "emit", "Event") and literal:
                 found.setdefault(literal, set()).add(str(path.relative_to(root)))
     for svc in serial_names:
         for suffix in serial_suffixes:
-            found.setdefault(f"{svc}.{suffix}", set()).add("serial/service.py")
+            found.setdefault(f"{svc}.{suffix}", set()).add("serial/port_reader.py")
     for event_type, _severity in REPORTED.values():
         found.setdefault(event_type, set()).add("update/remote.py")
     return found

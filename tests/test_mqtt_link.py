@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
+from firmware_py.compose.punch_path import recorder_from_config
 from firmware_py.config import load, with_changes
 from firmware_py.decision.outcome import Decision, LivenessVerdict
+from firmware_py.devtools.broker import Capture, LocalBroker, free_port
 from firmware_py.events import EventBus
 from firmware_py.keys.store import device_key_path, init_private_key
-from firmware_py.mqtt.devbroker import Capture, LocalBroker, free_port
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.mqtt.event_catalogue import DecisionEvents
 from firmware_py.mqtt.link import BrokerUrl
-from firmware_py.mqtt.service import DeviceLink
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.recorder import SignedPunchRecorder
 
 
 def device_cfg(home: Path, brokers: list[str], **extra: Any):
@@ -55,7 +55,7 @@ class Device:
         self.events: list[Any] = []
         self.bus.subscribe(self.events.append)
         self.outbox = Outbox.from_config(cfg, self.bus)
-        self.recorder = SignedPunchRecorder.from_config(cfg, self.bus, self.outbox)
+        self.recorder = recorder_from_config(cfg, self.bus, self.outbox)
         self.link = DeviceLink.from_config(cfg, self.bus, outbox=self.outbox)
 
     def punch(self, n: int = 1) -> list[str]:
@@ -133,7 +133,7 @@ CHILD = textwrap.dedent(
     import sys, time
     from firmware_py.config import load, with_changes
     from firmware_py.events import EventBus
-    from firmware_py.mqtt.service import DeviceLink
+    from firmware_py.mqtt.device_link import DeviceLink
     from firmware_py.outbox.store import Outbox
     cfg = with_changes(load(None), {"device.data_dir": sys.argv[1], "device.site": "site-a", "device.id": "reader-1",
                                     "mqtt.enabled": True, "mqtt.brokers": [sys.argv[2]]})

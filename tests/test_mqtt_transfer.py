@@ -30,13 +30,13 @@ from firmware_py.keys.store import backend_public_path, device_key_path, init_pr
 from firmware_py.mqtt.commands.nonces import NonceStore
 from firmware_py.mqtt.commands.processor import CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRegistry
-from firmware_py.mqtt.commands.transfer import TransferCommands, max_chunk_size
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.mqtt.event_catalogue import CATALOGUE
-from firmware_py.mqtt.service import DeviceLink
 from firmware_py.outbox.store import Outbox
 from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver, encode_template
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import READY, Staging
+from firmware_py.update.transfer import TransferCommands, max_chunk_size
 
 SITE, DEVICE = "hq", "gate-01"
 CHUNK = 128 << 10

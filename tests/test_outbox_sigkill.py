@@ -21,9 +21,9 @@ from typing import Any
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
+from firmware_py.devtools.broker import LocalBroker
 from firmware_py.keys.jwk import public_jwk
 from firmware_py.keys.store import device_key_path, init_private_key, load_private_key
-from firmware_py.mqtt.devbroker import LocalBroker
 from firmware_py.outbox.store import Outbox
 
 KILLS = 24
@@ -35,9 +35,9 @@ CHILD = textwrap.dedent(
     from firmware_py.config import load, with_changes
     from firmware_py.decision.outcome import Decision
     from firmware_py.events import EventBus
-    from firmware_py.mqtt.service import DeviceLink
+    from firmware_py.mqtt.device_link import DeviceLink
     from firmware_py.outbox.store import Outbox
-    from firmware_py.punch.recorder import SignedPunchRecorder
+    from firmware_py.compose.punch_path import recorder_from_config
 
     home, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = with_changes(load(None), {
@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
     })
     bus = EventBus()
     outbox = Outbox.from_config(cfg, bus)
-    recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+    recorder = recorder_from_config(cfg, bus, outbox)
     link = DeviceLink.from_config(cfg, bus, outbox=outbox)
     link.start()
     print("READY", flush=True)

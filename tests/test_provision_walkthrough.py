@@ -19,9 +19,9 @@ from firmware_py.config import load
 
 @pytest.fixture(scope="module")
 def walkup(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
+    from firmware_py.demo import write_walkup
+    from firmware_py.demo_assets import ensure_demo_assets
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.demo import write_walkup
-    from firmware_py.pipeline.demo_assets import ensure_demo_assets
 
     folder = tmp_path_factory.mktemp("walkup")
     write_walkup(folder, ensure_demo_assets(models_dir), build_analyzer(load(None), enrolment=True))

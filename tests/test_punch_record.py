@@ -14,6 +14,7 @@ from jwcrypto import jwk as jc_jwk
 from jwcrypto import jws as jc_jws
 
 from firmware_py.cli.main import main
+from firmware_py.compose.punch_path import recorder_from_config
 from firmware_py.decision.outcome import Decision, LivenessVerdict
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import load_public_keys
@@ -69,8 +70,8 @@ def device(_isolated_home: Path, capsys: pytest.CaptureFixture[str]) -> dict:
 
 def test_punch_from_the_broker_verifies_with_pyjwt_and_jwcrypto(device: dict, mosquitto: Any) -> None:
     from firmware_py.config import load, with_changes
-    from firmware_py.mqtt.devbroker import Capture
-    from firmware_py.mqtt.service import DeviceLink
+    from firmware_py.devtools.broker import Capture
+    from firmware_py.mqtt.device_link import DeviceLink
 
     cfg = with_changes(
         load(None),
@@ -186,7 +187,7 @@ def test_recorder_from_config_and_events(device: dict) -> None:
     bus.subscribe(seen.append)
     outbox = Outbox.from_config(cfg, bus)
     assert outbox.path == device["home"] / "outbox.sqlite"
-    rec = SignedPunchRecorder.from_config(cfg, bus, outbox)
+    rec = recorder_from_config(cfg, bus, outbox)
     d = Decision(True, "match", 3, person_id="p-1", distance=0.3, threshold=0.5)  # no liveness verdict
     pid = rec.record(d, "in")
     claims = peek(outbox.pending()[0].payload)[1]
@@ -199,9 +200,9 @@ def test_recorder_from_config_and_events(device: dict) -> None:
 
 
 def test_punch_service_for_the_daemon(tmp_path: Path, mosquitto: Any, contract: Any) -> None:
+    from firmware_py.compose.punch_path import PunchService
     from firmware_py.config import load, with_changes
-    from firmware_py.mqtt.devbroker import Capture
-    from firmware_py.punch.service import PunchService
+    from firmware_py.devtools.broker import Capture
 
     home = tmp_path / "home"
     demo = with_changes(load(None), {"device.data_dir": str(home)})

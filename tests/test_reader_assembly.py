@@ -17,9 +17,9 @@ from firmware_py.events import Event
 @pytest.fixture(scope="module")
 def walkup(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
     """Grace Hopper walks up, then the astronaut (not enrolled), then Grace Hopper again."""
+    from firmware_py.demo import write_walkup
+    from firmware_py.demo_assets import ensure_demo_assets
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.demo import write_walkup
-    from firmware_py.pipeline.demo_assets import ensure_demo_assets
 
     folder = tmp_path_factory.mktemp("walkup")
     write_walkup(folder, ensure_demo_assets(models_dir), build_analyzer(load(None), enrolment=True))
@@ -35,8 +35,8 @@ def test_accept_is_punched_durably_before_the_door_opens(walkup: Path, models_di
     from firmware_py.keys.jwk import public_jwk
     from firmware_py.keys.store import device_key_path, load_private_key
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
     from firmware_py.reader import build_reader, demo_overrides
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = demo_overrides(
         with_changes(

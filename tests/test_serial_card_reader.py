@@ -12,11 +12,11 @@ import serial
 from gpiozero.pins.mock import MockFactory
 
 from firmware_py.cli.main import main
+from firmware_py.compose.gate_edge import GateEdge
 from firmware_py.config import Config, with_changes
 from firmware_py.decision.outcome import Decision, Direction
 from firmware_py.events import Event, EventBus
 from firmware_py.gate.card_store import CARD_DB, CardStore
-from firmware_py.gate.edge import GateEdge
 from firmware_py.serial.card_reader import CardFrames, SerialCardReader
 
 

@@ -269,8 +269,8 @@ def test_kaoclock_console_command_on_a_pty(tmp_path: Path) -> None:
 
 def test_daemon_console_with_the_gate(tmp_path: Path) -> None:
     """What the daemon wires: the gate's status and relay test behind the console, on a pty."""
+    from firmware_py.compose.gate_edge import GateEdge
     from firmware_py.config import Config, with_changes
-    from firmware_py.gate.edge import GateEdge
     from firmware_py.serial.console import daemon_console
 
     class NullRecorder:

@@ -1,4 +1,4 @@
-"""The vision room's measurement commands print JSON with the promised fields (on tiny real inputs)."""
+"""The vision package's measurement commands print JSON with the promised fields (on tiny real inputs)."""
 
 from __future__ import annotations
 

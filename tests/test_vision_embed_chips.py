@@ -9,9 +9,9 @@ import pytest
 
 from firmware_py.capture.frame import Frame
 from firmware_py.config import load, with_changes
-from firmware_py.pipeline.embedding import describe, describe_face, load_embedder
 from firmware_py.vision.align import DETECTOR4_TEMPLATE, FACEMESH5_TEMPLATE, align_chip
 from firmware_py.vision.analyzer import FaceAnalyzer
+from firmware_py.vision.embedding import describe, describe_face, load_embedder
 from firmware_py.vision.landmarks import DLIB5
 
 

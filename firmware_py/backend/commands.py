@@ -14,8 +14,8 @@ from firmware_py.errors import KaoclockError
 from firmware_py.keys.jwk import b64url_encode
 from firmware_py.keys.jws import COMMAND_TYP, sign
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
-from firmware_py.mqtt.topics import PREFIX, Topics
 from firmware_py.punch.ids import uuid7
+from firmware_py.topics import PREFIX, Topics
 
 
 def command_claims(

@@ -33,7 +33,7 @@ from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import PunchRejected, VerifiedPunch, verify_punch
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink, TlsFiles
-from firmware_py.mqtt.topics import PREFIX, fleet_filter
+from firmware_py.topics import PREFIX, fleet_filter
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.backend.hr import HrError, HrMaster
 from firmware_py.errors import KaoclockError
-from firmware_py.gallery.enrol import EnrolmentReport, check_photo, check_photos
-from firmware_py.pipeline.embedding import ChipEmbedder
+from firmware_py.gallery.enrol import EnrolmentReport, accepted, check_photo, check_photos
+from firmware_py.vision.embedding import ChipEmbedder
 
 MAX_PHOTO_BYTES = 20 << 20
 
@@ -38,13 +39,13 @@ def enrol_person(
         if len(data[Path(p)]) > MAX_PHOTO_BYTES:
             raise KaoclockError(f"{p} is larger than {MAX_PHOTO_BYTES >> 20} MiB; use a smaller photo")
     report = check_photos(analyzer, embedder, person_id, found[0], [Path(p) for p in photos], mirror=mirror)
-    good = [r for r in report.photos if r.descriptor is not None]
-    master.store_enrolment(person_id, [data[r.path] for r in good], [r.descriptor for r in good], embedder.version, replace=replace)  # type: ignore[misc]
+    good = accepted(report)
+    master.store_enrolment(person_id, [data[r.path] for r, _ in good], [d for _, d in good], embedder.version, replace=replace)
     report.stored = True
     return report
 
 
-def photo_describer(analyzer: Any, embedder: ChipEmbedder, mirror: bool = False):  # type: ignore[no-untyped-def]
+def photo_describer(analyzer: Any, embedder: ChipEmbedder, mirror: bool = False) -> Callable[[bytes], np.ndarray]:
     """A kept photo's bytes -> its descriptor under ``embedder`` (for re-extraction); raises when the photo no longer passes."""
 
     def describe(data: bytes) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from firmware_py.backend.db import Cursor, Database
 from firmware_py.backend.verify import VerifiedPunch
-from firmware_py.punch.claims import parse_utc_ms
+from firmware_py.timefmt import parse_utc_ms
 
 Status = Literal["stored", "duplicate", "conflict"]
 RejectRow = tuple[str, str, str, "bytes | str", "str | None"]  # topic, reason, detail, payload, punch id

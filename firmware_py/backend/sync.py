@@ -38,8 +38,8 @@ from firmware_py.backend.db import Database
 from firmware_py.backend.hr import HrError, HrMaster
 from firmware_py.gallery.store import Person, Template
 from firmware_py.mqtt.link import TlsFiles
-from firmware_py.mqtt.topics import PREFIX
 from firmware_py.provision.gallery_sync import encode_template, person_digest
+from firmware_py.topics import PREFIX
 
 log = logging.getLogger(__name__)
 

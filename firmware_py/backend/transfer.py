@@ -1,6 +1,6 @@
 """Sending a file to a reader in signed chunks (firmware bundle, gallery snapshot), resuming after a dropped link.
 
-The backend's half of :mod:`firmware_py.mqtt.commands.transfer`:
+The backend's half of :mod:`firmware_py.update.transfer`:
 
     with CommandSession(brokers, site, device, backend_key) as s:  # firmware_py.backend.commands
         result = send_file(s, "firmware", bundle_bytes, meta={"version": "1.3.0"})

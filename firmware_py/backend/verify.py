@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.keys.jws import PUNCH_TYP, JwsError, peek, verify
-from firmware_py.mqtt.topics import PREFIX, parse_topic
 from firmware_py.punch.claims import claims_problem
+from firmware_py.topics import PREFIX, parse_topic
 
 MAX_PUNCH_BYTES = 16 * 1024
 
@@ -30,7 +30,7 @@ class VerifiedPunch:
     kid: str
 
 
-def verify_punch(topic: str, payload: bytes, registry: DeviceRegistry, prefix: str = PREFIX) -> VerifiedPunch:
+def verify_punch(topic: str, payload: bytes, registry: DeviceRegistry | DbDeviceRegistry, prefix: str = PREFIX) -> VerifiedPunch:
     """Verify a message from a punch topic or raise :class:`PunchRejected`.
 
     Reasons: ``bad_topic``, ``oversized``, ``malformed``, ``unsigned``,

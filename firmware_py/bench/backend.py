@@ -45,10 +45,9 @@ def _progress(msg: str) -> None:
     print(f"bench backend: {msg}", file=sys.stderr, flush=True)
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values), q))
+def _ms(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of seconds, in milliseconds (None without values)."""
+    return round(float(np.percentile(np.asarray(values), q)) * 1000, 1) if values else None
 
 
 def sign_punches(readers: list[tuple[str, str, Any, str]], n: int, people: int, t0: float) -> list[tuple[str, str, bytes]]:
@@ -203,8 +202,8 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
             out["latency"] = {
                 "punches": n_lat,
                 "rate_per_s": args.latency_rate,
-                "publish_to_row_p50_ms": round(_pct(lat, 50) * 1000, 1) if lat else None,
-                "publish_to_row_p95_ms": round(_pct(lat, 95) * 1000, 1) if lat else None,
+                "publish_to_row_p50_ms": _ms(lat, 50),
+                "publish_to_row_p95_ms": _ms(lat, 95),
             }
         killed = {"done": False}
         if bulk:
@@ -230,8 +229,8 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
                 "punches": len(bulk),
                 "publish_per_s": round(len(bulk) / publish_s, 1),
                 "stored_per_s": round(len(lat) / (last - t0), 1) if last else None,
-                "publish_to_row_p50_ms": round(_pct(lat, 50) * 1000, 1) if lat else None,
-                "publish_to_row_p95_ms": round(_pct(lat, 95) * 1000, 1) if lat else None,
+                "publish_to_row_p50_ms": _ms(lat, 50),
+                "publish_to_row_p95_ms": _ms(lat, 95),
                 "note": "publishers run flat out, so latency here includes the queue at the broker",
             }
             out["killed_and_restarted_one_consumer"] = killed["done"]
@@ -351,8 +350,8 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from firmware_py.bench.localpg import LocalPostgres
-    from firmware_py.mqtt.devbroker import LocalBroker
+    from firmware_py.devtools.broker import LocalBroker
+    from firmware_py.devtools.postgres import LocalPostgres
 
     tmp = Path(tempfile.mkdtemp(prefix="kaoclock-bench-backend-"))
     pg = broker = None

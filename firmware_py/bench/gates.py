@@ -1,6 +1,6 @@
 """Readers' command sides for the backend's tests and bench: the daemon's own MQTT side without a camera.
 
-A :class:`Gate` is a reader's :class:`~firmware_py.mqtt.service.DeviceLink`
+A :class:`Gate` is a reader's :class:`~firmware_py.mqtt.device_link.DeviceLink`
 (signed commands checked against the backend key, nonce store, signed
 results, retained status with Last Will) with the real encrypted gallery and
 its ``gallery.*`` commands.  ``python -m firmware_py.bench.gates`` hosts many
@@ -27,7 +27,7 @@ class Gate:
         from firmware_py.keys.jwk import public_jwk
         from firmware_py.keys.store import backend_public_path, device_key_path, init_private_key, load_private_key
         from firmware_py.mqtt.commands.registry import CommandRegistry
-        from firmware_py.mqtt.service import DeviceLink
+        from firmware_py.mqtt.device_link import DeviceLink
         from firmware_py.outbox.store import Outbox
         from firmware_py.provision.gallery_sync import GallerySync
 

@@ -20,13 +20,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from firmware_py.config import load, with_changes
 from firmware_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 SIZE = (640, 480)
 
@@ -42,7 +45,7 @@ def decode_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.nd
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         for f in c.decode(stream):
-            img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR).convert("RGBX")
+            img = f.to_image().convert("RGB").resize(SIZE, Image.Resampling.BILINEAR).convert("RGBX")
             frames.append(np.ascontiguousarray(np.asarray(img)))
             ts.append(float(f.time) if f.time is not None else len(ts) / 25.0)
             if max_frames and len(frames) >= max_frames:
@@ -60,13 +63,13 @@ def pct(v: list[float], q: float) -> float:
     return round(float(np.percentile(v, q)), 3) if v else 0.0
 
 
-def run(source: Path, cfg: Any, gallery_size: int = 5000, peer: bool = False, max_frames: int | None = None) -> dict[str, Any]:
+def run(source: Path, cfg: Config, gallery_size: int = 5000, peer: bool = False, max_frames: int | None = None) -> dict[str, Any]:
     from firmware_py.capture.frame import Frame
     from firmware_py.gallery.blas import limit_blas_threads
     from firmware_py.gallery.store import GalleryMatrix, open_from_config
     from firmware_py.pipeline.build import build_analyzer, build_pipeline
-    from firmware_py.pipeline.embedding import describe_face, load_embedder
     from firmware_py.pipeline.loop import RecognitionPipeline, stage_percentiles
+    from firmware_py.vision.embedding import describe_face, load_embedder
 
     limit_blas_threads(1)
     frames, ts = decode_frames(source, max_frames)

@@ -8,11 +8,11 @@
 - :class:`LatestFrame`: runs a camera in its own thread into a one-slot
   buffer, watches for stalls and loss, reopens with backoff, reports
   ``camera.*`` events.
-- :func:`from_config`: the configured camera in a :class:`LatestFrame`.
+- :func:`latest_frame_from_config`: the configured camera in a :class:`LatestFrame`.
 """
 
 from firmware_py.capture.base import Camera, CameraError, EndOfStream
-from firmware_py.capture.factory import camera_from_config, from_config
+from firmware_py.capture.factory import camera_from_config, latest_frame_from_config
 from firmware_py.capture.frame import Frame
 from firmware_py.capture.latest import CaptureStats, LatestFrame, backoff_delay
 from firmware_py.capture.picamera2_backend import PiCamera2Camera
@@ -32,6 +32,6 @@ __all__ = [
     "VideoReplay",
     "backoff_delay",
     "camera_from_config",
-    "from_config",
+    "latest_frame_from_config",
     "replay",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from types import TracebackType
 
 import numpy as np
@@ -94,3 +95,17 @@ class Camera(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def frames_of(camera: Camera, limit: int | None = None) -> Iterator[Frame]:
+    """An open camera's frames until it ends (end of stream, or no frame in time), at most ``limit``."""
+    n = 0
+    while limit is None or n < limit:
+        try:
+            frame = camera.read()
+        except EndOfStream:
+            return
+        if frame is None:
+            return
+        n += 1
+        yield frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from firmware_py.capture.base import Camera, CameraError
 from firmware_py.capture.latest import LatestFrame
@@ -17,7 +18,7 @@ from firmware_py.events import EventBus
 def camera_from_config(cam: CameraConfig, source: str | Path | None = None) -> Camera:
     """The :class:`Camera` that ``[camera]`` describes; ``source`` overrides ``camera.source``."""
     src = str(source) if source is not None else cam.source
-    orient = {"rotation": cam.rotation, "hflip": cam.hflip}
+    orient: dict[str, Any] = {"rotation": cam.rotation, "hflip": cam.hflip}
     size = (cam.width, cam.height)
     if cam.backend == "replay":
         if not src:
@@ -39,7 +40,7 @@ def camera_from_config(cam: CameraConfig, source: str | Path | None = None) -> C
     raise CameraError(f"camera.backend {cam.backend!r} is unknown (fix: use replay, v4l2 or picamera2)")
 
 
-def from_config(cfg: Config, bus: EventBus | None = None, source: str | Path | None = None) -> LatestFrame:
+def latest_frame_from_config(cfg: Config, bus: EventBus | None = None, source: str | Path | None = None) -> LatestFrame:
     """The configured camera wrapped in a :class:`LatestFrame` (not started: call ``start()``)."""
     cam = cfg.camera
     camera = camera_from_config(cam, source)

@@ -58,6 +58,15 @@ class CaptureStats:
     last_frame_age_s: float | None
 
 
+@dataclass
+class _Outage:
+    """One camera outage: when it began, failed attempts so far, whether ``camera.lost`` was reported."""
+
+    start: float | None = None  # monotonic
+    attempt: int = 0
+    reported: bool = False
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
     """Delay before reopen attempt ``attempt`` (0-based): ``min(max, initial * 2**attempt)`` with equal jitter."""
     d = min(maximum, initial * (2 ** min(attempt, 30)))
@@ -192,9 +201,7 @@ class LatestFrame:
             log.debug("closing %s failed", self.camera.name, exc_info=True)
 
     def _run(self) -> None:
-        attempt = 0  # failed (re)open attempts in the current outage
-        outage_start: float | None = None  # monotonic time the current outage began
-        lost_reported = False
+        outage = _Outage()
         first_open = True
         try:
             while not self._stop.is_set():
@@ -205,24 +212,14 @@ class LatestFrame:
                     try:
                         self.camera.open()
                     except CameraError as exc:
-                        self._errors += 1
-                        self.last_error = str(exc)
-                        delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
-                        if outage_start is None:
-                            outage_start = time.monotonic()
-                        if not lost_reported:
-                            self._emit("camera.lost", "fault", error=str(exc), retry_in_s=round(delay, 3))
-                            lost_reported = True
-                        self._set_state("lost")
-                        attempt += 1
-                        if self._stop.wait(delay):
+                        if self._stop.wait(self._camera_failed(exc, outage)):
                             break
                         continue
                     if not first_open:
                         self._reopens += 1
                     first_open = False
                     last = time.monotonic()
-                    if outage_start is None:
+                    if outage.start is None:
                         self._set_state("running")
                 else:
                     last = self._last_frame_mono or time.monotonic()
@@ -237,37 +234,28 @@ class LatestFrame:
                         self._emit("camera.ended", "info", frames=self._captured)
                         return
                     except CameraError as exc:
-                        self._errors += 1
-                        self.last_error = str(exc)
-                        if outage_start is None:
-                            outage_start = time.monotonic()
-                        delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
-                        if not lost_reported:
-                            self._emit("camera.lost", "fault", error=str(exc), retry_in_s=round(delay, 3))
-                            lost_reported = True
-                        self._set_state("lost")
+                        delay = self._camera_failed(exc, outage)
                         self._close_camera()
-                        attempt += 1
                         self._stop.wait(delay)
                         break
                     now = time.monotonic()
                     if frame is None:
                         if now - last >= self.stall_timeout_s:
                             self._stalls += 1
-                            if outage_start is None:
-                                outage_start = last
-                            delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
+                            if outage.start is None:
+                                outage.start = last
+                            delay = backoff_delay(outage.attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
                             self._emit("camera.stalled", "warning", no_frame_for_s=round(now - last, 3), retry_in_s=round(delay, 3))
                             self._set_state("stalled")
                             self._close_camera()
-                            attempt += 1
+                            outage.attempt += 1
                             self._stop.wait(delay)
                             break
                         continue
                     last = now
-                    if outage_start is not None:
-                        self._emit("camera.recovered", "info", outage_s=round(now - outage_start, 3), attempts=attempt)
-                        outage_start, attempt, lost_reported = None, 0, False
+                    if outage.start is not None:
+                        self._emit("camera.recovered", "info", outage_s=round(now - outage.start, 3), attempts=outage.attempt)
+                        outage = _Outage()
                     self._put(frame, now)
                     if self.lossless:
                         last = time.monotonic()  # time spent waiting for the consumer is not a stall
@@ -278,6 +266,20 @@ class LatestFrame:
             self._set_state("stopped")
         finally:
             self._close_camera()
+
+    def _camera_failed(self, exc: CameraError, outage: _Outage) -> float:
+        """Count an open or read failure into ``outage``; report the loss once; return the backoff delay."""
+        self._errors += 1
+        self.last_error = str(exc)
+        if outage.start is None:
+            outage.start = time.monotonic()
+        delay = backoff_delay(outage.attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
+        if not outage.reported:
+            self._emit("camera.lost", "fault", error=str(exc), retry_in_s=round(delay, 3))
+            outage.reported = True
+        self._set_state("lost")
+        outage.attempt += 1
+        return delay
 
     def _put(self, frame: Frame, now: float) -> None:
         with self._cond:

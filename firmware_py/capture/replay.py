@@ -225,7 +225,7 @@ class ImageFolderReplay(_ReplayBase):
                 with Image.open(self._files[i]) as im:
                     rgb = im.convert("RGB")
                     if self.size and rgb.size != self.size:
-                        rgb = rgb.resize(self.size, Image.BILINEAR)
+                        rgb = rgb.resize(self.size, Image.Resampling.BILINEAR)
                     image = np.asarray(rgb.convert("RGBX"))  # 4 bytes per pixel, like a camera's
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 self.skipped += 1

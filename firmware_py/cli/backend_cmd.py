@@ -448,7 +448,7 @@ def cmd_people_remove(args: argparse.Namespace) -> int:
 def _front_end(config: Path | None) -> tuple[Any, Any, bool]:
     from firmware_py.config import load
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = load(config)
     return build_analyzer(cfg, enrolment=True), load_embedder(cfg), cfg.recognition.mirror_average
@@ -478,11 +478,10 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 def _backend_embedders(config: Path | None) -> dict[str, Any]:
     """The backend's own embedder (by version, from the manifest), loaded only if a re-extraction needs it."""
     from firmware_py.models.manifest import ModelError, load_manifest
-    from firmware_py.pipeline.embedding import embedder_entry_name
+    from firmware_py.vision.embedder import EMBEDDER_MODEL
 
     try:
-        manifest = load_manifest()
-        version = manifest.entry(embedder_entry_name(manifest)).version
+        version = load_manifest().entry(EMBEDDER_MODEL).version
     except ModelError as exc:
         print(f"warning: no embedder for re-extraction: {exc}", file=sys.stderr)
         return {}
@@ -546,7 +545,7 @@ def _watch(args: argparse.Namespace, syncer: Any, brokers: Any, report: Any) -> 
     import queue
 
     from firmware_py.mqtt.link import BrokerUrl, LinkSettings, MqttLink
-    from firmware_py.mqtt.topics import fleet_filter, parse_topic
+    from firmware_py.topics import fleet_filter, parse_topic
 
     todo: queue.Queue[tuple[str, str]] = queue.Queue()
     sites = set(args.site or [])

@@ -1,6 +1,6 @@
 """`kaoclock bench ...`: speed and memory measurements that print JSON.
 
-Each measurement lives in its own room's module exposing
+Each measurement lives in its own package's module exposing
 ``register(bench_subparsers)``; list it in :data:`BENCH_MODULES`.
 """
 
@@ -10,13 +10,13 @@ import argparse
 import importlib
 
 BENCH_MODULES: list[str] = [
-    "firmware_py.outbox.bench",
-    "firmware_py.gate.bench",
-    "firmware_py.vision.bench",
+    "firmware_py.bench.outbox",
+    "firmware_py.bench.gate",
+    "firmware_py.bench.vision",
     "firmware_py.bench.match",
     "firmware_py.bench.pipeline",
-    "firmware_py.liveness.bench",
-    "firmware_py.mqtt.bench_transfer",
+    "firmware_py.bench.liveness",
+    "firmware_py.bench.transfer",
     "firmware_py.bench.backend",
 ]
 

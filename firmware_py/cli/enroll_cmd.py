@@ -30,7 +30,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from firmware_py.gallery.enrol import EnrolmentRefused, enrol_photos
     from firmware_py.gallery.store import open_from_config
     from firmware_py.pipeline.build import build_analyzer, choose_threshold
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = load(args.config)
     embedder = load_embedder(cfg)

@@ -1,6 +1,6 @@
 """`kaoclock eval ...`: accuracy evaluations on real data that print JSON.
 
-Each evaluation lives in its own room's module exposing
+Each evaluation lives in its own package's module exposing
 ``register(eval_subparsers)``; list it in :data:`EVAL_MODULES`.
 """
 
@@ -10,12 +10,12 @@ import argparse
 import importlib
 
 EVAL_MODULES: list[str] = [
-    "firmware_py.vision.evaluate",
+    "firmware_py.eval.vision",
     "firmware_py.eval.lfw",
     "firmware_py.eval.identify",
     "firmware_py.eval.tune",
     "firmware_py.eval.calibration",
-    "firmware_py.liveness.evaluate",
+    "firmware_py.eval.liveness",
 ]
 
 

@@ -88,7 +88,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from firmware_py.gallery.calibration import calibrate
     from firmware_py.gallery.store import open_from_config
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     cfg = load(args.config)
     with open_from_config(cfg, create=False) as store:

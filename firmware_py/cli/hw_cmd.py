@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _where(cfg: Config, role: str) -> str:
-    from firmware_py.gpio.pinmap import load_pinmap, resolve_pins
+    from firmware_py.config.pinmap import load_pinmap, resolve_pins
 
     pm = load_pinmap(cfg.gpio.pinmap)
     pins, _ = resolve_pins(pm, cfg.gpio.pins, cfg.gpio.not_fitted, cfg.gpio.release)
@@ -46,7 +46,7 @@ def _where(cfg: Config, role: str) -> str:
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
-    from firmware_py.gpio.pinmap import ROLES, load_pinmap, resolve_pins
+    from firmware_py.config.pinmap import ROLES, load_pinmap, resolve_pins
 
     cfg = load(args.config)
     pm = load_pinmap(cfg.gpio.pinmap)
@@ -72,7 +72,7 @@ def cmd_patterns(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from firmware_py.gpio.bench import HardwareBench, buzzer_test, led_test
+    from firmware_py.gpio.selftest import HardwareBench, buzzer_test, led_test
 
     cfg = load(args.config)
     if cfg.gpio.pin_factory == "mock":
@@ -145,8 +145,8 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 def cmd_safe(args: argparse.Namespace) -> int:
     from gpiozero import OutputDevice
 
+    from firmware_py.config.pinmap import load_pinmap, resolve_pins
     from firmware_py.gpio.factory import make_pin_factory
-    from firmware_py.gpio.pinmap import load_pinmap, resolve_pins
 
     cfg = load(args.config)
     pm = load_pinmap(cfg.gpio.pinmap)

@@ -79,8 +79,8 @@ def _check_data(data: Path | None) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from firmware_py.models.build import NAME as EMBEDDER
-    from firmware_py.models.build import SHAPE_PREDICTOR, SOURCE
+    from firmware_py.convert.build import NAME as EMBEDDER
+    from firmware_py.convert.build import SHAPE_PREDICTOR, SOURCE
 
     _check_data(args.data)
     manifest = load_manifest()
@@ -97,8 +97,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             out["embedder_parity"] = {"problem": "; ".join(str(b) for b in bad)}
             status = 3
         else:
-            from firmware_py.models.dlib_resnet import ReferenceEmbedder
-            from firmware_py.models.parity import embedder_parity
+            from firmware_py.convert.dlib_resnet import ReferenceEmbedder
+            from firmware_py.convert.parity import embedder_parity
             from firmware_py.vision.embedder import load_embedder
 
             sp = checks[SHAPE_PREDICTOR].path if checks[SHAPE_PREDICTOR].ok else None
@@ -124,7 +124,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from firmware_py.models.build import DEFAULT_SEED, BuildOptions, build
+    from firmware_py.convert.build import DEFAULT_SEED, BuildOptions, build
 
     _check_data(args.data)
     if args.calibration < 8:

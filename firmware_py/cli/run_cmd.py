@@ -33,13 +33,13 @@ def check_models(cfg) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.fetch_demo_assets:
-        from firmware_py.pipeline.demo_assets import ensure_demo_assets
+        from firmware_py.demo_assets import ensure_demo_assets
 
         for name, path in ensure_demo_assets(load(args.config).models.dir).items():
             print(f" present  demo:{name}  {path}")
         return 0
     if args.config is None:
-        from firmware_py.pipeline.demo import run_demo
+        from firmware_py.demo import run_demo
 
         check_models(load(None))
         result = run_demo(source=args.source, jsonl=args.jsonl)

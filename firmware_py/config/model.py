@@ -1,4 +1,4 @@
-"""The whole configuration: one section per room."""
+"""The whole configuration: one section per package."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A small declarative schema for the TOML configuration.
 
-Every room describes its own section as a frozen dataclass whose fields are
+Every package describes its own section as a frozen dataclass whose fields are
 declared with :func:`setting` (type from the annotation, range, pattern, a
 one-line doc).  :func:`parse_section` turns a raw TOML table into an instance
 and collects *every* problem it finds, each naming the dotted key and a fix,

@@ -4,7 +4,7 @@ A liveness stage sees every observation of every track (``observe``) and,
 when it has seen enough, gives a verdict for the track (``verdict``); until
 then it answers ``None`` (pending) and the decision waits, up to
 ``decision.liveness_timeout_s``.  ``forget`` drops a track's state when the
-track ends.  The liveness room implements :class:`LivenessStage`; with
+track ends.  The liveness package implements :class:`LivenessStage`; with
 policy ``off``, :class:`LivenessOff` says so in every verdict (no score):
 nothing pretends to check liveness.
 """
@@ -19,7 +19,7 @@ from firmware_py.decision.outcome import LivenessVerdict
 class LivenessStage(Protocol):
     """What a liveness stage implements.
 
-    ``observation`` is the vision room's ``FaceObservation`` (track id,
+    ``observation`` is the vision package's ``FaceObservation`` (track id,
     detection, landmarks, aligned chip, quality, frame time) plus, where the
     stage needs pixels, the frame it came from.
     """
@@ -52,13 +52,3 @@ class LivenessOff:
 
     def forget(self, track_id: int) -> None:
         return None
-
-
-def liveness_from_config(cfg: Any) -> LivenessStage:
-    """The stage for ``[liveness] policy``: :class:`LivenessOff` for ``off``, else the liveness room's detector."""
-    if cfg.liveness.policy == "off":
-        return LivenessOff()
-    # Imported here so the decision core does not depend on the liveness room when it is off.
-    from firmware_py.liveness.stage import stage_from_config
-
-    return stage_from_config(cfg)

@@ -19,11 +19,14 @@ from __future__ import annotations
 import statistics
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from firmware_py.decision.liveness import LivenessOff, LivenessStage
 from firmware_py.decision.outcome import Decision, LivenessVerdict, Reason
 from firmware_py.gallery.matcher import MatchResult
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 _UNKNOWN = "\0unknown"
 _AMBIGUOUS = "\0ambiguous"
@@ -39,7 +42,7 @@ class DecisionParams:
     liveness_timeout_s: float = 3.0
 
     @classmethod
-    def from_config(cls, cfg: Any) -> DecisionParams:
+    def from_config(cls, cfg: Config) -> DecisionParams:
         d = cfg.decision
         return cls(d.k, d.n, d.cooldown_s, d.track_timeout_s, d.liveness_timeout_s)
 
@@ -123,10 +126,6 @@ class DecisionMachine:
         """Whether the track already has its decision (its further frames need no embedding)."""
         tr = self._tracks.get(track_id)
         return tr is not None and tr.decided
-
-    @property
-    def active_tracks(self) -> list[int]:
-        return [t for t, tr in self._tracks.items() if not tr.decided]
 
     # ------------------------------------------------------------ the machine
 

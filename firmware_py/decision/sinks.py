@@ -59,7 +59,7 @@ class JsonLinesSink:
     def __init__(self, target: IO[str] | Path | str | None = None) -> None:
         self._lock = threading.Lock()
         self._path = Path(target) if isinstance(target, (str, Path)) else None
-        self._stream = None if self._path else target
+        self._stream: IO[str] | None = None if isinstance(target, (str, Path)) else target
 
     def on_decision(self, decision: Decision) -> None:
         line = json.dumps(decision.as_dict(), sort_keys=True, ensure_ascii=False)

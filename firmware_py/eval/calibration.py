@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from firmware_py.config import load
 from firmware_py.eval.identify import Described, Protocol, describe_protocol, fpir_per_identity, parse_split, rates, score
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 def study(d: Described, sizes: list[int], draws: int, target: float, default: float, seed: int = 0) -> list[dict[str, Any]]:
@@ -92,7 +95,7 @@ def study(d: Described, sizes: list[int], draws: int, target: float, default: fl
     return out
 
 
-def run(root: Path, cfg: Any, people: Path | None, split: tuple[int, int] | None, sizes: list[int], draws: int, target: float) -> dict[str, Any]:
+def run(root: Path, cfg: Config, people: Path | None, split: tuple[int, int] | None, sizes: list[int], draws: int, target: float) -> dict[str, Any]:
     d = describe_protocol(root, cfg, people, None, split)
     return {
         "target_fpir": target,

@@ -2,7 +2,7 @@
 
 Each image goes through the same stages as a camera frame (BlazeFace,
 FaceMesh, dlib-geometry alignment, the int8 embedder) and is described by
-the reader's own :func:`~firmware_py.pipeline.embedding.describe_face`.  The face
+the reader's own :func:`~firmware_py.vision.embedding.describe_face`.  The face
 described is the one the photo is labelled with: LFW's images (and every other
 identity folder used here) are centred on the labelled person, so with ``face =
 "centre"`` (the default) the detection nearest the image centre is described,
@@ -28,14 +28,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
 
 from firmware_py.config.schema import to_plain
 from firmware_py.gallery.enrol import load_photo
-from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
+from firmware_py.vision.embedding import ChipEmbedder, describe_face
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def centre_chip(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     side = CENTRE_CROP_FRACTION * min(h, w)
     box = (w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2)
-    return np.asarray(Image.fromarray(image).resize((150, 150), Image.BILINEAR, box=box))
+    return np.asarray(Image.fromarray(image).resize((150, 150), Image.Resampling.BILINEAR, box=box))
 
 
 def _front_end_code_hash() -> str:
@@ -106,7 +109,7 @@ def _front_end_code_hash() -> str:
     import firmware_py.vision as vision
 
     h = hashlib.sha256()
-    for f in sorted([*Path(vision.__file__).parent.glob("*.py"), Path(__file__), Path(__file__).parent.parent / "pipeline" / "embedding.py"]):
+    for f in sorted([*Path(vision.__file__).parent.glob("*.py"), Path(__file__)]):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -209,9 +212,9 @@ class _Cache:
         self.dirty = False
 
 
-def describer_from_config(cfg: Any, embedder: ChipEmbedder | None = None, mirror: bool | None = None, face: FacePick = "centre") -> StillDescriber:
+def describer_from_config(cfg: Config, embedder: ChipEmbedder | None = None, mirror: bool | None = None, face: FacePick = "centre") -> StillDescriber:
     from firmware_py.pipeline.build import build_analyzer
-    from firmware_py.pipeline.embedding import load_embedder
+    from firmware_py.vision.embedding import load_embedder
 
     embedder = embedder or load_embedder(cfg)
     analyzer = build_analyzer(cfg, enrolment=True)

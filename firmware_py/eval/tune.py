@@ -21,12 +21,15 @@ import argparse
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from firmware_py.config import load
 from firmware_py.eval.identify import Described, describe_protocol, parse_split, rates, score, threshold_at_fpir
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 BETAS = (0.0, 0.15, 0.3, 0.45, 0.6)
@@ -43,7 +46,7 @@ def fnir_at(d: Described, gamma: float, beta: float, k: int, fpir: float) -> tup
     return rates(t, ok, md, nd)[0], t
 
 
-def run(root: Path, cfg: Any, split: tuple[int, int] | None, sizes: list[int], target_fpir: float, k: int) -> dict[str, Any]:
+def run(root: Path, cfg: Config, split: tuple[int, int] | None, sizes: list[int], target_fpir: float, k: int) -> dict[str, Any]:
     sets = {g: describe_protocol(root, cfg, None, g or None, split) for g in sizes}
     grid = []
     for gamma, beta in itertools.product(GAMMAS, BETAS):

@@ -7,7 +7,7 @@ align, quality) and must show exactly one clear face:
 - ``no_face``: no face found;
 - ``several_faces``: another face at least half as wide as the largest one
   (who is being enrolled?  crop the photo to one person);
-- the vision room's quality codes: ``face_too_small``, ``too_blurred``,
+- the vision package's quality codes: ``face_too_small``, ``too_blurred``,
   ``pose_yaw`` / ``pose_pitch`` / ``pose_roll``, ``too_dark`` /
   ``too_bright`` / ``overexposed``;
 - ``not_same_person``: with several photos, one lies farther than
@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.errors import KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
-from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
+from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 # dlib's own same-person bound: farther than this from the others is another person.
 SAME_PERSON_MAX = 0.6
@@ -164,16 +164,21 @@ def check_photos(
         raise KaoclockError("no photo given: name at least one photo of the person")
     reports = [check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))) for p in photos]
     report = EnrolmentReport(person_id, name, reports)
-    good = [r for r in reports if r.ok and r.descriptor is not None]
+    good = [(r, r.descriptor) for r in reports if r.ok and r.descriptor is not None]
     if len(good) >= 2:
-        for r in good:
-            others = np.mean([o.descriptor for o in good if o is not r], axis=0)
-            d = float(np.linalg.norm(r.descriptor - others))
+        for r, desc in good:
+            others = np.mean([o_desc for o, o_desc in good if o is not r], axis=0)
+            d = float(np.linalg.norm(desc - others))
             if d > SAME_PERSON_MAX:
                 r.ok, r.reasons, r.message = False, ["not_same_person"], f"{MESSAGES['not_same_person']} (distance {d:.2f} > {SAME_PERSON_MAX})"
     if any(not r.ok for r in reports):
         raise EnrolmentRefused(report)
     return report
+
+
+def accepted(report: EnrolmentReport) -> list[tuple[PhotoReport, np.ndarray]]:
+    """The accepted photos of a checked report with their descriptors."""
+    return [(r, r.descriptor) for r in report.photos if r.ok and r.descriptor is not None]
 
 
 def enrol_photos(
@@ -192,13 +197,13 @@ def enrol_photos(
 ) -> EnrolmentReport:
     """Check every photo, then store all of them as templates of one person, or none (raises :class:`EnrolmentRefused`)."""
     report = check_photos(analyzer, embedder, person_id, name, photos, mirror=mirror, images=images)
-    good = [r for r in report.photos if r.descriptor is not None]
+    good = accepted(report)
     # Not a refusal (twins exist), but worth a line: someone else enrolled looks the same.
     if threshold is not None:
-        for pid, dist in _closest_others(store, person_id, [r.descriptor for r in good], embedder.version):
+        for pid, dist in _closest_others(store, person_id, [d for _, d in good], embedder.version):
             if dist <= threshold:
                 report.warnings.append(f"already enrolled {pid} is as close as {dist:.3f} (threshold {threshold:.3f}); is it the same person?")
-    person = Person(person_id, name, tuple(sites), tuple(Template(r.descriptor, embedder.version, r.path.name) for r in good))
+    person = Person(person_id, name, tuple(sites), tuple(Template(d, embedder.version, r.path.name) for r, d in good))
     report.gallery_version = store.upsert_person(person, replace_templates=replace)
     report.stored = True
     return report

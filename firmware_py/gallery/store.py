@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -37,6 +37,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firmware_py.errors import KaoclockError
 from firmware_py.vision.embedder import DESCRIPTOR_DIM
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 SCHEMA_VERSION = 1
 _KEY_CHECK = b"kaoclock-gallery-key-check-v1"
@@ -475,7 +478,7 @@ class GalleryMatrix:
         return len(self.matrix)
 
 
-def default_paths(cfg: Any) -> tuple[Path, Path]:
+def default_paths(cfg: Config) -> tuple[Path, Path]:
     """(database, key file) for a :class:`~firmware_py.config.Config`."""
     data_dir = Path(cfg.device.data_dir)
     db = cfg.gallery.path or data_dir / "gallery.sqlite"
@@ -483,6 +486,6 @@ def default_paths(cfg: Any) -> tuple[Path, Path]:
     return Path(db), Path(key)
 
 
-def open_from_config(cfg: Any, create: bool = True) -> GalleryStore:
+def open_from_config(cfg: Config, create: bool = True) -> GalleryStore:
     db, key = default_paths(cfg)
     return GalleryStore.open(db, key, create=create)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
 from firmware_py.config import Config, ConfigError
+from firmware_py.config.pinmap import PinMap, load_pinmap, resolve_pins
 from firmware_py.gpio.factory import make_pin_factory
-from firmware_py.gpio.pinmap import PinMap, load_pinmap, resolve_pins
 
 # Inputs are debounced by the pin back end (lgpio does it in the kernel driver).
 BOUNCE_S = 0.05
@@ -109,3 +111,12 @@ def detach(*devices: Any) -> None:
         for dev in devices:
             if dev is not None and not dev.closed:
                 dev.when_activated = dev.when_deactivated = None
+
+
+def stop_worker(cond: threading.Condition, thread: threading.Thread | None, stop: Callable[[], None]) -> None:
+    """Tell a device's worker thread to stop (``stop`` sets its flag, under ``cond``), wake it and join it."""
+    with cond:
+        stop()
+        cond.notify_all()
+    if thread is not None:
+        thread.join(timeout=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from firmware_py.config import Config
-from firmware_py.gpio.pinmap import ROLES, load_pinmap, resolve_pins
+from firmware_py.config.pinmap import ROLES, load_pinmap, resolve_pins
 
 W, H = 1800, 1240
 ROW = 40  # pixels between header rows

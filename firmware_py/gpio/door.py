@@ -24,11 +24,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.config import Config
 from firmware_py.events import EventBus
-from firmware_py.gpio.devices import detach
+from firmware_py.gpio.devices import GateDevices, detach, stop_worker
+
+if TYPE_CHECKING:
+    from gpiozero import DigitalInputDevice, OutputDevice
+
+    from firmware_py.gpio.feedback import GpioFeedback
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +45,11 @@ class GpioDoor:
         self,
         bus: EventBus,
         *,
-        relay: Any = None,
-        contact: Any = None,
-        rex: Any = None,
-        tamper: Any = None,
-        feedback: Any = None,
+        relay: OutputDevice | None = None,
+        contact: DigitalInputDevice | None = None,
+        rex: DigitalInputDevice | None = None,
+        tamper: DigitalInputDevice | None = None,
+        feedback: GpioFeedback | None = None,
         pulse_s: float = 3.0,
         contact_wiring: str = "nc",
         open_grace_s: float = 2.0,
@@ -84,7 +89,7 @@ class GpioDoor:
         self.grants = 0
 
     @classmethod
-    def from_config(cls, cfg: Config, bus: EventBus, devices: Any, feedback: Any = None) -> GpioDoor:
+    def from_config(cls, cfg: Config, bus: EventBus, devices: GateDevices, feedback: GpioFeedback | None = None) -> GpioDoor:
         d = cfg.door
         return cls(
             bus,
@@ -172,12 +177,8 @@ class GpioDoor:
 
     def stop(self) -> None:
         """Relock at once and detach from the inputs."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        stop_worker(self._cond, self._thread, self._set_stopping)
+        self._thread = None
         detach(self._contact, self._rex, self._tamper)
         if self._relay is not None and not self._relay.closed:
             self._relay.off()
@@ -234,6 +235,9 @@ class GpioDoor:
         self._tampered = False
 
     # ------------------------------------------------------------ timer thread
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
 
     def _run(self) -> None:
         while True:

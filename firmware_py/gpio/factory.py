@@ -11,8 +11,8 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from firmware_py.config.pinmap import PinMap
 from firmware_py.errors import KaoclockError
-from firmware_py.gpio.pinmap import PinMap
 
 # What a back end needs on the board, for the error message when it will not load.
 _NEEDS = {

@@ -32,6 +32,7 @@ from typing import Any
 from firmware_py.config import Config
 from firmware_py.decision.ports import FeedbackState
 from firmware_py.events import EventBus
+from firmware_py.gpio.devices import stop_worker
 from firmware_py.gpio.patterns import ALARM, PATTERNS, Pattern
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,12 @@ class GpioFeedback:
         self._thread.start()
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        stop_worker(self._cond, self._thread, self._set_stopping)
+        self._thread = None
         self._apply(frozenset())
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
 
     def _run(self) -> None:
         with self._cond:

@@ -1,7 +1,8 @@
 """Presentation-attack detection ("liveness"): is a live person in front of the reader, not a photo or a screen?
 
-Rooms: :mod:`.texture` (per-frame pixel cues), :mod:`.motion` (landmark cues
+Modules: :mod:`.texture` (per-frame pixel cues), :mod:`.motion` (landmark cues
 over a window), :mod:`.fusion` (the shipped logistic coefficients),
-:mod:`.stage` (per-track policy and verdicts), :mod:`.train` (the
-reproducible training script), :mod:`.evaluate` (``kaoclock eval liveness``).
+:mod:`.stage` (per-track policy and verdicts).  The training script and
+``kaoclock eval liveness`` are tooling: :mod:`firmware_py.eval.liveness_train`,
+:mod:`firmware_py.eval.liveness`.
 """

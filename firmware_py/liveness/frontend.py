@@ -1,18 +1,21 @@
 """The face front-end the liveness evaluation and training run on: the daemon's own.
 
-Everything that touches the vision room (detector, landmarks, tracker) goes
+Everything that touches the vision package (detector, landmarks, tracker) goes
 through this one module, so evaluation, training and the daemon see the same
 faces the same way.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware_py.errors import KaoclockError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class FrontEndMissing(KaoclockError):
@@ -28,14 +31,14 @@ class FrontEnd:
     evaluation to a couple of minutes.
     """
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         try:
             from firmware_py.capture.frame import Frame
             from firmware_py.vision.analyzer import FaceAnalyzer
         except ImportError as exc:
             raise FrontEndMissing(
                 f"the face front-end is missing ({exc}): liveness evaluation and training need "
-                "firmware_py.vision.analyzer and firmware_py.capture.frame (the vision room)"
+                "firmware_py.vision.analyzer and firmware_py.capture.frame (the vision package)"
             ) from None
         self._cfg = cfg
         self._frame_cls = Frame

@@ -7,11 +7,11 @@ The model is a JSON file (``models/liveness_texture_v4.json``, listed in
 ``sum(w * (x - mean) / scale) + bias``: above the operating threshold it looks
 live.  The training script rescales the weights and bias so that the score of
 a typical live face of people it did not train on is 0 and of a typical
-attack -1 (:func:`firmware_py.liveness.train.standardised`).  Because it is linear, the logit splits exactly into one contribution per
+attack -1 (:func:`firmware_py.eval.liveness_train.standardised`).  Because it is linear, the logit splits exactly into one contribution per
 cue group (colour, specular, frequency, micro-texture, colour texture,
 context), which is how a verdict says *why* it rejected a face.
 
-Training: ``python -m firmware_py.liveness.train`` (numpy only, reproducible).
+Training: ``python -m firmware_py.eval.liveness_train`` (numpy only, reproducible).
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from firmware_py.errors import KaoclockError
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, cue_group
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class LivenessModelError(KaoclockError):
@@ -53,7 +56,7 @@ class TextureModel:
         if tuple(self.features) != FRAME_FEATURE_NAMES:
             raise LivenessModelError(
                 f"liveness model {self.version} was trained on other cue features than this build computes; "
-                "retrain it with `python -m firmware_py.liveness.train`"
+                "retrain it with `python -m firmware_py.eval.liveness_train`"
             )
         groups: dict[str, list[int]] = {}
         for i, name in enumerate(self.features):
@@ -106,7 +109,7 @@ class TextureModel:
         return {g: float(z[ix].sum()) for g, ix in self._groups.items()}  # type: ignore[attr-defined]
 
 
-def load_default_model(cfg: Any) -> TextureModel:
+def load_default_model(cfg: Config) -> TextureModel:
     """The coefficient file ``[liveness] model`` names, verified against models/manifest.toml."""
     from firmware_py.models.manifest import load_manifest
 

@@ -40,7 +40,7 @@ single still, or a track that ended early.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +49,9 @@ from firmware_py.decision.outcome import LivenessVerdict
 from firmware_py.liveness.fusion import TextureModel
 from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, nonplanar_motion, planar_motion
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 HF_PEAK = FRAME_FEATURE_NAMES.index("hf_peak")  # the face crop's spectral peak (moire / halftone)
 
@@ -87,7 +90,7 @@ class LivenessParams:
     planar_ratio: float = 2.2
 
     @classmethod
-    def from_config(cls, cfg: Any) -> LivenessParams:
+    def from_config(cls, cfg: Config) -> LivenessParams:
         c = cfg.liveness
         return cls(
             c.policy,
@@ -118,7 +121,7 @@ class _Track:
 
 
 class LivenessDetector:
-    """Per-track presentation-attack detection (implements the decision room's ``LivenessStage``)."""
+    """Per-track presentation-attack detection (implements the decision package's ``LivenessStage``)."""
 
     def __init__(self, model: TextureModel | None, params: LivenessParams) -> None:
         if params.policy != "off" and model is None:
@@ -129,7 +132,7 @@ class LivenessDetector:
         self._tracks: dict[int, _Track] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any) -> LivenessDetector:
+    def from_config(cls, cfg: Config) -> LivenessDetector:
         """The stage for ``[liveness]``, its coefficient file verified against the model manifest."""
         params = LivenessParams.from_config(cfg)
         if params.policy == "off":
@@ -290,6 +293,6 @@ def _off() -> LivenessVerdict:
     return LivenessVerdict(policy="off", passed=True, score=None, threshold=None, reason="liveness check off (policy off)")
 
 
-def stage_from_config(cfg: Any) -> LivenessDetector:
+def stage_from_config(cfg: Config) -> LivenessDetector:
     """The liveness stage for the daemon (``[liveness] policy`` off / passive / strict)."""
     return LivenessDetector.from_config(cfg)

@@ -1,9 +1,9 @@
 """The event catalogue of the MQTT contract, and the events a decision becomes.
 
 Every type a reader may publish on its events topic, with its severity and
-the room that emits it.  The contract (mqtt/asyncapi.yaml, mqtt/README.md)
+the package that emits it.  The contract (mqtt/asyncapi.yaml, mqtt/README.md)
 lists the same table; a test keeps them in step.  Consumers must accept
-types they do not know: later rooms add theirs here.
+types they do not know: later packages add theirs here.
 """
 
 from __future__ import annotations

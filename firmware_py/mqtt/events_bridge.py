@@ -14,7 +14,7 @@ from typing import Any
 from firmware_py.events import Event, EventBus
 from firmware_py.mqtt.link import MqttLink
 from firmware_py.mqtt.status import encode
-from firmware_py.punch.claims import utc_ms
+from firmware_py.timefmt import utc_ms
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
-Protocol = Literal["auto", "5", "3.1.1"]
+MqttVersion = Literal["auto", "5", "3.1.1"]
 MessageHandler = Callable[[str, bytes, Any], "bool | None"]
 AckCallback = Callable[[bool, str], None]
 
@@ -94,7 +94,7 @@ class Will:
 class LinkSettings:
     brokers: list[BrokerUrl]
     client_id: str
-    protocol: Protocol = "auto"
+    protocol: MqttVersion = "auto"
     keepalive_s: int = 30
     tls: TlsFiles = field(default_factory=TlsFiles)
     username: str | None = None

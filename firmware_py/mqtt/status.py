@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from firmware_py import __version__
-from firmware_py.punch.claims import utc_ms
+from firmware_py.timefmt import utc_ms
 
 STATUS_VERSION = 1
 _BOOT = time.time()

@@ -28,10 +28,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.errors import KaoclockError
 from firmware_py.events import EventBus
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +146,7 @@ class Outbox:
         self._check_levels()
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus | None = None) -> Outbox:
+    def from_config(cls, cfg: Config, bus: EventBus | None = None) -> Outbox:
         """The outbox at ``[outbox] path`` (default ``<data_dir>/outbox.sqlite``)."""
         oc = cfg.outbox
         path = oc.path or (cfg.device.data_dir / "outbox.sqlite")

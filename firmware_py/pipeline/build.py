@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.config import with_changes
-from firmware_py.decision.liveness import LivenessStage, liveness_from_config
+from firmware_py.decision.liveness import LivenessOff, LivenessStage
 from firmware_py.decision.machine import DecisionParams
 from firmware_py.events import EventBus
 from firmware_py.gallery.store import GalleryStore, open_from_config
-from firmware_py.pipeline.embedding import ChipEmbedder, load_embedder
 from firmware_py.pipeline.loop import RecognitionPipeline
+from firmware_py.vision.embedding import ChipEmbedder, load_embedder
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 ENROL_DETECTOR = {"vision.detector.min_face_px": 8.0, "vision.detector.max_faces": 0}
 
 
-def build_analyzer(cfg: Any, enrolment: bool = False) -> Any:
+def build_analyzer(cfg: Config, enrolment: bool = False) -> Any:
     from firmware_py.vision.analyzer import FaceAnalyzer
 
     if enrolment:
@@ -34,7 +37,7 @@ def build_analyzer(cfg: Any, enrolment: bool = False) -> Any:
     return FaceAnalyzer.from_config(cfg)
 
 
-def live_quality_limits(cfg: Any, analyzer: Any) -> Any:
+def live_quality_limits(cfg: Config, analyzer: Any) -> Any:
     """The [vision.quality] limits with the gate's own, more lenient, size and sharpness minimums."""
     rc = cfg.recognition
     base = analyzer.quality_limits
@@ -53,7 +56,7 @@ class ThresholdChoice:
     detail: str
 
 
-def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str, gallery: Any | None = None) -> ThresholdChoice:
+def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, gallery: Any | None = None) -> ThresholdChoice:
     """The threshold in force: the gallery's calibrated one when configured and valid, else the config's.
 
     With ``threshold_source = "gallery"`` and no stored calibration for this
@@ -77,7 +80,7 @@ def choose_threshold(cfg: Any, store: GalleryStore, embedder_version: str, galle
     return ThresholdChoice(rc.threshold, "config", "recognition.threshold")
 
 
-def estimate_threshold(cfg: Any, gallery: Any) -> ThresholdChoice | None:
+def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice | None:
     """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold`` (None: too few people)."""
     from firmware_py.gallery.calibration import MIN_PERSONS, calibrate
     from firmware_py.gallery.store import GalleryError
@@ -93,7 +96,7 @@ def estimate_threshold(cfg: Any, gallery: Any) -> ThresholdChoice | None:
 
 
 def build_pipeline(
-    cfg: Any,
+    cfg: Config,
     *,
     store: GalleryStore | None = None,
     analyzer: Any | None = None,
@@ -124,3 +127,13 @@ def build_pipeline(
         quality_limits=live_limits,
     )
     return pipeline, choice
+
+
+def liveness_from_config(cfg: Config) -> LivenessStage:
+    """The stage for ``[liveness] policy``: :class:`LivenessOff` for ``off``, else the liveness package's detector."""
+    if cfg.liveness.policy == "off":
+        return LivenessOff()
+    # Imported here so a reader with liveness off never loads the liveness package.
+    from firmware_py.liveness.stage import stage_from_config
+
+    return stage_from_config(cfg)

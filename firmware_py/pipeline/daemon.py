@@ -44,7 +44,7 @@ class Service(Protocol):
 
 
 class FrameSource(Protocol):
-    """The capture side as the daemon sees it (the vision room's camera + newest-frame holder)."""
+    """The capture side as the daemon sees it (the vision package's camera + newest-frame holder)."""
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -111,7 +111,7 @@ class Daemon:
 
         ``idle_timeout_s``: give up when no frame arrives for that long
         (reported as an event); None waits forever (a live camera that stalls
-        is the capture room's to reopen).
+        is the capture package's to reopen).
         """
         started: list[Service] = []
         unsubscribe = self.bus.subscribe(self._on_camera_event, "camera.")

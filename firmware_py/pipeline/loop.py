@@ -27,7 +27,7 @@ from firmware_py.decision.outcome import Decision
 from firmware_py.events import EventBus
 from firmware_py.gallery.matcher import Matcher, MatchResult
 from firmware_py.gallery.store import GalleryMatrix
-from firmware_py.pipeline.embedding import ChipEmbedder, describe_face
+from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class FrameResult:
 
 
 def quality_verdict(quality: Any, limits: Any) -> tuple[bool, str]:
-    """(usable, reason codes) from the vision room's FaceQuality and the [vision.quality] limits."""
+    """(usable, reason codes) from the vision package's FaceQuality and the [vision.quality] limits."""
     if quality is None:
         return False, "no_measure"
     failures = quality.failures(limits) if limits is not None else []

@@ -37,12 +37,15 @@ import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from firmware_py.gallery.store import DESCRIPTOR_DIM, GalleryError, GalleryMatrix, GalleryStore, Person, Template, default_paths
 from firmware_py.mqtt.commands.registry import CommandContext, CommandRefused, CommandRegistry
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 PERSON_ARGS = ("person_id", "name", "sites", "templates")
 SITE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -132,7 +135,7 @@ class GallerySync:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: Any, embedder_version: str, on_change: Callable[[GalleryMatrix], None] | None = None) -> GallerySync:
+    def from_config(cls, cfg: Config, embedder_version: str, on_change: Callable[[GalleryMatrix], None] | None = None) -> GallerySync:
         db, key = default_paths(cfg)
         return cls(lambda: GalleryStore.open(db, key, create=True), cfg.device.site, embedder_version, on_change)
 

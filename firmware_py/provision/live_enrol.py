@@ -40,8 +40,8 @@ from firmware_py.gallery.enrol import SAME_PERSON_MAX, SECOND_FACE_RATIO
 from firmware_py.gallery.enrol import _closest_others as closest_others
 from firmware_py.gallery.store import GalleryStore, Person, Template
 from firmware_py.mqtt.commands.registry import CommandContext, CommandRefused, CommandRegistry
-from firmware_py.pipeline.embedding import describe_face
 from firmware_py.provision.gallery_sync import SITE_RE, GallerySync
+from firmware_py.vision.embedding import describe_face
 
 
 @dataclass

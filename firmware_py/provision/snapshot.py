@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,6 +23,9 @@ from PIL import Image, ImageDraw
 from firmware_py.capture.frame import Frame
 from firmware_py.capture.replay import IMAGE_SUFFIXES
 from firmware_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 GREEN, RED, AMBER, CYAN, WHITE = (40, 220, 90), (235, 60, 50), (250, 180, 30), (40, 200, 240), (255, 255, 255)
 
@@ -61,7 +64,7 @@ class SnapshotReport:
         return asdict(self)
 
 
-def grab_frame(cfg: Any, source: str | Path | None = None, warmup: int = 3, timeout: float = 5.0) -> Frame:
+def grab_frame(cfg: Config, source: str | Path | None = None, warmup: int = 3, timeout: float = 5.0) -> Frame:
     """One frame: an image file read directly, else the first frames of the camera/replay (skipping ``warmup`` for exposure)."""
     from firmware_py.capture.factory import camera_from_config
 
@@ -106,7 +109,7 @@ def analyse(frame: Frame, pipeline: Any) -> tuple[list[FaceReport], list[Any]]:
 
     Returns a report per face and the observations themselves (their landmarks are drawn).
     """
-    from firmware_py.pipeline.embedding import describe_face
+    from firmware_py.vision.embedding import describe_face
 
     analysis = pipeline.analyzer.process(frame)
     faces = []
@@ -198,7 +201,7 @@ def annotate(frame: Frame, report: SnapshotReport, observations: list[Any] | Non
     return img
 
 
-def take_snapshot(cfg: Any, out: Path, source: str | Path | None = None, pipeline: Any = None) -> SnapshotReport:
+def take_snapshot(cfg: Config, out: Path, source: str | Path | None = None, pipeline: Any = None) -> SnapshotReport:
     """Grab, analyse, draw and save one annotated frame; returns what was found."""
     from firmware_py.pipeline.build import build_pipeline
 

@@ -20,10 +20,9 @@ from firmware_py.config import Config
 def configured_embedder_version() -> str:
     """The version of the embedder this release runs (its templates are the only ones matched)."""
     from firmware_py.models.manifest import load_manifest
-    from firmware_py.pipeline.embedding import embedder_entry_name
+    from firmware_py.vision.embedder import EMBEDDER_MODEL
 
-    manifest = load_manifest()
-    return manifest.entry(embedder_entry_name(manifest)).version
+    return load_manifest().entry(EMBEDDER_MODEL).version
 
 
 def gallery_summary(cfg: Config) -> dict[str, Any]:

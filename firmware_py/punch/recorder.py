@@ -12,12 +12,11 @@ from firmware_py.decision.outcome import Decision, Direction
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import key_id
 from firmware_py.keys.jws import PUNCH_TYP, sign
-from firmware_py.keys.store import device_key_path, load_private_key
-from firmware_py.mqtt.topics import Topics
 from firmware_py.outbox.store import Outbox as OutboxStore
 from firmware_py.outbox.store import OutboxError, OutMessage
 from firmware_py.punch.claims import build_claims
 from firmware_py.punch.ids import uuid7
+from firmware_py.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +57,6 @@ class SignedPunchRecorder:
         self.liveness_policy = liveness_policy
         self.timezone = timezone
         self.bus = bus
-
-    @classmethod
-    def from_config(
-        cls, cfg: Any, bus: EventBus | None, outbox: OutboxStore, *, clock_synced: Callable[[], bool | None] | None = None
-    ) -> SignedPunchRecorder:
-        """The recorder for ``cfg``: key from ``[punch] key_file`` (default ``<data_dir>/keys/device_ed25519.pem``)."""
-        from firmware_py.telemetry.clock import ClockSync
-
-        key = load_private_key(cfg.punch.key_file or device_key_path(cfg.device.data_dir))
-        return cls(
-            outbox,
-            key,
-            site=cfg.device.site,
-            device=cfg.device.id,
-            topics=Topics(cfg.device.site, cfg.device.id, cfg.mqtt.topic_prefix),
-            clock_synced=clock_synced or ClockSync().synced,
-            liveness_policy=cfg.liveness.policy,
-            timezone=cfg.device.timezone,
-            bus=bus,
-        )
 
     def record(self, decision: Decision, direction: Direction) -> str:
         """Sign and durably store the punch for ``decision``; return its id."""

@@ -25,7 +25,7 @@ from firmware_py.events import EventBus
 from firmware_py.gate.card_store import mask_card, normalise_card
 from firmware_py.serial.lines import Binary, Line, LineAssembler, TooLong
 from firmware_py.serial.port import open_port
-from firmware_py.serial.service import SerialService
+from firmware_py.serial.port_reader import SerialService
 
 log = logging.getLogger(__name__)
 

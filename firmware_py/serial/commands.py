@@ -1,9 +1,9 @@
-"""Console commands: a registry other rooms extend, and the built-in commands.
+"""Console commands: a registry other packages extend, and the built-in commands.
 
 A command is a function ``(session, args) -> iterable of output lines``; it
 gets everything it needs from ``session.ctx``, a :class:`ConsoleContext` of
 plain callables, so the console never imports the pipeline, the gallery or
-MQTT.  Other rooms add commands (``enrol`` ...) with
+MQTT.  Other packages add commands (``enrol`` ...) with
 ``registry.add(Command(...))`` or the :meth:`CommandRegistry.command`
 decorator.
 """

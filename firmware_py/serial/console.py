@@ -25,7 +25,7 @@ from firmware_py.serial.commands import CommandRegistry, ConsoleContext, builtin
 from firmware_py.serial.lines import Binary, Edit, Line, LineAssembler, TooLong
 from firmware_py.serial.passphrase import LoginLimiter, PassphraseError, PassphraseStore
 from firmware_py.serial.port import open_port
-from firmware_py.serial.service import SerialService
+from firmware_py.serial.port_reader import SerialService
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def daemon_console(
 ) -> SerialConsole | None:
     """The console the daemon runs, or ``None`` when ``console.device`` is empty.
 
-    ``status`` is merged with the gate's (``edge``: a :class:`~firmware_py.gate.edge.GateEdge`),
+    ``status`` is merged with the gate's (``edge``: a :class:`~firmware_py.compose.gate_edge.GateEdge`),
     whose relay / LED / buzzer tests the console uses; the recent log is the
     process's ring buffer (installed here if it is not yet).
     """

@@ -21,7 +21,7 @@ from firmware_py.config import Config, load
 from firmware_py.errors import KaoclockError
 from firmware_py.events import EventBus
 from firmware_py.gate.card_store import CARD_DB, CardStore
-from firmware_py.gpio.bench import HardwareBench, buzzer_test, led_test
+from firmware_py.gpio.selftest import HardwareBench, buzzer_test, led_test
 from firmware_py.serial.commands import ConsoleContext
 from firmware_py.serial.config_file import save_changes
 from firmware_py.serial.passphrase import PassphraseStore

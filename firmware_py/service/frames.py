@@ -1,6 +1,6 @@
 """Read a few frames from the configured camera, for the health check.
 
-Uses the capture room's own backends (:func:`firmware_py.capture.camera_from_config`),
+Uses the capture package's own backends (:func:`firmware_py.capture.camera_from_config`),
 so the health check opens the camera exactly as the daemon does: replay of a
 video file or image folder, V4L2, or picamera2. The whole probe runs in a
 thread with a deadline, because opening a wedged device can block.
@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    pass
 
 
 class NoCameraToCheck(Exception):
@@ -51,7 +54,7 @@ def _read(camera_cfg: Any, count: int, deadline: float) -> list[np.ndarray]:
 def read_frames(camera_cfg: Any, count: int = 3, timeout: float = 10.0) -> FrameProbe:
     """Read up to ``count`` frames from ``camera_cfg`` (a [camera] section) within ``timeout`` seconds.
 
-    Raises :class:`NoCameraToCheck` for the built-in demo, the capture room's
+    Raises :class:`NoCameraToCheck` for the built-in demo, the capture package's
     ``CameraError`` when the camera cannot be opened, and ``TimeoutError``
     when no frame arrives in time.
     """

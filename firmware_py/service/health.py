@@ -13,7 +13,7 @@ Checks, in order (each reports ok / fail / skip with a detail):
     frames are flowing: from the running daemon's heartbeat when it runs (it
     holds the camera), else by reading a few frames from the configured camera;
 ``broker_or_outbox`` (and any other registered hook)
-    the punch room registers its check here (broker reachable or outbox
+    the punch package registers its check here (broker reachable or outbox
     healthy); until it does, this check is skipped and says so.
 
 A failure marked ``permanent`` (a refused config, a wrong or unloadable model)
@@ -51,7 +51,7 @@ class Check:
 
 CheckFn = Callable[[Config], Check]
 _HOOKS: dict[str, CheckFn] = {}
-# Modules imported for the checks they register(); the punch room appends its outbox module here.
+# Modules imported for the checks they register(); the punch package appends its outbox module here.
 HOOK_MODULES: tuple[str, ...] = ()
 
 
@@ -92,7 +92,7 @@ def check_models(cfg: Config) -> Check:
         if not result.ok:
             return Check("models", "fail", f"{entry.name}: {result.problem}", permanent=True)
         if result.path.suffix != ".tflite":
-            # Plain-coefficient models (liveness) are loaded by their own room's reader.
+            # Plain-coefficient models (liveness) are loaded by their own package's reader.
             try:
                 if entry.name.startswith("liveness"):
                     from firmware_py.liveness.fusion import TextureModel
@@ -167,7 +167,7 @@ def run_health(config_path: Path | None = None, *, frames: int = 3, frame_timeou
         for name, fn in _HOOKS.items():
             checks.append(_timed(name, lambda fn=fn: fn(cfg)))
         if "broker_or_outbox" not in _HOOKS:
-            checks.append(Check("broker_or_outbox", "skip", "no punch outbox in this release yet (the punch room registers this check)"))
+            checks.append(Check("broker_or_outbox", "skip", "no punch outbox in this release yet (the punch package registers this check)"))
     ok = not any(c.status == "fail" for c in checks)
     return {
         "ok": ok,

@@ -17,12 +17,15 @@ Outside systemd (no ``$NOTIFY_SOCKET``) every call is harmless.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from firmware_py.events import EventBus
 from firmware_py.service.heartbeat import Heartbeat, heartbeat_path
 from firmware_py.service.notify import Notifier, watchdog_timeout
 from firmware_py.service.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class ServiceRuntime:
@@ -33,7 +36,7 @@ class ServiceRuntime:
         self.watchdog = watchdog
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus | None = None) -> ServiceRuntime:
+    def from_config(cls, cfg: Config, bus: EventBus | None = None) -> ServiceRuntime:
         notifier = Notifier.from_env()
         heartbeat = Heartbeat(heartbeat_path(cfg.device.data_dir)) if cfg.service.heartbeat else None
         watchdog = Watchdog(notifier, watchdog_timeout(), cfg.service.frame_stall_seconds, heartbeat=heartbeat, bus=bus)

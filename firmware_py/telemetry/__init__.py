@@ -2,7 +2,7 @@
 
 :class:`~firmware_py.telemetry.collector.TelemetryCollector` assembles a
 snapshot from the system (CPU temperature and load, memory, disk, uptime,
-clock sync), the outbox, and provider hooks the other rooms fill: the
+clock sync), the outbox, and provider hooks the other packages fill: the
 pipeline (fps, per-stage latency p50/p95, last face), the gallery (version,
 size), the camera (state) and the models (versions).
 :class:`~firmware_py.telemetry.latency.StageTimes` is a ready-made pipeline

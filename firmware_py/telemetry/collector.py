@@ -20,14 +20,17 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py import __version__
 from firmware_py.events import EventBus
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.claims import utc_ms
 from firmware_py.telemetry import system
 from firmware_py.telemetry.clock import ClockSync
+from firmware_py.timefmt import utc_ms
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class TelemetryCollector:
         self._no_face_alarmed = False
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus | None = None, *, outbox: Outbox | None = None, **providers: Provider) -> TelemetryCollector:
+    def from_config(cls, cfg: Config, bus: EventBus | None = None, *, outbox: Outbox | None = None, **providers: Provider) -> TelemetryCollector:
         return cls(
             site=cfg.device.site,
             device=cfg.device.id,

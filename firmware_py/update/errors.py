@@ -1,4 +1,4 @@
-"""Errors of the update room; each message names the problem and the fix."""
+"""Errors of the update package; each message names the problem and the fix."""
 
 from __future__ import annotations
 

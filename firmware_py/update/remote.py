@@ -1,7 +1,7 @@
 """Firmware updates that arrive over MQTT: the daemon's side of the hand-over to the updater.
 
 :class:`FirmwareReceiver` is the ``firmware`` receiver of the signed chunked
-transfer (:mod:`firmware_py.mqtt.commands.transfer`). When a transfer is
+transfer (:mod:`firmware_py.update.transfer`). When a transfer is
 committed and its whole-file sha256 matched, it checks the bundle like the
 updater will (Ed25519 signature over the manifest with ``[update]
 public_key``, every file's hash, the size limits, not older than what runs),
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py import __version__
 from firmware_py.events import EventBus
@@ -33,10 +33,13 @@ from firmware_py.update.signing import TrustedKeys
 from firmware_py.update.staging import READY, Staging
 from firmware_py.update.state import StateFile
 
+if TYPE_CHECKING:
+    from firmware_py.config import Config
+
 log = logging.getLogger(__name__)
 
 
-def staging_dir(cfg: Any) -> Path:
+def staging_dir(cfg: Config) -> Path:
     """Where the daemon stages transfers: ``<data dir>/update/incoming`` (the path unit watches its READY)."""
     return cfg.device.data_dir / "update" / "incoming"
 
@@ -56,7 +59,7 @@ class FirmwareReceiver:
         self.bus = bus or EventBus()
 
     @classmethod
-    def from_config(cls, cfg: Any, staging: Staging, bus: EventBus | None = None) -> FirmwareReceiver:
+    def from_config(cls, cfg: Config, staging: Staging, bus: EventBus | None = None) -> FirmwareReceiver:
         return cls(staging, cfg.update.public_key, max_bytes=cfg.update.max_bundle_mb << 20, bus=bus)
 
     def _trusted(self) -> TrustedKeys:
@@ -128,7 +131,7 @@ class UpdateReporter:
         self.bus = bus
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus) -> UpdateReporter:
+    def from_config(cls, cfg: Config, bus: EventBus) -> UpdateReporter:
         return cls(cfg.device.data_dir / "update", cfg.device.data_dir / "update_reported.json", bus)
 
     def start(self) -> None:

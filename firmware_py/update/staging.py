@@ -15,7 +15,7 @@ On a reader, ``kaoclock-update.path`` watches for that file and starts
 network-facing daemon never writes code or restarts itself. The updater then
 verifies the bundle's own Ed25519 signature like any other; the chunk hashes
 only guard the transfer. (The MQTT transfer commands live in
-:mod:`firmware_py.mqtt.commands.transfer`.)
+:mod:`firmware_py.update.transfer`.)
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.fsutil import fsync_tree
 from firmware_py.update.bundle import BundleManifest, Limits, copy_tree_files, extract_bundle, verify_bundle, version_tuple
@@ -52,6 +52,9 @@ from firmware_py.update.signing import TrustedKeys
 from firmware_py.update.slots import SLOTS, SlotStore
 from firmware_py.update.state import Pending, StateFile, UpdateState, is_alive, this_process
 from firmware_py.update.venvs import VenvStore
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class Settings:
     min_attempt_seconds: float = 30.0
 
     @classmethod
-    def from_config(cls, cfg: Any, config_path: Path | None) -> Settings:
+    def from_config(cls, cfg: Config, config_path: Path | None) -> Settings:
         u = cfg.update
         return cls(
             slots_root=u.slots_root,

@@ -15,7 +15,7 @@ The pipeline's vision half, frame in, aligned chip out:
   pose, exposure) and its reason codes.
 - :mod:`~firmware_py.vision.analyzer`: :class:`FaceAnalyzer` runs them all on
   each :class:`~firmware_py.capture.Frame`, with per-stage timings.
-- :mod:`~firmware_py.vision.embedder`: the 128-D embedder runner (models room).
+- :mod:`~firmware_py.vision.embedder`: the 128-D embedder runner (models package).
 
 Import from the submodules; this package imports nothing heavy itself.
 """

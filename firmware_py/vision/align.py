@@ -220,7 +220,11 @@ class Resampler:
     @property
     def pil(self) -> Image.Image:
         if self._pil is None:
-            self._pil = self._make() if self._make is not None else Image.fromarray(self._array)
+            if self._make is not None:
+                self._pil = self._make()
+            else:
+                assert self._array is not None  # one of the three is always set
+                self._pil = Image.fromarray(self._array)
         return self._pil
 
     @property
@@ -253,8 +257,8 @@ class Resampler:
                 # Reduced pixel j covers frame [x0 + jk, x0 + (j+1)k): continuous coordinates scale by 1/k.
                 pil = pil.reduce(k, box=(x0, y0, x0 + nw * k, y0 + nh * k))
                 data = (a / k, b / k, (c - x0) / k, d / k, e / k, (f - y0) / k)
-        method = Image.NEAREST if nearest else Image.BILINEAR
-        return np.asarray(pil.transform(size, Image.AFFINE, data, method))  # black outside (Pillow zero-fills)
+        method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+        return np.asarray(pil.transform(size, Image.Transform.AFFINE, data, method))  # black outside (Pillow zero-fills)
 
 
 def _affine_data(m: np.ndarray) -> tuple[float, ...]:

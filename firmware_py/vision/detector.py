@@ -51,13 +51,14 @@ RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(NUM_KEYPOINTS)
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear_tragion", "left_ear_tragion")
 
 # SsdAnchorsCalculatorOptions of face_detection_short_range_common.pbtxt.
+STRIDES: tuple[int, ...] = (8, 16, 16, 16)
 ANCHOR_SPEC = {
     "num_layers": 4,
     "min_scale": 0.1484375,
     "max_scale": 0.75,
     "input_size": INPUT_SIZE,
     "anchor_offset": 0.5,
-    "strides": (8, 16, 16, 16),
+    "strides": STRIDES,
     "aspect_ratios": (1.0,),
     "interpolated_scale_aspect_ratio": 1.0,
     "fixed_anchor_size": True,
@@ -66,7 +67,7 @@ ANCHOR_SPEC = {
 
 def ssd_anchors(
     input_size: int = INPUT_SIZE,
-    strides: tuple[int, ...] = ANCHOR_SPEC["strides"],
+    strides: tuple[int, ...] = STRIDES,
     num_aspect_ratios: int = 1,
     interpolated_scale: bool = True,
     offset: float = 0.5,
@@ -165,7 +166,8 @@ def _weighted_nms(cands: list[tuple[float, list[float]]], iou_threshold: float) 
     out = []
     while order:
         best_score, best = order[0]
-        members, rest = [order[0]], []
+        members: list[tuple[float, list[float]]] = [order[0]]
+        rest: list[tuple[float, list[float]]] = []
         for c in order[1:]:
             (members if box_iou(best, c[1]) > iou_threshold else rest).append(c)
         if len(members) == 1:
@@ -283,7 +285,7 @@ class FaceDetector:
         self._logit_threshold = np.float32(np.log(t / (1 - t)))
         self._anchor_px: list[list[float]] = (self._anchors * INPUT_SIZE).tolist()
         self._input = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)  # for _letterbox (tests, tools)
-        self._plans: dict[tuple[int, int], _Letterbox] = {}
+        self._plans: dict[tuple[int, int, int], _Letterbox] = {}
         self._input_shape = (0, 0)
         self.last_invoke_ms = 0.0
         self.last_ms = 0.0

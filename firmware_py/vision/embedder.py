@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from firmware_py.config import Config
 from firmware_py.models.litert import load_interpreter
 from firmware_py.models.manifest import ModelError, load_manifest
 
 if TYPE_CHECKING:
-    from firmware_py.config import Config
     from firmware_py.config.sections.models import ModelsConfig
 
 CHIP_SIZE = 150
@@ -90,7 +90,7 @@ def load_embedder(source: Config | ModelsConfig | Path | None = None, threads: i
         from firmware_py.config import load
 
         source = load(None)
-    models_cfg = getattr(source, "models", source)
+    models_cfg: ModelsConfig | Path = source.models if isinstance(source, Config) else source
     if isinstance(models_cfg, Path):
         models_dir, default_threads, verify = models_cfg, 1, True
     else:

@@ -11,7 +11,7 @@ frame pixels and z is depth in the same pixel scale (smaller = nearer the
 camera, relative to the face's centre), and ``presence`` in [0, 1], the
 model's confidence that a face fills the crop.
 
-Named points for other rooms (indices into ``points``; MediaPipe's canonical
+Named points for other packages (indices into ``points``; MediaPipe's canonical
 mesh; "right"/"left" are the *subject's*):
 
 - :data:`RIGHT_EYE_EAR` / :data:`LEFT_EYE_EAR`: the six eye-contour points
@@ -112,11 +112,6 @@ def detection_roi(det: FaceDetection, scale: float = 1.5) -> tuple[float, float,
     bx0, by0, bx1, by1 = det.box
     side = max(bx1 - bx0, by1 - by0) * scale
     return (bx0 + bx1) / 2, (by0 + by1) / 2, side, rotation
-
-
-def roi_affine(roi: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """2x3 matrix mapping crop pixels (continuous, 0..size) to frame pixels."""
-    return np.array(_roi_affine(roi, size)).reshape(2, 3)
 
 
 def _roi_affine(roi: tuple[float, float, float, float], size: int) -> tuple[float, float, float, float, float, float]:

@@ -1,1 +1,1 @@
-"""One module per config section; each room owns its file."""
+"""One module per config section; each package owns its file."""

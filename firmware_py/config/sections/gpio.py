@@ -39,7 +39,7 @@ class GpioConfig(Section):
     )
 
     def check(self) -> Iterator[Problem]:
-        from firmware_py.gpio.pinmap import PinMapError, load_pinmap, resolve_pins
+        from firmware_py.config.pinmap import PinMapError, load_pinmap, resolve_pins
 
         try:
             pm = load_pinmap(self.pinmap)
@@ -62,7 +62,7 @@ UART_DEVICES = ("/dev/serial0", "/dev/ttyAMA0", "/dev/ttyS0", "/dev/ttyAMA10")
 
 def check_hardware(cfg: object) -> Iterator[Problem]:
     """Rules that span [gpio], [direction], [console] and [card_reader] (dotted keys from the root)."""
-    from firmware_py.gpio.pinmap import PinMapError, load_pinmap, resolve_pins
+    from firmware_py.config.pinmap import PinMapError, load_pinmap, resolve_pins
 
     gpio = cfg.gpio  # type: ignore[attr-defined]
     direction = cfg.direction  # type: ignore[attr-defined]

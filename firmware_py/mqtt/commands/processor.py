@@ -41,7 +41,7 @@ from firmware_py.keys.jwk import PublicKey
 from firmware_py.keys.jws import COMMAND_TYP, JwsError, peek, verify
 from firmware_py.mqtt.commands.nonces import NonceStore
 from firmware_py.mqtt.commands.registry import CommandContext, CommandRefused, CommandRegistry
-from firmware_py.punch.claims import utc_ms
+from firmware_py.timefmt import utc_ms
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_py.models.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Spec, Tag, read_network
-from firmware_py.models.dlib_format import DlibReader
+from firmware_py.convert.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Spec, Tag, read_network
+from firmware_py.convert.dlib_format import DlibReader
 
 CHIP_SIZE = 150
 DESCRIPTOR_DIM = 128
@@ -132,7 +132,7 @@ def forward(net: Network, chips: np.ndarray, dtype: type = np.float32) -> np.nda
     inp = net.input
     if batch.shape[1:] != (inp.nr, inp.nc, 3):
         raise ValueError(f"expected RGB chips of shape (N, {inp.nr}, {inp.nc}, 3), got {batch.shape}")
-    x = np.empty(0, dtype)
+    x: np.ndarray = np.empty(0, dtype)
     tags: dict[int, np.ndarray] = {}
     for layer in net.layers:
         if isinstance(layer, InputRGB):

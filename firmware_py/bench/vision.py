@@ -15,13 +15,16 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from firmware_py.config import load
 from firmware_py.config.loader import with_changes
 from firmware_py.errors import UsageError
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +44,7 @@ def _pct(v: list[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
 
 
-def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
+def _embed_cost(cfg: Config, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
     """What describing a face costs on frames that get embedded: the config's chips vs the first chip alone, same frames.
 
     (The extra alignments' warps run when ``obs.chips`` is first read, before
@@ -50,7 +53,7 @@ def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
     The decision needs ``decision.k`` agreeing embedded frames, so the added
     cost per decision is about k times the per-frame difference.
     """
-    from firmware_py.pipeline.embedding import describe_face, load_embedder
+    from firmware_py.vision.embedding import describe_face, load_embedder
 
     emb = load_embedder(cfg)
     mirror = cfg.recognition.mirror_average
@@ -86,7 +89,7 @@ def _embed_cost(cfg: Any, analyzer: Any, frames: list[Any]) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from firmware_py.capture.base import EndOfStream
+    from firmware_py.capture.base import frames_of
     from firmware_py.capture.replay import replay
     from firmware_py.vision.analyzer import STAGES, FaceAnalyzer
 
@@ -98,16 +101,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--size {args.size!r} is not WIDTHxHEIGHT (fix: e.g. --size 640x480)") from None
     cam = replay(Path(args.source), size=(w, h))
-    frames = []
     with cam:
-        while len(frames) < args.frames:
-            try:
-                f = cam.read()
-            except EndOfStream:
-                break
-            if f is None:
-                break
-            frames.append(f)
+        frames = list(frames_of(cam, args.frames))
     if not frames:
         raise UsageError(f"{args.source} gave no frames")
     analyzer = FaceAnalyzer.from_config(cfg)

@@ -29,6 +29,9 @@ from firmware_py.models.manifest import ModelError
 _FLOAT_SPECIAL = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 
 
+_Int = int  # DlibReader has a method named int, which hides the type inside the class body
+
+
 class DlibReader:
     """Sequential reader over the bytes of one dlib-serialized file."""
 
@@ -91,7 +94,7 @@ class DlibReader:
             raise self.error(what, f"byte 0x{b:02x} (a bool is the character '0' or '1')", start)
         return b == 0x31
 
-    def string(self, what: str = "a string", max_len: int = 1 << 20) -> str:
+    def string(self, what: str = "a string", max_len: _Int = 1 << 20) -> str:
         start = self.pos
         n = self.int(f"{what} (length)", 8, signed=False)
         if n > max_len:
@@ -112,7 +115,7 @@ class DlibReader:
             raise self.error(want, repr(got), start)
         return got
 
-    def expect_int(self, expected: int | tuple[int, ...], what: str) -> int:
+    def expect_int(self, expected: _Int | tuple[_Int, ...], what: str) -> _Int:
         options = (expected,) if isinstance(expected, int) else expected
         start = self.pos
         got = self.int(what)
@@ -120,7 +123,7 @@ class DlibReader:
             raise self.error(f"{what} = {' or '.join(str(o) for o in options)}", str(got), start)
         return got
 
-    def _peek_hex(self, at: int, n: int = 8) -> str:
+    def _peek_hex(self, at: _Int, n: _Int = 8) -> str:
         chunk = bytes(self.data[at : at + n])
         return f"bytes {chunk.hex(' ')}" if chunk else "end of file"
 
@@ -137,7 +140,7 @@ class DlibReader:
             return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(dims)
         return np.array([self.float(f"{what}: value {i}") for i in range(count)], np.float32).reshape(dims)
 
-    def alias_tensor(self, what: str = "an alias tensor") -> tuple[int, int, int, int]:
+    def alias_tensor(self, what: str = "an alias tensor") -> tuple[_Int, _Int, _Int, _Int]:
         self.expect_int(1, f"{what}: alias_tensor version")
         n, k, nr, nc = (self.int(f"{what}: dimension {d}", 8, signed=False) for d in ("n", "k", "nr", "nc"))
         return n, k, nr, nc

@@ -257,7 +257,7 @@ class Capture:
         u = BrokerUrl.parse(url)
         proto = MQTTProtocolVersion.MQTTv5 if protocol == 5 else MQTTProtocolVersion.MQTTv311
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"capture-{time.monotonic_ns()}", protocol=proto)
-        self.client.reconnect_delay_set(0.05, 0.3)
+        self.client.reconnect_delay_set(0.05, 0.3)  # type: ignore[arg-type]  # paho takes float seconds; its stub says int
         props = None
         if persistent:
             from paho.mqtt.packettypes import PacketTypes

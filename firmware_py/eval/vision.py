@@ -216,7 +216,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from firmware_py.capture.base import CameraError, EndOfStream
+    from firmware_py.capture.base import CameraError, frames_of
     from firmware_py.capture.replay import VideoReplay
     from firmware_py.vision.analyzer import FaceAnalyzer
 
@@ -274,13 +274,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             invoke: list[float] = []
             total: list[float] = []
             try:
-                while frames < args.max_frames:
-                    try:
-                        f = cam.read()
-                    except EndOfStream:
-                        break
-                    if f is None:
-                        break
+                for f in frames_of(cam, args.max_frames):
                     r = analyzer.process(f)
                     frames += 1
                     with_face += bool(r.observations)

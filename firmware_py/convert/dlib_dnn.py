@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_py.models.dlib_format import DlibReader
+from firmware_py.convert.dlib_format import DlibReader
 
 # -- the layers (parsed) ------------------------------------------------------
 

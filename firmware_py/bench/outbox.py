@@ -36,14 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from firmware_py.decision.outcome import Decision, LivenessVerdict
+from firmware_py.devtools.broker import LocalBroker
 from firmware_py.errors import UsageError
-from firmware_py.mqtt.devbroker import LocalBroker
 from firmware_py.mqtt.link import BrokerUrl, BrokerUrlError, LinkSettings, MqttLink
-from firmware_py.mqtt.topics import Topics
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox
 from firmware_py.punch.recorder import SignedPunchRecorder
 from firmware_py.telemetry.latency import percentile
+from firmware_py.topics import Topics
 
 
 def register(sub: argparse._SubParsersAction) -> None:

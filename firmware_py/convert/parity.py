@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from firmware_py.models.dlib_resnet import DLIB_THRESHOLD
-from firmware_py.models.facechips import DlibAligner, dlib_available, lfw_centre_chip, load_rgb, package_photo_chips
-from firmware_py.models.lfw import lfw_root, verification_pairs
+from firmware_py.convert.dlib_resnet import DLIB_THRESHOLD
+from firmware_py.convert.facechips import DlibAligner, dlib_available, lfw_centre_chip, load_rgb, package_photo_chips
+from firmware_py.convert.lfw import lfw_root, verification_pairs
 
 
 class Embeds(Protocol):
@@ -56,7 +56,9 @@ def lfw_chipset(data: Path, shape_predictor: Path | None, min_images: int = 1200
     root = lfw_root(data)
     pairs, rels = verification_pairs(root, min_images)
     aligner = DlibAligner(shape_predictor) if shape_predictor is not None and shape_predictor.is_file() and dlib_available() else None
-    chips, labels, index = [], [], {}
+    chips: list[np.ndarray] = []
+    labels: list[str] = []
+    index: dict[str, int] = {}
     missed = 0
     for rel in rels:
         img = load_rgb(root / rel)
@@ -132,7 +134,7 @@ def embedder_parity(test: Embeds, reference: Embeds, shape_predictor: Path | Non
     r, ms_ref = _timed_embed(reference, chips)
     report = compare(y, r)
     report["source"] = "; ".join(s.source for s in sets)
-    report["reference"] = "numpy forward pass of dlib_face_recognition_resnet_model_v1.dat (firmware_py.models.dlib_resnet)"
+    report["reference"] = "numpy forward pass of dlib_face_recognition_resnet_model_v1.dat (firmware_py.convert.dlib_resnet)"
     report["ms_per_chip"] = round(ms, 3)
     report["reference_ms_per_chip"] = round(ms_ref, 2)
     subsets, start = {}, 0

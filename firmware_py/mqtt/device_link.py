@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.decision.ports import Door
 from firmware_py.events import EventBus
@@ -33,11 +33,14 @@ from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.events_bridge import EventPublisher
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, LinkState, MqttLink, TlsFiles, Will
 from firmware_py.mqtt.status import encode, status_payload
-from firmware_py.mqtt.topics import Topics
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.claims import utc_ms
 from firmware_py.telemetry.collector import TelemetryCollector
+from firmware_py.timefmt import utc_ms
+from firmware_py.topics import Topics
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAY_S = 0.5
 
 
-def link_settings(cfg: Any, topics: Topics) -> LinkSettings:
+def link_settings(cfg: Config, topics: Topics) -> LinkSettings:
     """LinkSettings from ``[mqtt]``, with the Last Will on the status topic."""
     m = cfg.mqtt
     client_id = m.client_id or f"kaoclock-{cfg.device.site}-{cfg.device.id}"
@@ -102,7 +105,7 @@ class DeviceLink:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: Config,
         bus: EventBus,
         *,
         outbox: Outbox,
@@ -148,7 +151,7 @@ class DeviceLink:
             config.on_change(self._config_changed)
 
     @classmethod
-    def from_config(cls, cfg: Any, bus: EventBus, **kwargs: Any) -> DeviceLink:
+    def from_config(cls, cfg: Config, bus: EventBus, **kwargs: Any) -> DeviceLink:
         return cls(cfg, bus, **kwargs)
 
     # ------------------------------------------------------------ lifecycle

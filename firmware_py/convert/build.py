@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from firmware_py.convert.dlib_resnet import forward, load_face_resnet
+from firmware_py.convert.facechips import DlibAligner, dlib_available, load_rgb, package_photo_chips
+from firmware_py.convert.lfw import calibration_pool, lfw_root, list_digest
 from firmware_py.errors import UsageError
-from firmware_py.models.dlib_resnet import forward, load_face_resnet
-from firmware_py.models.facechips import DlibAligner, dlib_available, load_rgb, package_photo_chips
-from firmware_py.models.lfw import calibration_pool, lfw_root, list_digest
 from firmware_py.models.manifest import Manifest, ModelError, sha256_file
 from firmware_py.paths import MODELS_TREE
 
@@ -86,7 +86,7 @@ def calibration_chips(data: Path, shape_predictor: Path, count: int, say: Callab
 
 def build(manifest: Manifest, opts: BuildOptions, say: Callable[[str], None]) -> dict[str, Any]:
     """Run the whole build; returns the JSON report (and writes the outputs unless ``opts.check``)."""
-    from firmware_py.models import convert  # TensorFlow is imported lazily inside
+    from firmware_py.convert import convert  # TensorFlow is imported lazily inside
 
     lfw_root(opts.data)  # refuse a wrong --data before any slow step
     if not dlib_available():
@@ -135,8 +135,8 @@ def build(manifest: Manifest, opts: BuildOptions, say: Callable[[str], None]) ->
     dest.write_bytes(result.model)
 
     t = time.perf_counter()
-    from firmware_py.models.dlib_resnet import ReferenceEmbedder
-    from firmware_py.models.parity import embedder_parity
+    from firmware_py.convert.dlib_resnet import ReferenceEmbedder
+    from firmware_py.convert.parity import embedder_parity
     from firmware_py.vision.embedder import Embedder
 
     say("parity against the numpy reference on held-out faces")

@@ -1,6 +1,6 @@
 """Train the texture-cue logistic regression from the shared data set (numpy only, reproducible).
 
-    python -m firmware_py.liveness.train --manifest $KAOCLOCK_DATA/liveness-dev.csv \\
+    python -m firmware_py.eval.liveness_train --manifest $KAOCLOCK_DATA/liveness-dev.csv \\
         --out models/liveness_texture_v4.json --cv 5 --heldout-ids models/liveness_texture_v4.heldout-ids.txt
 
 What it does, step by step:
@@ -319,7 +319,7 @@ def sha256(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m firmware_py.liveness.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m firmware_py.eval.liveness_train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, required=True, help="presentation manifest (e.g. $KAOCLOCK_DATA/liveness-dev.csv)")
     ap.add_argument("--out", type=Path, required=True, help="coefficient file to write (models/liveness_texture_v4.json)")
     ap.add_argument("--boxes", type=Path, help="CSV path,x0,y0,x1,y1 of face boxes from the front-end (path relative to the manifest)")
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         shipped = thr if args.shipped_threshold is None else args.shipped_threshold
         report["cv"] = cross_validate(x, y, k, u, peaks, args.cv, lams, moire_peak, shipped, rule)
     build = {
-        "script": "python -m firmware_py.liveness.train",
+        "script": "python -m firmware_py.eval.liveness_train",
         "args": {kk: str(v) for kk, v in vars(args).items()},
         "manifest_sha256": sha256(args.manifest),
         "boxes_sha256": sha256(args.boxes) if args.boxes else None,

@@ -49,17 +49,17 @@ def run(persons: int, chunk_size: int, tmp: Path) -> dict[str, Any]:
     from firmware_py.backend.commands import CommandSession
     from firmware_py.backend.transfer import send_file
     from firmware_py.config import load, with_changes
+    from firmware_py.devtools.broker import LocalBroker
     from firmware_py.events import EventBus
     from firmware_py.gallery.store import GalleryStore
     from firmware_py.keys.jwk import public_jwk
     from firmware_py.keys.store import backend_public_path, device_key_path, init_private_key
     from firmware_py.mqtt.commands.registry import CommandRegistry
-    from firmware_py.mqtt.commands.transfer import TransferCommands
-    from firmware_py.mqtt.devbroker import LocalBroker
-    from firmware_py.mqtt.service import DeviceLink
+    from firmware_py.mqtt.device_link import DeviceLink
     from firmware_py.outbox.store import Outbox
     from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
     from firmware_py.update.staging import Staging
+    from firmware_py.update.transfer import TransferCommands
 
     data = _snapshot(persons, "bench")
     broker = LocalBroker(tmp / "mosquitto").start()

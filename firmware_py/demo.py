@@ -29,11 +29,11 @@ from PIL import Image
 from firmware_py.config import load, with_changes
 from firmware_py.decision.outcome import Decision
 from firmware_py.decision.sinks import JsonLinesSink
+from firmware_py.demo_assets import ensure_demo_assets
 from firmware_py.gallery.enrol import enrol_photos, load_photo
 from firmware_py.gallery.store import open_from_config
 from firmware_py.pipeline.build import build_analyzer
-from firmware_py.pipeline.demo_assets import ensure_demo_assets
-from firmware_py.pipeline.embedding import ChipEmbedder, load_embedder
+from firmware_py.vision.embedding import ChipEmbedder, load_embedder
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def walkup_frames(image: np.ndarray, square: tuple[int, int, int], frames: int =
     for i in range(frames):
         s = int(210 + (430 - 210) * i / max(frames - 1, 1))  # face about 90 -> 180 px wide
         canvas = Image.fromarray(wall.copy())
-        canvas.paste(crop.resize((s, s), Image.BILINEAR), ((w - s) // 2 + (frames - i), (h - s) // 2))
+        canvas.paste(crop.resize((s, s), Image.Resampling.BILINEAR), ((w - s) // 2 + (frames - i), (h - s) // 2))
         out.append(np.asarray(canvas))
     return out
 

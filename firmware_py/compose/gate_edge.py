@@ -19,10 +19,10 @@ from firmware_py.events import EventBus
 from firmware_py.gate.card_store import CARD_DB, CardStore
 from firmware_py.gate.controller import GateController
 from firmware_py.gate.direction import direction_from_config
-from firmware_py.gpio.bench import buzzer_test, led_test
 from firmware_py.gpio.devices import GateDevices
 from firmware_py.gpio.door import GpioDoor
 from firmware_py.gpio.feedback import GpioFeedback
+from firmware_py.gpio.selftest import buzzer_test, led_test
 
 # How long `test leds` shows each pattern.
 LED_TEST_S = 2.0

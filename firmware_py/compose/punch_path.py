@@ -13,16 +13,20 @@ and stored durably; they wait in the outbox until a broker is configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from firmware_py.config import Config
 from firmware_py.decision.ports import Door
 from firmware_py.events import EventBus
-from firmware_py.keys.store import device_key_path, init_private_key
+from firmware_py.keys.store import device_key_path, init_private_key, load_private_key
 from firmware_py.mqtt.commands.builtin import RunningConfig
-from firmware_py.mqtt.service import DeviceLink
+from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.outbox.store import Outbox
 from firmware_py.punch.recorder import SignedPunchRecorder
+from firmware_py.telemetry.clock import ClockSync
 from firmware_py.telemetry.collector import Provider, TelemetryCollector
+from firmware_py.topics import Topics
 
 
 class PunchService:
@@ -37,7 +41,7 @@ class PunchService:
     @classmethod
     def from_config(
         cls,
-        cfg: Any,
+        cfg: Config,
         bus: EventBus,
         *,
         door: Door | None = None,
@@ -53,7 +57,7 @@ class PunchService:
         if create_key and not key_file.exists():
             init_private_key(key_file)
         outbox = Outbox.from_config(cfg, bus)
-        recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+        recorder = recorder_from_config(cfg, bus, outbox)
         telemetry = TelemetryCollector.from_config(cfg, bus, outbox=outbox, **providers)
         link = DeviceLink.from_config(cfg, bus, outbox=outbox, telemetry=telemetry, door=door, config=config) if cfg.mqtt.enabled else None
         return cls(outbox, recorder, telemetry, link)
@@ -71,3 +75,21 @@ class PunchService:
         if self.link is not None:
             self.link.stop()
         self.outbox.close()
+
+
+def recorder_from_config(
+    cfg: Config, bus: EventBus | None, outbox: Outbox, *, clock_synced: Callable[[], bool | None] | None = None
+) -> SignedPunchRecorder:
+    """The recorder for ``cfg``: key from ``[punch] key_file`` (default ``<data_dir>/keys/device_ed25519.pem``)."""
+    key = load_private_key(cfg.punch.key_file or device_key_path(cfg.device.data_dir))
+    return SignedPunchRecorder(
+        outbox,
+        key,
+        site=cfg.device.site,
+        device=cfg.device.id,
+        topics=Topics(cfg.device.site, cfg.device.id, cfg.mqtt.topic_prefix),
+        clock_synced=clock_synced or ClockSync().synced,
+        liveness_policy=cfg.liveness.policy,
+        timezone=cfg.device.timezone,
+        bus=bus,
+    )

@@ -4,7 +4,7 @@ The only module that imports TensorFlow (lazily, extra ``models``); running
 the result needs LiteRT alone.
 
 The graph is written with plain TF ops from the parsed network
-(:mod:`firmware_py.models.dlib_resnet`), after two exact rewrites:
+(:mod:`firmware_py.convert.dlib_resnet`), after two exact rewrites:
 
 * every ``affine`` (frozen batch norm) is folded into the conv before it:
   ``W' = W * gamma``, ``b' = b * gamma + beta``;
@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from firmware_py.models.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Tag
-from firmware_py.models.dlib_resnet import add_zero_extended
+from firmware_py.convert.dlib_dnn import AddPrev, Affine, Conv, Fc, InputRGB, Network, Pool, Relu, Skip, Tag
+from firmware_py.convert.dlib_resnet import add_zero_extended
 from firmware_py.models.manifest import ModelError
 
 log = logging.getLogger(__name__)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from firmware_py.models.manifest import ModelError, load_manifest
+from firmware_py.vision import embedder as vision_embedder
 from firmware_py.vision.embedder import Embedder
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 
 class ChipEmbedder(Protocol):
@@ -18,28 +21,9 @@ class ChipEmbedder(Protocol):
     def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
 
-def embedder_entry_name(manifest: Any) -> str:
-    """The manifest's runtime embedder: a runtime model with a 128-D output whose name says embedder."""
-    names = [m.name for m in manifest.select(["runtime"]) if "embed" in m.name or "resnet" in m.name or m.extra.get("kind") == "embedder"]
-    if not names:
-        raise ModelError(
-            "no runtime embedder in models/manifest.toml: the int8 embedder has not been built into this tree "
-            "(`kaoclock models build`, see models/README.md)"
-        )
-    return sorted(names)[0]
-
-
-def load_embedder(cfg: Any) -> Embedder:
-    """The int8 embedder the reader runs, verified against the manifest (the models room's loader when present)."""
-    from firmware_py.vision import embedder as vision_embedder
-
-    loader = getattr(vision_embedder, "load_embedder", None)
-    if loader is not None:
-        return loader(cfg)  # type: ignore[no-any-return]
-    manifest = load_manifest()
-    entry = manifest.entry(embedder_entry_name(manifest))
-    path = manifest.require(entry.name, cfg.models.dir, verify=cfg.models.verify_on_start)
-    return Embedder(path, entry.version, cfg.models.threads)
+def load_embedder(cfg: Config) -> Embedder:
+    """The int8 embedder the reader runs, verified against the manifest."""
+    return vision_embedder.load_embedder(cfg)
 
 
 def describe(embedder: ChipEmbedder, chips: np.ndarray, mirror: bool = False) -> np.ndarray:

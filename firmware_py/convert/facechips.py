@@ -73,7 +73,7 @@ class DlibAligner:
 
 def crop_chip(img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """The square ``box`` of ``img`` resized to 150x150 (bilinear)."""
-    return np.asarray(Image.fromarray(img).resize((CHIP, CHIP), Image.BILINEAR, box=box), np.uint8)
+    return np.asarray(Image.fromarray(img).resize((CHIP, CHIP), Image.Resampling.BILINEAR, box=box), np.uint8)
 
 
 def lfw_centre_chip(img: np.ndarray) -> np.ndarray:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_py.events import EventBus
 from firmware_py.mqtt.commands.registry import CommandRegistry
-from firmware_py.mqtt.commands.transfer import TransferCommands
 from firmware_py.pipeline.build import choose_threshold
 from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
 from firmware_py.provision.live_enrol import LiveEnrolment
 from firmware_py.update.remote import FirmwareReceiver, UpdateReporter, staging_dir
 from firmware_py.update.staging import Staging
+from firmware_py.update.transfer import Receiver, TransferCommands
+
+if TYPE_CHECKING:
+    from firmware_py.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class FleetParts:
         self.transfers.register(registry)
 
 
-def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
+def build_fleet(cfg: Config, pipeline: Any, bus: EventBus, threshold: float | None = None) -> FleetParts:
     """Every gallery change hands the running ``pipeline`` the new matrix (``set_gallery``),
     so matching and the telemetry's gallery section follow at once.
 
@@ -63,13 +66,6 @@ def build_fleet(cfg: Any, pipeline: Any, bus: EventBus, threshold: float | None 
     live = LiveEnrolment(sync, pipeline.analyzer, pipeline.embedder, bus=bus, mirror=pipeline.mirror, threshold=threshold)
     snapshots = SnapshotReceiver(sync)
     staging = Staging(staging_dir(cfg), max(cfg.update.max_bundle_mb << 20, snapshots.max_bytes))
-    receivers = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
+    receivers: list[Receiver] = [FirmwareReceiver.from_config(cfg, staging, bus), snapshots]
     transfers = TransferCommands(staging, receivers, bus=bus, command_max_bytes=cfg.mqtt.command_max_bytes)
     return FleetParts(sync, live, transfers, UpdateReporter.from_config(cfg, bus))
-
-
-def register_gallery_commands(registry: CommandRegistry, cfg: Any, pipeline: Any, bus: EventBus | None = None) -> LiveEnrolment:
-    """All the fleet commands on ``registry``; returns the live-enrolment frame hook."""
-    parts = build_fleet(cfg, pipeline, bus or EventBus())
-    parts.register(registry)
-    return parts.live

@@ -46,22 +46,24 @@ class _Recorder:
         return str(cur.lastrowid)
 
 
-def _pct(xs: list[float], q: float) -> float:
+def _pct(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] if len(xs) > 1 else xs[0]
 
 
 def run(n: int, pulse_s: float = 0.25, directory: str | None = None) -> dict[str, object]:
     from gpiozero.pins.mock import MockFactory
 
-    from firmware_py.gate.edge import GateEdge
+    from firmware_py.compose.gate_edge import GateEdge
 
     with tempfile.TemporaryDirectory(dir=directory, prefix="kaoclock-bench-") as tmp:
         cfg = with_changes(Config(), {"device.data_dir": tmp, "direction.mode": "fixed-in", "door.pulse_s": pulse_s})
         bus = EventBus()
         rec = _Recorder(Path(tmp) / "punches.sqlite")
         edge = GateEdge.from_config(cfg, bus, rec, pin_factory=MockFactory(revision="c03114"), card_reader=False)
-        edge.devices.door_contact.pin.drive_low()
-        edge.devices.tamper.pin.drive_low()
+        contact, tamper = edge.devices.door_contact, edge.devices.tamper
+        assert contact is not None and tamper is not None  # the default pin map fits both
+        contact.pin.drive_low()
+        tamper.pin.drive_low()
         granted = threading.Event()
         granted_at: list[float] = []
 
@@ -82,6 +84,7 @@ def run(n: int, pulse_s: float = 0.25, directory: str | None = None) -> dict[str
                 if not granted.wait(10):
                     raise RuntimeError("the gate did not open within 10 s")
                 to_relay.append(granted_at[-1] - t0)
+            assert edge.devices.relay is not None
             relay = edge.devices.relay.pin
             relay.clear_states()
             time.sleep(pulse_s + 0.3)  # let the last pulse end, then measure a fresh one

@@ -1,0 +1,1 @@
+"""Development-only tools: never imported by what runs on the reader."""
