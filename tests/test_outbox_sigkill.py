@@ -127,7 +127,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
         while not set(enqueued) <= set(store.ids()) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        link.stop()
+        consumer.stop()
         broker.stop()
 
     stored = store.ids()
@@ -136,7 +136,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     assert not missing, f"{len(missing)} enqueued punches never arrived (seed {seed})"
     assert len(stored) == len(set(stored))
     assert store.rejects() == []
-    seqs = sorted(r[0] for r in store._db.execute("SELECT seq FROM punches"))
+    seqs = sorted(r[0] for r in store.db.query("SELECT seq FROM punches"))
     assert seqs == list(range(1, len(seqs) + 1)), f"sequence has gaps or repeats (seed {seed})"
     assert Outbox(home / "outbox.sqlite").depth() == 0
     print(f"seed {seed}: {len(enqueued)} acknowledged by record(), {len(stored)} stored, {consumer.counts['duplicate']} duplicates dropped")
