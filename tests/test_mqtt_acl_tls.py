@@ -107,7 +107,7 @@ def test_device_over_mutual_tls_and_backend_shared_subscription(tmp_path: Path, 
         contract.check_all(cap.messages)
     finally:
         dev.stop()
-        link.stop()
+        consumer.stop()
         cap.close()
 
 
