@@ -84,6 +84,8 @@ def test_each_site_gets_its_people_and_only_the_difference(city: Any) -> None:
     city.master.remove_person("p3")  # removing a person purges them from the readers
     city.syncer.sync(["library"])
     assert set(g3.people()) == {"p1", "p2"}
+    held = city.db.query("SELECT device, person_id FROM reader_state ORDER BY device, person_id")
+    assert held == [("gate-1", "p2"), ("gate-3", "p1"), ("gate-3", "p2")]  # gate-2 never answered: nothing recorded for it
     logged = city.db.query("SELECT cmd, status FROM command_log WHERE device = 'gate-3' AND cmd = 'gallery.remove'")
     assert logged == [("gallery.remove", "done")]
 

@@ -17,7 +17,9 @@ For every registered reader of the chosen sites, in parallel:
 4. The difference: ``gallery.update`` for each person whose digest differs
    (new or changed), ``gallery.remove`` for each person no longer assigned.
 
-Every command and its result are written to ``command_log``.
+Every command and its result are written to ``command_log``; after a
+complete sync, ``reader_state`` records whom the reader holds (with the
+digest), for the fleet view and audits.
 """
 
 from __future__ import annotations
@@ -226,6 +228,18 @@ class GallerySyncer:
             else:
                 res.status = "failed"
                 res.problems.append(f"gallery.remove {pid}: {out.get('reason')}: {out.get('detail')}")
+        if res.status == "synced":
+            self._record(res, {pid: person_digest(p) for pid, p in target.items()})
+
+    def _record(self, res: DeviceResult, digests: dict[str, str]) -> None:
+        """What the reader holds now (``reader_state``): which readers have whom, for the fleet view and audits."""
+        now = time.time()
+        with self.db.tx() as cur:
+            cur.execute("DELETE FROM reader_state WHERE site=? AND device=?", (res.site, res.device))
+            cur.executemany(
+                "INSERT INTO reader_state(site, device, person_id, digest, synced) VALUES(?,?,?,?,?)",
+                [(res.site, res.device, pid, d, now) for pid, d in sorted(digests.items())],
+            )
 
     def _pull(self, res: DeviceResult, pid: str, version: str, call: Callable[[str, dict[str, Any]], dict[str, Any] | None]) -> bool:
         out = call("gallery.export", {"person_id": pid})
