@@ -121,6 +121,14 @@ def test_offline_reader_catches_up_and_live_enrolment_is_distributed(city: Any) 
             descs = [t.descriptor for t in g.people()["p2"].templates]
             assert len(descs) == 2 and any(np.array_equal(d, live) for d in descs), g.device
         assert any(s.startswith("reader:library/gate-3") for (s,) in city.db.query("SELECT source FROM templates WHERE person_id='p2'"))
+
+        # HR moves Ada to the library on another host: the watcher sends the difference by itself.
+        t0 = time.monotonic()
+        city.master.import_people(b"id,name,sites\np1,Ada,library\np2,Grace,town-hall;library\np3,Barbara,library\n")
+        while time.monotonic() - t0 < 30 and ("p1" not in g3.people() or "p1" in g1.people()):
+            time.sleep(0.1)
+        assert "p1" in g3.people() and "p1" not in g1.people() and "p1" not in g2.people()
+        print(f"an HR change reached the readers in {time.monotonic() - t0:.2f} s")
     finally:
         watch.terminate()
         out, err = watch.communicate(timeout=15)

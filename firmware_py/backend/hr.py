@@ -180,6 +180,13 @@ class HrMaster:
         with self.db.tx() as cur:
             return _delete_person(cur, person_id)
 
+    def change_mark(self) -> tuple[Any, ...]:
+        """Changes whenever people, assignments or templates change (``sync --watch`` polls it)."""
+        people = self.db.query("SELECT count(*), max(updated) FROM people")[0]
+        assigned = self.db.query("SELECT count(*) FROM person_sites")[0]
+        templates = self.db.query("SELECT count(*), max(id) FROM templates")[0]
+        return (*people, *assigned, *templates)
+
     def person(self, person_id: str) -> tuple[str, tuple[str, ...]] | None:
         rows = self.db.query("SELECT name FROM people WHERE person_id=?", (person_id,))
         if not rows:

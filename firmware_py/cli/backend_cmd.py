@@ -145,7 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each answer before counting a reader offline")
     sy.add_argument("--parallel", type=int, default=8, help="readers synced at once (default 8)")
     sy.add_argument("--config", type=Path, default=None, help="reader config TOML for the embedder used to re-extract templates (default: built-in)")
-    sy.add_argument("--watch", action="store_true", help="keep running: sync a reader when it comes online or reports a live enrolment")
+    sy.add_argument(
+        "--watch", action="store_true", help="keep running: sync readers when they come online, report a live enrolment, or the HR master changes"
+    )
+    sy.add_argument("--poll", type=float, default=1.0, help="with --watch: seconds between looks at the HR master for changes (default 1)")
     sy.add_argument("--json", action="store_true", help="one JSON object per reader")
     sy.set_defaults(func=cmd_sync)
 
@@ -503,6 +506,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     brokers = Brokers(_brokers(args), _tls(args), args.username, os.environ.get("KAOCLOCK_MQTT_PASSWORD"), args.prefix)
     if not 1 <= args.parallel <= 64:
         raise UsageError("--parallel must be from 1 to 64")
+    if not 0.1 <= args.poll <= 3600:
+        raise UsageError("--poll must be from 0.1 to 3600 seconds")
     db = _database(args)
     master = _master(args, db, key=True)
     known = set(master.sites())
@@ -580,13 +585,18 @@ def _watch(args: argparse.Namespace, syncer: Any, brokers: Any, report: Any) -> 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     link.start()
+    seen = syncer.master.change_mark()
     try:
         report(syncer.sync(args.site))
-        print("watching for readers coming online and live enrolments", file=sys.stderr, flush=True)
+        print("watching for readers coming online, live enrolments and HR master changes", file=sys.stderr, flush=True)
         while not stop.is_set():
             try:
-                first = todo.get(timeout=0.5)
+                first = todo.get(timeout=args.poll)
             except queue.Empty:
+                mark = syncer.master.change_mark()
+                if mark != seen:  # an import, enrolment or removal on any HR host: send the difference
+                    seen = mark
+                    report(syncer.sync(args.site))
                 continue
             batch = {first}
             time.sleep(0.2)  # a burst (a site's readers reconnecting) becomes one round
