@@ -15,6 +15,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.vision.bench",
     "firmware_py.bench.match",
     "firmware_py.bench.pipeline",
+    "firmware_py.bench.walkup",
     "firmware_py.liveness.bench",
     "firmware_py.mqtt.bench_transfer",
 ]

@@ -15,6 +15,7 @@ EVAL_MODULES: list[str] = [
     "firmware_py.eval.identify",
     "firmware_py.eval.tune",
     "firmware_py.eval.calibration",
+    "firmware_py.eval.variants",
     "firmware_py.liveness.evaluate",
 ]
 
