@@ -19,6 +19,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> Path:
     with av.open(str(path), "w") as out_file:
         stream = out_file.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.bit_rate = 8_000_000  # clean frames: the default rate blurs the first frames after the cut to the face
         for img in frames:
             out_file.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out_file.mux(stream.encode())

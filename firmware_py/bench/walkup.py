@@ -131,10 +131,35 @@ class Clip:
     enrol: list[np.ndarray]  # frames after the timed part
 
 
-def load_clip(path: Path, timed_s: float) -> Clip:
-    from firmware_py.bench.pipeline import decode_frames
+#: Seconds after the timed part decoded for enrolment (a long clip is not held in memory whole).
+ENROL_WINDOW_S = 3.0
 
-    frames, ts = decode_frames(path)
+
+def decode_until(path: Path, seconds: float) -> tuple[list[np.ndarray], list[float]]:
+    """The clip's frames up to ``seconds`` after its first, as 640x480 RGBX (bench pipeline's decoding)."""
+    import av
+    from PIL import Image
+
+    frames: list[np.ndarray] = []
+    ts: list[float] = []
+    try:
+        with av.open(str(path)) as c:
+            for f in c.decode(c.streams.video[0]):
+                t = float(f.time) if f.time is not None else len(ts) / 25.0
+                if ts and t - ts[0] > seconds:
+                    break
+                img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR).convert("RGBX")
+                frames.append(np.ascontiguousarray(np.asarray(img)))
+                ts.append(t)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UsageError(f"cannot decode {path}: {exc}") from None
+    if not frames:
+        raise UsageError(f"{path} has no decodable video frames")
+    return frames, ts
+
+
+def load_clip(path: Path, timed_s: float) -> Clip:
+    frames, ts = decode_until(path, timed_s + ENROL_WINDOW_S)
     t0 = ts[0]
     cut = next((i for i, t in enumerate(ts) if t - t0 >= timed_s), len(ts))
     if cut >= len(ts):
@@ -217,7 +242,8 @@ def run_once(clip: Clip, cfg: Any, store: Any, analyzer: Any, embedder: Any, slo
         "dropped": stats.dropped,
         "embedded": slowed.embedded,
         "frame_ms_p50": pct(slowed.busy_ms, 50),
-        "rejects": [{"reason": d.reason, "person": d.person_id, "detail": d.detail} for _, d in rec.got if not d.accepted],
+        "accepted_distance": accepted[0][1].distance if accepted else None,
+        "rejects": [{"reason": d.reason, "person": d.person_id, "distance": d.distance, "detail": d.detail} for _, d in rec.got if not d.accepted],
         "liveness": next((d.liveness.policy for _, d in rec.got if d.liveness is not None), cfg.liveness.policy),
         "threshold": {"value": round(choice.value, 4), "source": choice.source},
     }
