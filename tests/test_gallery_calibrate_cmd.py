@@ -25,7 +25,7 @@ def test_calibrate_stores_threshold_and_reader_uses_it(models_dir, capsys):
         # No stored calibration: the reader estimates one from the gallery, never looser than the config's.
         est = choose_threshold(cfg, store, version)
         assert est.source == "gallery-estimate" and 0 < est.value <= cfg.recognition.threshold
-        assert "FPIR 0.03 over 12 people" in est.detail  # gallery.target_fpir (3% per frame since issue 18)
+        assert "FPIR 0.003 over 12 people" in est.detail
     assert main(["gallery", "calibrate", "--target-fpir", "0.01", "--json"]) == 0
     cal = json.loads(capsys.readouterr().out)
     assert cal["persons"] == 12 and cal["impostor_pairs"] == 12 and 0 < cal["threshold"] <= cfg.recognition.threshold

@@ -30,16 +30,6 @@ FPIR 37% at the lfw-dev default).
    cohort weights, on the median, which hides the sites in the tail.)  With >= 10 simulated strangers below the target
    quantile the empirical quantile is used when it is stricter.
 
-**Issue 18** re-chose the three parameters for what a site does: several
-templates per person and a decision on K of N frames of a walk-up.  The
-per-frame target is now 3% (``gallery.target_fpir``), with confidence 0.9
-and no sd inflation: the loosest of 18 candidates (targets 0.3 / 1 / 3% x
-inflation 1.0 / 1.15 / 1.35 x confidence 0.9 / 0.95) whose mean *per-walk-up*
-FPIR stayed <= 0.1% at every site size on the tuning data
-(``kaoclock eval site-threshold``: lfw-dev's tuning half at 10-200 people,
-taiwan-dev's tuning people), by lowest per-walk-up FNIR.  The paragraph
-above describes the previous choice.
-
 ``gallery calibrate`` and the reader's own estimate cap the result at
 ``recognition.threshold`` (calibration only tightens by default).
 """
@@ -58,11 +48,9 @@ MIN_PERSONS = 3
 #: Up to this many people each leave-one-out matcher is rebuilt exactly (O(persons^3) in all).
 EXACT_MAX_PERSONS = 300
 #: Confidence that the estimated threshold is not looser than the target's true one (under the normal model).
-#: 0.9 with SD_INFLATION 1.0 and gallery.target_fpir 3%: chosen for walk-ups of multi-template sites by
-#: `kaoclock eval site-threshold` (issue 18; gallery/README.md, "Threshold for a real site").
-CONFIDENCE = 0.9
-#: Widening of the left-out members' spread for real strangers (was 1.35 for a single-frame 0.3% target).
-SD_INFLATION = 1.0
+CONFIDENCE = 0.95
+#: Real strangers spread wider than left-out members (chosen on lfw-dev's tuning half; see the module docstring).
+SD_INFLATION = 1.35
 
 
 def stranger_scores(gallery: GalleryMatrix) -> np.ndarray:

@@ -17,11 +17,9 @@ class GalleryConfig(Section):
         None, doc="AES-256 key of the templates, mode 0600, kept outside the database (default: <device.data_dir>/keys/gallery.key)."
     )
     target_fpir: float = setting(
-        0.03,
+        0.003,
         gt=0.0,
         lt=0.5,
-        doc="Per-frame false-positive identification rate `kaoclock gallery calibrate` aims at when none is given (and the "
-        "reader's own estimate from the gallery when none is stored). The reader decides on K of N frames, so a walk-up "
-        "lets far fewer strangers in: 3% per frame kept the mean per-walk-up FPIR <= 0.1% on the tuning sites "
-        "(`kaoclock eval site-threshold`, gallery/README.md).",
+        doc="False-positive identification rate `kaoclock gallery calibrate` aims at when none is given (and the "
+        "reader's own estimate from the gallery when none is stored).",
     )
