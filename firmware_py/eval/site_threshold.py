@@ -17,7 +17,10 @@ candidates differ only by their rule.  ``chosen`` applies the written rule
 (firmware_py/gallery/README.md, "Threshold for a real site"): among the
 candidates whose mean per-walk-up FPIR over the drawn sites is <= ``--goal``
 at every size, the lowest mean (over sizes) of the median per-walk-up FNIR;
-ties go to the stricter candidate.
+ties go to the stricter candidate; and only studies with at least
+``3 / goal`` non-mated walk-ups can vouch for the goal at all (issue 18's
+first choice, made on 252 + 26 walk-ups, let 19% of taiwan-dev's strangers'
+walk-ups in out of sample).
 """
 
 from __future__ import annotations
@@ -125,7 +128,21 @@ def _label(c: tuple[float, float, float]) -> str:
 
 
 def choose(results: list[dict[str, Any]], goal: float) -> dict[str, Any]:
-    """The written rule over one or more studies (every size of every study must meet the goal)."""
+    """The written rule over one or more studies (every size of every study must meet the goal).
+
+    A study can only vouch for the goal if it holds enough non-mated walk-ups
+    to see it (rule of three: ``3 / goal``; with none of n walk-ups accepted
+    the 95% upper bound on the rate is still about 3 / n).  Without such a
+    study no candidate is chosen and the shipped parameters stay.
+    """
+    needed = int(np.ceil(3.0 / goal)) if goal > 0 else None
+    able = [r for r in results if needed is not None and r.get("nonmated_walkups", needed) >= needed]
+    if not able:
+        have = max((r.get("nonmated_walkups", 0) for r in results), default=0)
+        return {
+            "label": None,
+            "why": f"no study holds the {needed} non-mated walk-ups that a walk-up FPIR of {goal:g} needs to be seen (largest: {have})",
+        }
     table: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         for cells in r["sizes"].values():
