@@ -177,3 +177,28 @@ def test_sinks_console_jsonl_events_and_fanout(tmp_path):
     assert [r["reason"] for r in recs] == ["match", "unknown"] and recs[0]["liveness"]["policy"] == "off"
     assert [e.type for e in events] == ["decision.accept", "decision.reject"]
     assert events[1].data["reason"] == "unknown"
+
+
+def test_settled_identity_stops_embedding_while_liveness_still_watches():
+    live = ScriptedLiveness()
+    m = DecisionMachine(P, live)
+    assert m.needs_embedding(1)  # an unseen track is embedded
+    assert feed(m, 1, [hit(), hit()]) == [] and m.needs_embedding(1)  # k - 1 votes: keep embedding
+    assert m.observe(1, 0.2, hit()) is None  # k votes: settled, liveness pending
+    assert not m.needs_embedding(1) and not m.is_decided(1)
+    assert m.tick(0.5) == []  # still pending: no decision, still no embedding
+    assert not m.needs_embedding(1)
+    live.verdicts[1] = LivenessVerdict(policy="passive", passed=True, score=0.2, threshold=-0.5, reason="live")
+    got = m.tick(0.9)  # the verdict arrives on a later frame that was not embedded
+    assert [d.reason for d in got] == ["match"] and got[0].person_id == "grace" and got[0].frames == 3
+    assert not m.needs_embedding(1)
+    m.end_track(1, 1.0)
+    assert m.needs_embedding(1)  # a new walk-up with a reused id is embedded again
+
+
+def test_unknown_votes_keep_embedding_until_they_decide():
+    m = DecisionMachine(P, ScriptedLiveness())
+    feed(m, 1, [unknown(), unknown()])
+    assert m.needs_embedding(1)
+    assert [d.reason for d in feed(m, 1, [unknown()], t0=0.2)] == ["unknown"]
+    assert not m.needs_embedding(1)

@@ -38,7 +38,7 @@ def test_eval_commands_on_real_photos(bbt: Path, capsys: pytest.CaptureFixture[s
     ident = run_json(["eval", "identify", "--root", root, "--calibrate-fpir", "0.01", "--json"], capsys)
     proto = build_protocol(identity_folders(bbt, None))
     assert (ident["gallery"], ident["mated"], ident["nonmated"]) == (4, 16, 20) == (len(proto.enrolled), len(proto.mated), len(proto.nonmated))
-    assert ident["rank1"] >= 0.75 and ident["align_source"] == "both" and ident["split"] is None
+    assert ident["rank1"] >= 0.75 and ident["align_source"] == "facemesh" and ident["split"] is None
     # The reader's threshold for this gallery: its own estimate, never looser than the default.
     reader, cal = ident["reader_threshold"], ident["calibrated_threshold"]
     assert reader["source"] == "gallery-estimate" and reader["value"] <= ident["default_threshold"]["value"]

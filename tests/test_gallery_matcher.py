@@ -177,3 +177,7 @@ def test_threshold_widens_the_left_out_spread_for_real_strangers():
     assert calibration.SD_INFLATION == 1.35 and 5.0 < k < 5.6
     assert t == pytest.approx(scores.mean() - k * 1.35 * scores.std(ddof=1))
     assert "x1.35" in method and "7 leave-one-out" in method
+    # An explicit inflation and confidence replace the shipped ones (what `eval site-threshold` compares).
+    k90 = tolerance_factor(7, 0.003, 0.9)
+    t2, method2 = threshold_for(scores, 0.003, 7, 0.9, 1.0)
+    assert k90 < k and t2 == pytest.approx(scores.mean() - k90 * scores.std(ddof=1)) and t2 > t and "x1 " in method2

@@ -39,7 +39,7 @@ def test_primary_face_is_landmarked_aligned_and_measured(analyzer: FaceAnalyzer,
     assert p.chip is not None and p.chip.shape == (150, 150, 3) and p.chip.dtype == np.uint8
     assert p.landmarks is not None and p.landmarks.presence > 0.9
     assert p.quality is not None and p.quality.face_px == pytest.approx(p.detection.width)
-    assert p.align_source == "facemesh+detector" and p.frame_ts == 10.0  # [vision.align] source = "both" (the default)
+    assert p.align_source == "facemesh" and p.frame_ts == 10.0  # [vision.align] source = "facemesh" (the default)
     assert other.chip is None and other.landmarks is None and other.quality is None
     assert p.track_id != other.track_id and p.track.matched
     # Timings for the bench: every stage, both models.

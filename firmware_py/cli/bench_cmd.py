@@ -18,6 +18,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.bench.liveness",
     "firmware_py.bench.transfer",
     "firmware_py.bench.backend",
+    "firmware_py.bench.walkup",
 ]
 
 

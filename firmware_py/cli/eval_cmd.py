@@ -16,6 +16,8 @@ EVAL_MODULES: list[str] = [
     "firmware_py.eval.tune",
     "firmware_py.eval.calibration",
     "firmware_py.eval.liveness",
+    "firmware_py.eval.variants",
+    "firmware_py.eval.site_threshold",
 ]
 
 

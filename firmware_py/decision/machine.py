@@ -10,6 +10,12 @@ gathers no agreement in ``track_timeout_s`` (or disappears) ends as
 usable frame at all).  Exactly one :class:`Decision` per track; later frames
 of a decided track are ignored until the tracker drops it.
 
+Compute goes only where it decides: once ``k`` frames agree on a person the
+identity is settled, so :meth:`DecisionMachine.needs_embedding` turns false
+and the pipeline stops embedding that track's frames while the liveness stage
+keeps watching until its verdict (whatever liveness model runs: the machine
+only polls ``verdict``).
+
 Every reject carries a :data:`~firmware_py.decision.outcome.Reason` and a
 line for people in ``detail``.
 """
@@ -121,6 +127,12 @@ class DecisionMachine:
             if d is not None:
                 out.append(d)
         return out
+
+    def needs_embedding(self, track_id: int) -> bool:
+        """Whether the track's next frame should be embedded: not once it is decided, nor while its
+        identity is settled and only liveness is awaited (a further vote could not change the outcome)."""
+        tr = self._tracks.get(track_id)
+        return tr is None or (not tr.decided and tr.candidate is None)
 
     def is_decided(self, track_id: int) -> bool:
         """Whether the track already has its decision (its further frames need no embedding)."""

@@ -8,6 +8,19 @@ images are non-mated probes).  Identities with one image are enrolled as
 distractors.  ``--max-gallery G`` keeps the first G enrolled identities in
 sorted order (mated probes only of those; non-mated probes unchanged).
 
+``--templates N`` enrols each enrolled identity from its first N images
+(file-name order), as a site enrols several photos: identities with more than
+N images alternate as above (first N are templates, the rest mated probes);
+identities with N images or fewer are enrolled distractors (all their images
+as templates).  N = 1 is exactly the protocol above.
+
+``--walkup M`` also scores walk-ups: each identity's probes, in file-name
+order, are cut into runs of M images (a shorter remainder is dropped), and
+each run goes through the reader's own :class:`DecisionMachine` (K of N from
+the config, liveness off) as M frames of one track.  A mated walk-up fails
+unless it is accepted as its own person; a non-mated walk-up that is
+accepted as anyone is a false positive.
+
 FPIR(t) = share of non-mated probes whose top-1 distance passes t (<= t);
 FNIR(t) = share of mated probes whose top-1 is the wrong person or does not
 pass t.  ``fnir_at_fpir[F]`` uses the loosest threshold whose FPIR is <= F.
@@ -34,9 +47,14 @@ TARGETS = ("0.01", "0.003", "0.001")
 @dataclass
 class Protocol:
     enrolled: list[str]  # identity names in the gallery, sorted
-    templates: list[Path]  # one per enrolled identity
+    templates: list[Path]  # one per enrolled identity, or (with template_ids) several
     mated: list[tuple[Path, str]]  # (probe, its identity)
     nonmated: list[Path]
+    template_ids: list[str] | None = None  # identity of each template (None: templates[i] is enrolled[i]'s)
+
+    @property
+    def template_owner(self) -> list[str]:
+        return self.template_ids if self.template_ids is not None else list(self.enrolled)
 
 
 def parse_split(text: str) -> tuple[int, int]:
@@ -75,19 +93,21 @@ def identity_folders(root: Path, people: Path | None, split: tuple[int, int] | N
     return out
 
 
-def build_protocol(ids: dict[str, list[Path]], max_gallery: int | None = None) -> Protocol:
-    enrolled, templates, mated_by, nonmated = [], {}, {}, []
+def build_protocol(ids: dict[str, list[Path]], max_gallery: int | None = None, templates: int = 1) -> Protocol:
+    if templates < 1:
+        raise UsageError(f"--templates {templates}: must be >= 1")
+    enrolled, tmpl, mated_by, nonmated = [], {}, {}, []
     multi = 0
     for name, imgs in ids.items():  # sorted by name
-        if len(imgs) == 1:
+        if len(imgs) <= templates:
             enrolled.append(name)
-            templates[name] = imgs[0]
+            tmpl[name] = imgs
             mated_by[name] = []
             continue
         if multi % 2 == 0:
             enrolled.append(name)
-            templates[name] = imgs[0]
-            mated_by[name] = imgs[1:]
+            tmpl[name] = imgs[:templates]
+            mated_by[name] = imgs[templates:]
         else:
             nonmated += imgs
         multi += 1
@@ -95,7 +115,9 @@ def build_protocol(ids: dict[str, list[Path]], max_gallery: int | None = None) -
     if max_gallery is not None:
         enrolled = enrolled[:max_gallery]
     mated = [(p, n) for n in enrolled for p in mated_by[n]]
-    return Protocol(enrolled, [templates[n] for n in enrolled], mated, nonmated)
+    paths = [p for n in enrolled for p in tmpl[n]]
+    owners = [n for n in enrolled for _ in tmpl[n]]
+    return Protocol(enrolled, paths, mated, nonmated, None if templates == 1 else owners)
 
 
 def rates(t: float, mated_ok: np.ndarray, mated_d: np.ndarray, nonmated_d: np.ndarray) -> tuple[float, float]:
@@ -134,7 +156,7 @@ class Described:
     """A protocol with every image described by the reader's embedding path."""
 
     proto: Protocol
-    gallery: np.ndarray  # (G, 128) one template per enrolled identity
+    gallery: np.ndarray  # (T, 128) templates (one per enrolled identity unless --templates N)
     mated: np.ndarray  # (M, 128)
     nonmated: np.ndarray  # (N, 128)
     detection_failures: int
@@ -142,10 +164,15 @@ class Described:
     mirror: bool
     seconds: float
 
+    @property
+    def gallery_ids(self) -> np.ndarray:
+        """The identity of each gallery row."""
+        return np.array(self.proto.template_owner, dtype=object)
+
     def matrix(self) -> Any:
         from firmware_py.gallery.store import GalleryMatrix
 
-        return GalleryMatrix(self.gallery, np.array(self.proto.enrolled, dtype=object), {}, self.embedder, 0, "")
+        return GalleryMatrix(self.gallery, self.gallery_ids, {}, self.embedder, 0, "")
 
 
 def describe_protocol(  # type: ignore[no-untyped-def]
@@ -155,11 +182,12 @@ def describe_protocol(  # type: ignore[no-untyped-def]
     max_gallery: int | None = None,
     split: tuple[int, int] | None = None,
     mirror: bool | None = None,
+    templates: int = 1,
 ) -> Described:
     """Build the protocol and describe its images exactly as the reader would (cached)."""
     from firmware_py.eval.stills import describer_from_config
 
-    proto = build_protocol(identity_folders(root, people, split), max_gallery)
+    proto = build_protocol(identity_folders(root, people, split), max_gallery, templates)
     describer = describer_from_config(cfg, mirror=mirror)
     paths = sorted(set(proto.templates) | {p for p, _ in proto.mated} | set(proto.nonmated))
     desc = describer.describe_paths(paths)
@@ -177,6 +205,92 @@ def score(d: Described, matcher: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return m_ok, m_d, n_d
 
 
+def walkup_groups(paths: list[Path], owners: list[str], m: int) -> list[list[int]]:
+    """Indices of ``paths`` cut into walk-ups: each identity's images in file-name order, runs of ``m``."""
+    by: dict[str, list[int]] = {}
+    for i, o in enumerate(owners):
+        by.setdefault(o, []).append(i)
+    out = []
+    for o in sorted(by):
+        idx = sorted(by[o], key=lambda i: paths[i].name)
+        out += [idx[j : j + m] for j in range(0, len(idx) - m + 1, m)]
+    return out
+
+
+def probe_matches(matcher: Any, probes: np.ndarray) -> list[Any]:
+    """Each probe's MatchResult with no threshold (verdict "match" or "ambiguous"): :func:`at_threshold` applies one."""
+    saved, matcher.threshold = matcher.threshold, float("inf")
+    try:
+        return [matcher.match(q) for q in probes]
+    finally:
+        matcher.threshold = saved
+
+
+def at_threshold(m: Any, t: float) -> Any:
+    """The reader's verdict for this result at threshold ``t`` (the margin check does not depend on it)."""
+    from dataclasses import replace
+
+    if m.distance is not None and m.distance > t:
+        return replace(m, verdict="unknown", threshold=t)
+    return replace(m, threshold=t)
+
+
+def walkup_accepts(results: list[Any], groups: list[list[int]], t: float, k: int, n: int) -> list[str | None]:
+    """The person each walk-up is accepted as (None: rejected), through the reader's DecisionMachine."""
+    from firmware_py.decision.machine import DecisionMachine, DecisionParams
+
+    # No cooldown (walk-ups are independent), no timeout inside a walk-up; liveness off.
+    machine = DecisionMachine(DecisionParams(k=k, n=n, cooldown_s=0.0, track_timeout_s=1e9, liveness_timeout_s=1e9))
+    out: list[str | None] = []
+    for track, idx in enumerate(groups):
+        decision = None
+        for f, i in enumerate(idx):
+            decision = machine.observe(track, track * 1000.0 + f * 0.1, at_threshold(results[i], t))
+            if decision is not None:
+                break
+        end = machine.end_track(track, track * 1000.0 + len(idx) * 0.1 + 1.0)
+        decision = decision or end
+        out.append(decision.person_id if decision is not None and decision.accepted else None)
+    return out
+
+
+WALKUP_GRID = np.round(np.arange(0.10, 0.70001, 0.0025), 4)
+
+
+def walkup_report(d: Described, matcher: Any, m: int, k: int, n: int, thresholds: dict[str, float]) -> dict[str, Any]:
+    """Per-walk-up FNIR / FPIR at the given thresholds and at fixed walk-up FPIRs (a 0.0025 grid of thresholds)."""
+    mated_paths = [p for p, _ in d.proto.mated]
+    mated_owner = [o for _, o in d.proto.mated]
+    mg = walkup_groups(mated_paths, mated_owner, m)
+    ng = walkup_groups(list(d.proto.nonmated), [p.parent.name for p in d.proto.nonmated], m)
+    mres = probe_matches(matcher, d.mated) if len(d.mated) else []
+    nres = probe_matches(matcher, d.nonmated) if len(d.nonmated) else []
+    truth = [mated_owner[g[0]] for g in mg]
+
+    def rates_at(t: float) -> tuple[float, float]:
+        acc_m = walkup_accepts(mres, mg, t, k, n)
+        acc_n = walkup_accepts(nres, ng, t, k, n)
+        fnir = float(np.mean([a != w for a, w in zip(acc_m, truth, strict=True)])) if mg else 0.0
+        fpir = float(np.mean([a is not None for a in acc_n])) if ng else 0.0
+        return fnir, fpir
+
+    out: dict[str, Any] = {"probes_per_walkup": m, "k": k, "n": n, "mated_walkups": len(mg), "nonmated_walkups": len(ng)}
+    for label, t in thresholds.items():
+        fnir, fpir = rates_at(t)
+        out[label] = {"value": round(t, 4), "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
+    curve = [(float(t), *rates_at(float(t))) for t in WALKUP_GRID]
+    out["fnir_at_fpir"], out["threshold_at_fpir"] = {}, {}
+    for f in TARGETS:
+        best = None
+        for t, fnir, fpir in curve:  # loosest threshold before the walk-up FPIR first exceeds the target
+            if fpir > float(f):
+                break
+            best = (t, fnir)
+        out["fnir_at_fpir"][f] = round(best[1], 4) if best else None
+        out["threshold_at_fpir"][f] = best[0] if best else None
+    return out
+
+
 def run(  # type: ignore[no-untyped-def]
     root: Path,
     cfg,
@@ -186,19 +300,23 @@ def run(  # type: ignore[no-untyped-def]
     mirror: bool | None = None,
     normalise: bool = True,
     split: tuple[int, int] | None = None,
+    templates: int = 1,
+    walkup: int | None = None,
 ) -> dict:
     from firmware_py.gallery.calibration import calibrate
     from firmware_py.gallery.matcher import Matcher
     from firmware_py.pipeline.build import estimate_threshold
 
-    d = describe_protocol(root, cfg, people, max_gallery, split, mirror)
+    d = describe_protocol(root, cfg, people, max_gallery, split, mirror, templates)
     proto = d.proto
     gm = d.matrix()
     # Scored exactly as the reader scores (the product Matcher, cohort normalisation included).
-    matcher = Matcher(gm, threshold=cfg.recognition.threshold, normalise=normalise)
+    matcher = Matcher(gm, threshold=cfg.recognition.threshold, min_margin=cfg.recognition.min_margin, normalise=normalise)
     m_ok, m_d, n_d = score(d, matcher)
     out: dict = {
         "gallery": len(proto.enrolled),
+        "templates_per_person": templates,
+        "templates": len(proto.templates),
         "mated": len(proto.mated),
         "nonmated": len(proto.nonmated),
         "rank1": round(float(m_ok.mean()), 4) if len(m_ok) else None,
@@ -240,6 +358,11 @@ def run(  # type: ignore[no-untyped-def]
             "capped": {"value": capped, "fnir": round(fnir_c, 4), "fpir": round(fpir_c, 4)},
             "method": cal.method,
         }
+    if walkup is not None:
+        thresholds = {"default_threshold": t0, "reader_threshold": t1}
+        if "calibrated_threshold" in out:
+            thresholds["calibrated_threshold"] = out["calibrated_threshold"]["capped"]["value"]
+        out["walkup"] = walkup_report(d, matcher, walkup, cfg.decision.k, cfg.decision.n, thresholds)
     out["cohort_normalised"] = matcher.normalised
     out["split"] = f"{split[0]}/{split[1]}" if split else None
     out["detection_failures"] = d.detection_failures
@@ -259,6 +382,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate-fpir", type=float, help="also report the threshold `gallery calibrate` would set from this gallery for this FPIR")
     p.add_argument("--config", help="TOML config file (threshold, front-end and embedder settings)")
     p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
+    p.add_argument("--templates", type=int, default=1, help="enrol each enrolled identity from its first N images (default 1)")
+    p.add_argument("--walkup", type=int, metavar="M", help="also score walk-ups of M probe images through the decision machine's K-of-N rule")
     p.add_argument("--raw", action="store_true", help="raw distances, without the matcher's cohort normalisation (for comparison)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_identify)
@@ -267,5 +392,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_identify(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     mirror = None if args.mirror == "config" else args.mirror == "on"
-    print(json.dumps(run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror, not args.raw, args.split), indent=2))
+    if args.templates < 1 or (args.walkup is not None and args.walkup < 1):
+        raise UsageError("--templates and --walkup must be >= 1")
+    if args.walkup is not None and args.walkup < cfg.decision.k:
+        raise UsageError(f"--walkup {args.walkup}: fewer probes than decision.k = {cfg.decision.k}; no walk-up could ever be accepted")
+    out = run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror, not args.raw, args.split, args.templates, args.walkup)
+    print(json.dumps(out, indent=2))
     return 0

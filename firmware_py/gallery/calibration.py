@@ -103,14 +103,17 @@ def tolerance_factor(n: int, p: float, confidence: float = CONFIDENCE) -> float:
     return (z_p + math.sqrt(max(z_p**2 - a * b, 0.0))) / a
 
 
-def threshold_for(scores: np.ndarray, target_fpir: float, persons: int, confidence: float | None = None) -> tuple[float, str]:
+def threshold_for(
+    scores: np.ndarray, target_fpir: float, persons: int, confidence: float | None = None, inflation: float | None = None
+) -> tuple[float, str]:
     """(threshold, method) for the target FPIR from the simulated strangers' ``scores`` (``persons`` independent people)."""
-    mu, sd = float(np.mean(scores)), SD_INFLATION * float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
     confidence = CONFIDENCE if confidence is None else confidence
+    inflation = SD_INFLATION if inflation is None else inflation
+    mu, sd = float(np.mean(scores)), inflation * float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
     k = tolerance_factor(persons, target_fpir, confidence)
     t = mu - k * sd
     method = f"normal tolerance bound ({confidence:.0%} confidence) on {len(scores)} leave-one-out stranger scores: "
-    method += f"mean {mu:.3f} - {k:.2f} x sd {sd:.3f} (x{SD_INFLATION:g} for real strangers)"
+    method += f"mean {mu:.3f} - {k:.2f} x sd {sd:.3f} (x{inflation:g} for real strangers)"
     # The empirical quantile is trusted only with >= 10 simulated strangers below it.
     if len(scores) * target_fpir >= 10:
         t_emp = float(np.quantile(scores, target_fpir))

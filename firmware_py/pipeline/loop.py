@@ -45,7 +45,7 @@ class FrameResult:
     stages_ms: dict[str, float] = field(default_factory=dict)  # analyzer stages + embed, match, decide
     invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder)
     invoke_by_model_ms: dict[str, float] = field(default_factory=dict)  # the same, per model
-    embedded: bool = False  # whether the embedder ran (not on decided tracks or unusable frames)
+    embedded: bool = False  # whether the embedder ran (not on settled tracks or unusable frames)
     frame_ms: float = 0.0
 
 
@@ -116,8 +116,10 @@ class RecognitionPipeline:
             self.liveness.observe(obs, frame)
         t_embed = t_match = 0.0
         obs = analysis.primary  # the nearest face wins
-        if obs is not None and self.machine.is_decided(obs.track_id):
-            res.track_id = obs.track_id  # decided walk-up: no embedding until the person leaves
+        if obs is not None and not self.machine.needs_embedding(obs.track_id):
+            # Identity settled (decided, or K frames agreed and liveness is still watching): no
+            # embedding until the person leaves; the liveness stage above still sees every frame.
+            res.track_id = obs.track_id
         elif obs is not None:
             res.track_id = obs.track_id
             ok, why = quality_verdict(obs.quality, self.quality_limits)

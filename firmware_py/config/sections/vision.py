@@ -44,9 +44,10 @@ class AlignConfig(Section):
     """Alignment into the embedder's 150x150 chip (dlib's geometry)."""
 
     source: Literal["facemesh", "detector", "both"] = setting(
-        "both",
+        "facemesh",
         doc="Points that drive the alignment: FaceMesh's 5 dlib-like points, the detector's 4 keypoints (eyes, nose, mouth), or both: "
-        "the face is described by the mean of both chips' descriptors (twice the embedder runs; best on lfw-dev, see gallery/README.md).",
+        "the face is described by the mean of both chips' descriptors (twice the embedder runs). facemesh: the cheapest path with "
+        "LFW >= 99.0% (`kaoclock eval align-variants`, vision/README.md).",
     )
     resample: Literal["fast", "dlib"] = setting(
         "fast",
