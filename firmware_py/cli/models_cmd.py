@@ -51,7 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--config", help="config file")
     b.add_argument("--dir", type=Path, help="models directory (overrides the config)")
-    b.add_argument("--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ (e.g. ../shared/data)")
+    b.add_argument("--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ and models-src/minifasnet/ (e.g. ../shared/data)")
+    b.add_argument(
+        "--target",
+        choices=("embedder", "liveness"),
+        default="embedder",
+        help="embedder: dlib's face model -> int8 (default); liveness: the two MiniFASNet nets -> float16 (models/liveness/)",
+    )
     b.add_argument("--calibration", type=int, default=300, metavar="N", help="calibration faces (default 300)")
     b.add_argument("--variants", type=int, default=2, metavar="K", help="augmented variants per calibration face (default 2)")
     b.add_argument("--seed", type=int, help="augmentation seed (default: the recorded one)")
@@ -127,6 +133,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from firmware_py.models.build import DEFAULT_SEED, BuildOptions, build
 
     _check_data(args.data)
+    if args.target == "liveness":
+        return _build_liveness(args)
     if args.calibration < 8:
         raise UsageError("--calibration must be at least 8 faces")
     if args.variants < 0:
@@ -159,4 +167,23 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"parity: n={p['n']} cosine min {p['cosine_min']} mean {p['cosine_mean']} euclid mean {p['euclid_mean']} max {p['euclid_max']}")
     if args.check:
         return 0 if report["check"]["reproduced"] else 1
+    return 0
+
+
+def _build_liveness(args: argparse.Namespace) -> int:
+    from firmware_py.models import minifasnet_build
+
+    command = "kaoclock models build " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if sys.argv[1:3] == ["models", "build"] else ""
+
+    def say(msg: str) -> None:
+        print(f"build: {msg}", file=sys.stderr, flush=True)
+
+    report = minifasnet_build.build(load_manifest(), args.data, args.check, command or "kaoclock models build --target liveness --data DATA", say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, info in report["models"].items():
+            print(f"{name}: sha256 {info['sha256']} {info['size_bytes']} bytes" + (f" reproduced={info['check']['reproduced']}" if "check" in info else ""))
+    if args.check:
+        return 0 if all(i["check"]["reproduced"] for i in report["models"].values()) else 1
     return 0
