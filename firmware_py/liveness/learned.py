@@ -38,9 +38,10 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (the detector's)
 
 @dataclass(frozen=True)
 class BoxMap:
-    """BlazeFace box -> RetinaFace-style box: same centre moved by ``dy`` box heights, sides times ``scale``."""
+    """BlazeFace box -> RetinaFace-style box: centre moved down by ``dy`` box heights, width x ``sx``, height x ``sy``."""
 
-    scale: float = 1.0
+    sx: float = 1.0
+    sy: float = 1.0
     dy: float = 0.0
 
     def apply(self, box: Box) -> tuple[float, float, float, float]:
@@ -48,13 +49,13 @@ class BoxMap:
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + self.dy * h
-        w2, h2 = w * self.scale, h * self.scale
+        w2, h2 = w * self.sx, h * self.sy
         return (cx - w2 / 2, cy - h2 / 2, w2, h2)
 
 
 # Measured on the dev stills (see README): the mapping under which the nets'
 # scores on BlazeFace crops agree best with their scores on the reference box.
-BOX_MAP = BoxMap(scale=1.0, dy=0.0)
+BOX_MAP = BoxMap(sx=1.0, sy=1.0, dy=0.0)
 
 
 def crop_box(src_w: int, src_h: int, xywh: tuple[float, float, float, float], scale: float) -> tuple[int, int, int, int, float]:
