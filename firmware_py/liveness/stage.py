@@ -253,6 +253,14 @@ class LivenessDetector:
         tr.verdict = self._decide(tr, complete=False)
         return tr.verdict
 
+    def take_invoke_ms(self) -> float:
+        """Milliseconds spent inside the nets' invokes since the last call (the pipeline's model time)."""
+        if self.learned is None:
+            return 0.0
+        ms = self.learned.invoke_s * 1e3
+        self.learned.invoke_s = 0.0
+        return ms
+
     def forget(self, track_id: int) -> None:
         """The track ended: drop its state."""
         self._tracks.pop(track_id, None)
