@@ -161,6 +161,11 @@ def test_bad_input_is_named_with_what_to_do(astronaut: np.ndarray) -> None:
     assert code == "face_too_small" and "step closer" in text
     code, text = input_problem(astronaut, (50.0, 20.0, 450.0, 500.0), BoxMap())  # type: ignore[misc]
     assert code == "face_too_close" and "step back" in text
+    # A 640x480 frame holds the 4.0 crop of a 100 px face; not of a 420 px one.
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[..., 0] = 200
+    assert input_problem(frame, (270.0, 190.0, 370.0, 290.0), BoxMap()) is None
+    assert input_problem(frame, (100.0, 30.0, 520.0, 450.0), BoxMap())[0] == "face_too_close"  # type: ignore[index]
 
 
 def _stage(**changes: object):  # type: ignore[no-untyped-def]
@@ -192,7 +197,8 @@ def test_unscorable_frames_give_a_verdict_that_says_what_to_do(astronaut: np.nda
         st.observe_face(3, astronaut, (200.0, 100.0, 220.0, 122.0), None, 100 + i * 0.1)  # 20 px
     v1, v2, v3 = st.verdict(1), st.verdict(2), st.verdict(3)
     assert v1 is not None and not v1.passed and "grey or infrared" in v1.reason and v1.cues["unscored.grey_frame"] == 10
-    assert v2 is not None and not v2.passed and "step back" in v2.reason
+    # Too close for the 4.0 crop: scored on the clamped crop as the original does, and told to step back.
+    assert v2 is not None and "step back" in v2.reason and v2.cues["too_close_frames"] == 10 and v2.cues["frames"] == 10
     assert v3 is not None and not v3.passed and "step closer" in v3.reason
     # conclude() on a track that ended early says the same, and never crashes.
     st.observe_face(4, grey, (175.0, 76.0, 265.0, 196.0), None, 200.0)

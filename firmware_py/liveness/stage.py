@@ -40,8 +40,10 @@ Every verdict carries the cue scores (the learned score and each net's,
 the texture score split by cue group, blink depth, non-planar motion) and a
 reason a person can read.  Frames the nets cannot score are counted, not
 scored (:func:`firmware_py.liveness.learned.input_problem`: a grey / IR
-frame, a face too small, a face too close for the 4.0 crop); a window made
-only of them ends in a verdict that says which and what to do.
+frame, a face too small); a window made only of them ends in a verdict that
+says which and what to do.  A face too close for the 4.0 crop is scored on
+the clamped crop, as the original pipeline (and the nets' training) did, and
+its verdict adds "please step back".
 :meth:`LivenessDetector.conclude` forces a verdict on whatever was seen: a
 single still, or a track that ended early.
 """
@@ -130,6 +132,8 @@ class _Track:
     per_net: dict[str, list[float]] = field(default_factory=dict)
     problems: dict[str, int] = field(default_factory=dict)  # frames not scored, by input problem code
     last_problem: str = ""
+    close_frames: int = 0  # scored on a clamped crop: the face is too close for the 4.0 crop
+    close_text: str = ""
     verdict: LivenessVerdict | None = None
 
 
@@ -199,7 +203,10 @@ class LivenessDetector:
         if image is not None:
             assert self.model is not None and self.learned is not None
             problem = input_problem(image, box)
-            if problem is not None:
+            if problem is not None and problem[0] == "face_too_close":
+                tr.close_frames += 1
+                tr.close_text = problem[1]
+            elif problem is not None:
                 tr.problems[problem[0]] = tr.problems.get(problem[0], 0) + 1
                 tr.last_problem = problem[1]
                 image = None
@@ -294,6 +301,8 @@ class LivenessDetector:
         cues["moire_peak"] = round(peak, 4)
         cues["frames"] = float(len(tr.reals))
         cues.update({f"unscored.{k}": float(v) for k, v in tr.problems.items()})
+        if tr.close_frames:
+            cues["too_close_frames"] = float(tr.close_frames)
         cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
         blink = blink_score(tr.ears) if len(tr.ears) >= 3 else None
         motion = nonplanar_motion(tr.points) if len(tr.points) >= 2 else None
@@ -341,6 +350,8 @@ class LivenessDetector:
                 reason += f", blink {blink:.2f}, non-planar motion {motion:.3f}"
         else:
             reason = "spoof suspected: " + "; ".join(failures)
+        if tr.close_frames:
+            reason += f" ({tr.close_frames} frame(s): {tr.close_text})"
         return LivenessVerdict(self.policy, passed, round(score, 4), thr, cues, reason)  # type: ignore[arg-type]
 
 
