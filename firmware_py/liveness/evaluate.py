@@ -188,6 +188,7 @@ def evaluate(
     thresholds = {"passive": stage.params.threshold, "strict": stage.params.strict_threshold}
     summary["threshold"] = thresholds.get(stage.policy)
     summary["policy"] = stage.policy
+    summary["texture_threshold"] = stage.params.texture_threshold if stage.policy != "off" else None
     summary["ms_per_frame"] = round(1000 * timing["liveness_s"] / timing["frames_fed"], 3) if timing["frames_fed"] else None
     summary["frontend_ms_per_frame"] = round(1000 * timing["frontend_s"] / timing["frames_seen"], 3) if timing["frames_seen"] else None
     summary["frames"] = int(timing["frames_fed"])

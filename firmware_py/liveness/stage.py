@@ -86,12 +86,12 @@ class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = 0.5
+    threshold: float = 0.39
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
     strict_min_frames: int = 8
-    strict_threshold: float = 0.6
+    strict_threshold: float = 0.5
     strict_blink: float = 0.3
     strict_motion: float = 0.025
     moire_peak: float = 5.5

@@ -21,7 +21,7 @@ class LivenessConfig(Section):
     )
     model: str = setting("liveness_texture_v4", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        0.5,
+        0.39,
         ge=0,
         le=1,
         doc="Operating threshold on the learned score: the two MiniFASNet nets' mean real probability, averaged over the "
@@ -58,7 +58,9 @@ class LivenessConfig(Section):
     passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
-    strict_threshold: float = setting(0.6, ge=0, le=1, doc="strict: learned score the window's mean must reach (>= threshold).")
+    strict_threshold: float = setting(
+        0.5, ge=0, le=1, doc="strict: learned score the window's mean must reach (>= threshold; 0.5 is the original ensemble's decision point)."
+    )
     strict_blink: float = setting(
         0.3, ge=0, le=1, doc="strict: eye-closure depth (1 - min/median eye opening) that counts as a blink; 0 = no blink needed."
     )
