@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--config", help="config file")
     b.add_argument("--dir", type=Path, help="models directory (overrides the config)")
-    b.add_argument("--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ and models-src/minifasnet/ (e.g. ../shared/data)")
+    b.add_argument(
+        "--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ and models-src/minifasnet/ (e.g. ../shared/data)"
+    )
     b.add_argument(
         "--target",
         choices=("embedder", "liveness"),
@@ -125,7 +127,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("verify: liveness nets against the numpy reference on dev crops", file=sys.stderr, flush=True)
             lp = learned_parity(mdir, args.data, args.liveness_faces)
             out["liveness_parity"] = lp
-            if lp["ensemble_p_real"]["max_abs_diff"] > 0.02 or any(lp[f"{n}_p_real"]["max_abs_diff"] > 0.02 for n in ("minifasnet_v2", "minifasnet_v1se")):
+            if lp["ensemble_p_real"]["max_abs_diff"] > 0.02 or any(
+                lp[f"{n}_p_real"]["max_abs_diff"] > 0.02 for n in ("minifasnet_v2", "minifasnet_v1se")
+            ):
                 status = 3
     if args.json:
         print(json.dumps(out, indent=2))
@@ -136,7 +140,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         elif lp:
             print(
                 f"liveness parity over {lp['n']} dev faces: |dp_real| max/mean "
-                + ", ".join(f"{n} {lp[f'{n}_p_real']['max_abs_diff']}/{lp[f'{n}_p_real']['mean_abs_diff']}" for n in ("minifasnet_v2", "minifasnet_v1se", "ensemble"))
+                + ", ".join(
+                    f"{n} {lp[f'{n}_p_real']['max_abs_diff']}/{lp[f'{n}_p_real']['mean_abs_diff']}"
+                    for n in ("minifasnet_v2", "minifasnet_v1se", "ensemble")
+                )
             )
         for r in results:
             print(f"{'ok' if r.ok else 'FAIL':>4}  {r.name}" + (f"  {r.problem}" if r.problem else ""))
@@ -207,7 +214,10 @@ def _build_liveness(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for name, info in report["models"].items():
-            print(f"{name}: sha256 {info['sha256']} {info['size_bytes']} bytes" + (f" reproduced={info['check']['reproduced']}" if "check" in info else ""))
+            print(
+                f"{name}: sha256 {info['sha256']} {info['size_bytes']} bytes"
+                + (f" reproduced={info['check']['reproduced']}" if "check" in info else "")
+            )
     if args.check:
         return 0 if all(i["check"]["reproduced"] for i in report["models"].values()) else 1
     return 0

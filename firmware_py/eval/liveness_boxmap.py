@@ -54,7 +54,7 @@ def collect(manifest: Path, cache: Path | None, limit: int | None, say: Any) -> 
     model = load_learned(cfg)
     pres = [p for p in read_manifest(manifest) if p.kind == "image"]
     if limit:
-        pres = pres[::max(1, len(pres) // limit)]
+        pres = pres[:: max(1, len(pres) // limit)]
     grid = list(itertools.product(SX, SY, DY))
     counts: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -67,7 +67,7 @@ def collect(manifest: Path, cache: Path | None, limit: int | None, say: Any) -> 
         seen[p.subject] = i + 1
         front.reset()
         ts, image = next(iter(frames(p)))
-        frame, obs = front.analyze(image, ts, 0, p.id)
+        _, obs = front.analyze(image, ts, 0, p.id)
         o = largest(obs)
         if o is None:
             continue
@@ -127,7 +127,14 @@ def measure(d: dict[str, Any], k: int = 5) -> dict[str, Any]:
         losses = [logloss(real[tr, j], attack[tr]) for j in range(len(grid))]
         best = int(np.argmin(losses))
         te = fold == f
-        per_fold.append({"fold": f, "units": sorted(set(d["units"][te].tolist())), "chosen": grid[best], "held_out_logloss": round(logloss(real[te, best], attack[te]), 4)})
+        per_fold.append(
+            {
+                "fold": f,
+                "units": sorted(set(d["units"][te].tolist())),
+                "chosen": grid[best],
+                "held_out_logloss": round(logloss(real[te, best], attack[te]), 4),
+            }
+        )
     all_losses = [logloss(real[:, j], attack) for j in range(len(grid))]
     order = np.argsort(all_losses)
     ident = grid.index((1.0, 1.0, 0.0)) if (1.0, 1.0, 0.0) in grid else None

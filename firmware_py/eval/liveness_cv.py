@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))
 TEXTURE_VETOES = (-math.inf, -2.0, -1.5, -1.0, -0.75, -0.5)
 GOALS = {"bpcer": 0.02, "print": 0.003, "replay": 0.02}

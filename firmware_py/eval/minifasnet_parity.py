@@ -36,7 +36,7 @@ def learned_parity(models_dir: Path, data: Path, faces: int = 600) -> dict[str, 
     refs = {n: load_network(sources[n]) for n in SOURCES}
 
     class _Cfg:
-        class models:  # noqa: N801 - the shape of cfg.models.dir
+        class models:  # the shape of cfg.models.dir
             dir = models_dir
 
     model = load_learned(_Cfg)
@@ -71,10 +71,7 @@ def learned_parity(models_dir: Path, data: Path, faces: int = 600) -> dict[str, 
         "no_face": skipped,
         "source": f"{manifest_csv.name} stills (NUAA live/print, replay-crops real/fake), every {step}th; BlazeFace box mapped by {BOX_MAP}",
         "reference": "numpy float64 forward pass of the source .pth files (firmware_py.models.minifasnet)",
-        **{
-            f"{k}_p_real": {"max_abs_diff": float(f"{max(v):.3g}"), "mean_abs_diff": float(f"{np.mean(v):.3g}")}
-            for k, v in diffs.items()
-        },
+        **{f"{k}_p_real": {"max_abs_diff": float(f"{max(v):.3g}"), "mean_abs_diff": float(f"{np.mean(v):.3g}")} for k, v in diffs.items()},
         "ms_per_face_litert": round(1000 * lite_s / n, 3),
         "ms_per_face_reference": round(1000 * ref_s / n, 3),
     }

@@ -151,9 +151,7 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
             "bpcer": _rate(*live),
             "apcer": {k: _rate(*v) for k, v in sorted(cells.items()) if k != "live"},
         }
-    worst_apcer = max(
-        ((v, s_name, k) for s_name, e in by_subject.items() for k, v in e["apcer"].items() if v is not None), default=None
-    )
+    worst_apcer = max(((v, s_name, k) for s_name, e in by_subject.items() for k, v in e["apcer"].items() if v is not None), default=None)
     worst_bpcer = max(((e["bpcer"], s_name) for s_name, e in by_subject.items() if e["bpcer"] is not None), default=None)
     overall = acc.get("*", {})
     apcers = [v for k, v in overall.items() if k != "live"]

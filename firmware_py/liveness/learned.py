@@ -129,7 +129,10 @@ def input_problem(image: NDArray[np.uint8], box: Box, box_map: BoxMap = BOX_MAP)
     far = max(SCALES.values())
     usable = min((h - 1) / xywh[3], (w - 1) / xywh[2], far)
     if usable < MIN_CROP_SCALE:
-        return ("face_too_close", f"face too close to the camera for the {far:g}x crop (the frame holds {usable:.2f}x < {MIN_CROP_SCALE:g}x): please step back")
+        return (
+            "face_too_close",
+            f"face too close to the camera for the {far:g}x crop (the frame holds {usable:.2f}x < {MIN_CROP_SCALE:g}x): please step back",
+        )
     if is_grey(image, xywh):
         return ("grey_frame", "the camera gives a grey or infrared picture; the liveness model needs colour")
     return None

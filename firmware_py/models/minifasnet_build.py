@@ -54,6 +54,7 @@ SOURCES: dict[str, tuple[str, str, float, str, str]] = {
         "MiniFASNetV1SE",
     ),
 }
+CONVERSION = "batch norms folded; first conv's input channels reversed (RGB input); softmax appended; float16 weights, float32 arithmetic"
 LICENCE_FILE = "liveness/LICENSE-minifasnet"
 NOTICE_FILE = "liveness/NOTICE-minifasnet"
 NOTICE = f"""MiniFASNet liveness models (models/liveness/*.tflite)
@@ -121,7 +122,7 @@ def build(manifest: Manifest, data: Path, check: bool, command: str, say: Callab
             interp.invoke()
             got.append(interp.get_tensor(i_out)[0])
         diff = float(np.abs(np.array(got) - forward(net, probe)).max())
-        say(f"{name}: {arch} {net.parameter_count():,} parameters -> {len(model):,} bytes float16, sha256 {sha[:12]}, max |dp| on noise {diff:.2e}")
+        say(f"{name}: {arch} {net.parameter_count():,} parameters -> {len(model):,} bytes float16, sha256 {sha[:12]}, max |dp| on noise {diff:.1e}")
         info: dict[str, Any] = {"sha256": sha, "size_bytes": len(model), "version": version_of(name, sha), "probe_max_abs_diff": diff}
         if check:
             expected = manifest.entry(name).sha256 if name in manifest.models else None
@@ -151,7 +152,7 @@ def build(manifest: Manifest, data: Path, check: bool, command: str, say: Callab
                 "crop_scale": scale,
                 "parameters": net.parameter_count(),
                 "tensorflow": tf_version,
-                "conversion": "batch norms folded; first conv's input channels reversed (RGB input); softmax appended; float16 weights, float32 arithmetic",
+                "conversion": CONVERSION,
                 "command": command,
                 "built": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
             },

@@ -63,7 +63,9 @@ def _fold_conv(c: Conv) -> FConv:
     w = c.weight * s[:, None, None, None]  # OIHW
     depthwise = c.groups > 1
     kernel = w.transpose(2, 3, 0, 1) if depthwise else w.transpose(2, 3, 1, 0)  # HW,C,1 / HW,I,O
-    return FConv(kernel.astype(np.float32), shift.astype(np.float32), None if c.prelu is None else c.prelu.astype(np.float32), c.stride, c.padding, depthwise)
+    return FConv(
+        kernel.astype(np.float32), shift.astype(np.float32), None if c.prelu is None else c.prelu.astype(np.float32), c.stride, c.padding, depthwise
+    )
 
 
 def _fold_se(se: SE) -> FSE:
@@ -123,10 +125,8 @@ def make_tf_function(f: Folded) -> Any:
         else:
             pad = "SAME" if c.padding else "VALID"
         strides = [1, c.stride, c.stride, 1]
-        if c.depthwise:
-            y = tf.nn.depthwise_conv2d(x, tf.constant(c.kernel), strides, pad)
-        else:
-            y = tf.nn.conv2d(x, tf.constant(c.kernel), strides, pad)
+        op = tf.nn.depthwise_conv2d if c.depthwise else tf.nn.conv2d
+        y = op(x, tf.constant(c.kernel), strides, pad)
         y = tf.nn.bias_add(y, tf.constant(c.bias))
         if c.prelu is not None:
             y = tf.maximum(y, 0.0) + tf.constant(c.prelu) * tf.minimum(y, 0.0)
