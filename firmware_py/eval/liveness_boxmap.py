@@ -40,7 +40,9 @@ def unit_of(p: Any, index_in_subject: int, n_in_subject: int) -> str:
     return p.subject
 
 
-def collect(manifest: Path, cache: Path | None, limit: int | None, say: Any) -> dict[str, Any]:
+def collect(
+    manifest: Path, cache: Path | None, limit: int | None, say: Any, grid_axes: tuple[tuple[float, ...], ...] = (SX, SY, DY)
+) -> dict[str, Any]:
     from firmware_py.config import load
     from firmware_py.liveness.frontend import FrontEnd, largest
     from firmware_py.liveness.learned import BoxMap, load_learned
@@ -55,7 +57,7 @@ def collect(manifest: Path, cache: Path | None, limit: int | None, say: Any) -> 
     pres = [p for p in read_manifest(manifest) if p.kind == "image"]
     if limit:
         pres = pres[:: max(1, len(pres) // limit)]
-    grid = list(itertools.product(SX, SY, DY))
+    grid = list(itertools.product(*grid_axes))
     counts: dict[str, int] = {}
     seen: dict[str, int] = {}
     for p in pres:
@@ -155,9 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="npz of the per-still scores (written once, read after)")
     ap.add_argument("--limit", type=int, help="about this many stills (evenly spaced), for a quick look")
+    ap.add_argument("--sx", help=f"comma-separated width scales (default {','.join(map(str, SX))})")
+    ap.add_argument("--sy", help=f"comma-separated height scales (default {','.join(map(str, SY))})")
+    ap.add_argument("--dy", help=f"comma-separated centre shifts in box heights (default {','.join(map(str, DY))})")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    d = collect(args.manifest, args.cache, args.limit, lambda m: print(m, file=sys.stderr, flush=True))
+
+    def axis(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(float(v) for v in text.split(",")) if text else default
+
+    axes = (axis(args.sx, SX), axis(args.sy, SY), axis(args.dy, DY))
+    d = collect(args.manifest, args.cache, args.limit, lambda m: print(m, file=sys.stderr, flush=True), axes)
     print(json.dumps(measure(d), indent=1))
     return 0
 
