@@ -17,7 +17,8 @@ until it answers; ``None`` means *still watching*.  Policies:
        ``threshold``; the nets run on a track's frames only until its
        verdict is reached;
     1b. the mean texture score (hand-made cues, standardised: 0 = a typical
-       live face, -1 = a typical attack) is not below ``texture_threshold``;
+       live face, -1 = a typical attack; computed on every other scored
+       frame) is not below ``texture_threshold``;
     2. no periodic screen / halftone pattern shows on the face: the median
        spectral peak stays <= ``moire_peak``;
     3. the face did not move like a tilted flat picture: *not* (distortion
@@ -79,6 +80,10 @@ CUE_TEXT = {
 # 1.5 live-attack gaps either side of a typical live face (the score is
 # standardised: 0 = training live median, -1 = attack median).
 MAX_FRAME_SCORE = 1.5
+
+# The texture cues (about 1.8 ms) only veto and are averaged over the window:
+# every other scored frame is enough (the first always), the nets run on every one.
+TEXTURE_EVERY = 2
 
 
 @dataclass(frozen=True)
@@ -216,10 +221,16 @@ class LivenessDetector:
             tr.reals.append(real)
             for name, v in per.items():
                 tr.per_net.setdefault(name, []).append(v)
+            if (len(tr.reals) - 1) % TEXTURE_EVERY:
+                return self._observe_points(tr, points)
             x = frame_features(image, box)
             tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
             tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
             tr.peaks.append(float(x[HF_PEAK]))
+        self._observe_points(tr, points)
+
+    @staticmethod
+    def _observe_points(tr: _Track, points: NDArray[np.floating] | None) -> None:
         if points is not None:
             p = np.asarray(points, np.float64)
             tr.points.append(p)
