@@ -271,6 +271,14 @@ class LivenessDetector:
         tr.verdict = self._decide(tr, complete=False)
         return tr.verdict
 
+    @property
+    def model_versions(self) -> dict[str, str]:
+        """The liveness models' versions by role, for the punch's ``models``."""
+        out = {f"liveness.{n}": v for n, v in (self.learned.versions if self.learned is not None else {}).items()}
+        if self.model is not None:
+            out["liveness.texture"] = self.model.version
+        return out
+
     def take_invoke_ms(self) -> float:
         """Milliseconds spent inside the nets' invokes since the last call (the pipeline's model time)."""
         if self.learned is None:
