@@ -204,3 +204,40 @@ def test_unscorable_frames_give_a_verdict_that_says_what_to_do(astronaut: np.nda
     st.observe_face(4, grey, (175.0, 76.0, 265.0, 196.0), None, 200.0)
     v4 = st.conclude(4)
     assert not v4.passed and "grey or infrared" in v4.reason
+
+
+def test_models_build_liveness_check_reproduces_the_committed_nets(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reproducible build step: rebuilt from the .pth files (TensorFlow, extra `models`), same bytes as committed."""
+    import json
+
+    from firmware_py.cli.main import main
+
+    assert main(["models", "build", "--target", "liveness", "--data", str(data_root), "--check", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for name in ("minifasnet_v2", "minifasnet_v1se"):
+        assert out["models"][name]["check"]["reproduced"], name
+        assert out["models"][name]["probe_max_abs_diff"] < 1e-3  # float16 weights vs the float64 reference
+
+
+def test_models_verify_measures_liveness_parity_on_dev_crops(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from firmware_py.cli.main import main
+
+    assert main(["models", "verify", "--data", str(data_root), "--target", "liveness", "--liveness-faces", "40", "--json"]) == 0
+    lp = json.loads(capsys.readouterr().out)["liveness_parity"]
+    assert lp["n"] >= 38 and lp["ensemble_p_real"]["max_abs_diff"] <= 0.02
+    assert 0 < lp["minifasnet_v1se_p_real"]["mean_abs_diff"] <= lp["minifasnet_v1se_p_real"]["max_abs_diff"]
+
+
+def test_models_build_liveness_refuses_a_wrong_source(tmp_path: Path) -> None:
+    from firmware_py.models.minifasnet_build import check_sources
+
+    d = tmp_path / "models-src" / "minifasnet"
+    d.mkdir(parents=True)
+    with pytest.raises(ModelError, match="missing source"):
+        check_sources(tmp_path)
+    (d / V2).write_bytes(b"x")
+    (d / V1SE).write_bytes(b"y")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        check_sources(tmp_path)
