@@ -1,6 +1,6 @@
 """Presentation-attack detection ("liveness"): is a live person in front of the reader, not a photo or a screen?
 
-Rooms: :mod:`.texture` (per-frame pixel cues), :mod:`.motion` (landmark cues
+Rooms: :mod:`.learned` (the MiniFASNet nets, their crops and bad input), :mod:`.texture` (per-frame pixel cues), :mod:`.motion` (landmark cues
 over a window), :mod:`.fusion` (the shipped logistic coefficients),
 :mod:`.stage` (per-track policy and verdicts), :mod:`.train` (the
 reproducible training script), :mod:`.evaluate` (``kaoclock eval liveness``).
