@@ -39,9 +39,18 @@ def test_bench_pipeline_measures_the_daemon_pipeline(capsys: pytest.CaptureFixtu
     # Overhead is the frame time over the time inside model invokes, both medians of the same run.
     assert out["model_invoke_ms_p50"] > 0 and out["frame_ms_p50"] >= out["model_invoke_ms_p50"]
     assert out["overhead_ratio"] == pytest.approx(out["frame_ms_p50"] / out["model_invoke_ms_p50"], abs=2e-3)
-    assert set(out["invoke_ms_p50"]) == {"detector", "facemesh", "embedder"}
+    # The learned liveness nets are model invokes too (none here: policy off).
+    assert set(out["invoke_ms_p50"]) == {"detector", "facemesh", "embedder", "liveness"} and out["invoke_ms_p50"]["liveness"] == 0
     assert out["invoke_ms_p50"]["detector"] > 0 and out["invoke_ms_p50"]["facemesh"] > 0
     assert 0 < out["overhead_ms_p50"] < out["frame_ms_p50"]
     # The clip's person, enrolled from its first frame, is recognised once (one walk-up, one decision).
     assert [d["reason"] for d in out["decisions"]] == ["match"] and out["decisions"][0]["person"] == "clip-person"
     assert out["frames_embedded"] >= 3 and out["liveness"] == "off"  # from --config, not the passive default
+
+
+def test_bench_pipeline_counts_the_liveness_nets_as_model_invokes(capsys: pytest.CaptureFixture[str], clip: Path, models_dir: Path) -> None:
+    # The shipped default (passive): the nets run on every frame of the 0.8 s window (10 fps: 9 of the 10).
+    assert main(["bench", "pipeline", "--source", str(clip), "--gallery", "50", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["liveness"] == "passive" and out["invoke_ms_p50"]["liveness"] > 0
+    assert out["overhead_ratio"] == pytest.approx(out["frame_ms_p50"] / out["model_invoke_ms_p50"], abs=2e-3)

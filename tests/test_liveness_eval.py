@@ -253,7 +253,10 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
     assert out["by_kind"]["frames"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"print": 0.0}}
     assert out["policy"] == "passive" and out["threshold"] == load(None).liveness.threshold and out["ms_per_frame"] > 0
+    assert out["by_subject"] == {"a": {"n_live": 2, "n_attack": 2, "bpcer": 0.0, "apcer": {"print": 0.0, "replay": 0.0}}}
+    assert out["worst_subject_apcer"] == 0.0 and out["worst_subject_bpcer"] == 0.0
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    assert rows["live"]["cues"]["learned"] == rows["live"]["score"] and rows["live"]["subject"] == "a"
     assert "screen or halftone" in rows["screen"]["reason"]
     assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
     assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
@@ -266,3 +269,42 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     assert b.returncode == 0, b.stderr
     bench = json.loads(b.stdout)
     assert bench["frames"] == 30 and bench["verdicts"] >= 1 and bench["ms_per_frame"]["p50"] > 0
+
+
+def test_summary_reports_every_subject_and_the_worst_one() -> None:
+    from firmware_py.eval.liveness import Outcome, summarise
+    from firmware_py.liveness.presentations import Presentation
+
+    def out(i: int, subject: str, label: str, attack_type: str, passed: bool) -> Outcome:
+        p = Presentation(f"p{i}", label, "image", "x.png", attack_type, subject, Path("."))
+        return Outcome(p, True, passed, 0.5, "", 1)
+
+    outs = [out(i, "s1", "attack", "print", i == 0) for i in range(4)]  # s1: 1 of 4 prints accepted
+    outs += [out(10 + i, "s2", "attack", "print", False) for i in range(4)]
+    outs += [out(20 + i, "s1", "live", "", True) for i in range(2)]
+    outs += [out(30 + i, "s2", "live", "", i == 0) for i in range(2)]  # s2: 1 of 2 live rejected
+    outs += [out(40, "s2", "attack", "replay", False)]
+    s = summarise(outs)
+    assert s["by_subject"]["s1"] == {"n_live": 2, "n_attack": 4, "bpcer": 0.0, "apcer": {"print": 0.25}}
+    assert s["by_subject"]["s2"] == {"n_live": 2, "n_attack": 5, "bpcer": 0.5, "apcer": {"print": 0.0, "replay": 0.0}}
+    assert s["worst_subject_apcer"] == 0.25 and s["worst_subject_bpcer"] == 0.5
+    assert s["worst_subjects"] == {"apcer": {"subject": "s1", "attack_type": "print"}, "bpcer": {"subject": "s2"}}
+    assert s["apcer"] == {"print": 0.125, "replay": 0.0} and s["bpcer"] == 0.25  # the pooled figures are kept
+
+
+def test_leave_one_unit_out_never_lets_a_unit_choose_its_own_threshold() -> None:
+    from firmware_py.eval.liveness_cv import Row, choose, cross_validate
+
+    rows = []
+    for u in range(6):  # six subjects: live stills score 0.9, prints 0.1 ...
+        rows += [Row(f"l{u}-{i}", f"s{u}", f"s{u}", "image", False, "", 0.9, 0.0, False) for i in range(50)]
+        rows += [Row(f"a{u}-{i}", f"s{u}", f"s{u}", "image", True, "print", 0.1, 0.0, False) for i in range(50)]
+    # ... but subject s5's prints score 0.6: only a threshold above 0.6 stops them.
+    rows = [
+        Row(r.id, r.unit, r.subject, r.kind, r.attack, r.attack_type, 0.6 if r.attack and r.unit == "s5" else r.learned, 0.0, False) for r in rows
+    ]
+    assert choose(rows)[0] > 0.6  # all units in view: the threshold moves above s5's prints
+    cv = cross_validate(rows)
+    assert cv["per_unit_choice"]["s5"]["threshold"] < 0.6  # s5 held out: the others never saw such prints
+    assert cv["out_of_fold_by_subject"]["s5"]["apcer_stills"]["print"] == 1.0  # and the out-of-fold figure says so
+    assert cv["out_of_fold"]["print"] == round(50 / 300, 4)

@@ -23,7 +23,7 @@ class Detection:
 
 @dataclass
 class Observation:
-    """The fields of the vision package's FaceObservation the stage reads."""
+    """The fields of the vision room's FaceObservation the stage reads."""
 
     track_id: int
     detection: Detection
@@ -95,16 +95,26 @@ def test_passive_rejects_a_synthetic_screen_recapture_and_says_why(astronaut: np
     assert {"texture", "texture.micro_texture", "texture.frequency"} <= set(v.cues)
 
 
-def test_texture_threshold_decides(astronaut: np.ndarray) -> None:
+def test_learned_threshold_decides_and_texture_can_only_veto(astronaut: np.ndarray) -> None:
     box = dlib_box(astronaut)
     st = stage("passive")
     feed(st, astronaut, box, 10)
-    score = st.verdict(1).score  # type: ignore[union-attr]
-    # The same frames against a threshold above their score: rejected, naming the weakest cue group.
-    strict_thr = stage("passive", threshold=min(round(score + 1, 2), 20), strict_threshold=20)
-    feed(strict_thr, astronaut, box, 10)
-    v = strict_thr.verdict(1)
-    assert v is not None and not v.passed and "texture score" in v.reason
+    v = st.verdict(1)
+    assert v is not None and v.passed, v.reason
+    assert v.score == v.cues["learned"] and {"learned.minifasnet_v2", "learned.minifasnet_v1se"} <= set(v.cues)
+    # The same frames against a learned threshold above their score: rejected by the learned score.
+    assert v.score < 1.0
+    hi = stage("passive", threshold=1.0, strict_threshold=1.0)
+    feed(hi, astronaut, box, 10)
+    v2 = hi.verdict(1)
+    assert v2 is not None and not v2.passed and "learned liveness score" in v2.reason and "texture score" not in v2.reason
+    # A texture veto above the frames' texture score: rejected by it, naming the weakest cue group.
+    veto = stage("passive", texture_threshold=min(round(v.cues["texture"] + 1, 2), 20))
+    feed(veto, astronaut, box, 10)
+    v3 = veto.verdict(1)
+    assert v3 is not None and not v3.passed and "texture score" in v3.reason and "learned liveness score" not in v3.reason
+    # A texture score far above the veto cannot rescue a learned score below its threshold (v2 had the same texture).
+    assert v2.cues["texture"] == v.cues["texture"]
 
 
 def test_strict_needs_every_cue_so_a_still_photo_fails(astronaut: np.ndarray) -> None:
@@ -223,7 +233,7 @@ def test_tracks_are_independent(astronaut: np.ndarray) -> None:
 
 def test_config_refuses_a_strict_looser_than_passive() -> None:
     with pytest.raises(ConfigError) as exc:
-        with_changes(load(None), {"liveness.threshold": 2.0, "liveness.strict_threshold": 1.0})
+        with_changes(load(None), {"liveness.threshold": 0.8, "liveness.strict_threshold": 0.7})
     assert "liveness.strict_threshold:" in str(exc.value) and "liveness.liveness" not in str(exc.value)
     with pytest.raises(ConfigError):
         with_changes(load(None), {"liveness.policy": "sometimes"})

@@ -62,6 +62,10 @@ def test_enrolled_person_accepted_stranger_unknown(data_root, models_dir, tmp_pa
         stranger = replay(cfg, store, embedder, clips / "retalking_1.mp4", 40)
     assert enrolled, "no decision on the enrolled person's clip"
     assert enrolled[0].accepted and enrolled[0].reason == "match" and enrolled[0].person_id == "p-d3"
+    # The accept names the liveness models that passed it (they go into the punch's "models").
+    versions = enrolled[0].model_versions
+    assert versions["liveness.minifasnet_v2"].startswith("minifasnet-v2-f16-") and versions["liveness.texture"] == "liveness_texture_v4"
+    assert enrolled[0].liveness is not None and enrolled[0].liveness.cues["learned"] >= enrolled[0].liveness.threshold
     assert stranger, "no decision on the stranger's clip"
     assert not stranger[0].accepted and stranger[0].reason == "unknown"
     assert stranger[0].distance > stranger[0].threshold

@@ -28,10 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = msub.add_parser(
         "verify",
-        help="check every model file's sha256 and the int8 embedder's parity with the reference",
+        help="check every model file's sha256, the int8 embedder's and the liveness nets' parity with their references",
         description="Check every model file against its sha256, then measure the int8 embedder against the numpy reference forward "
         "pass of dlib's model on aligned chips of real faces (the photos inside matplotlib and scikit-image; with --data also "
-        "held-out LFW faces).  Needs numpy, the .dat and LiteRT, never TensorFlow.",
+        "held-out LFW faces), and with --data the MiniFASNet liveness nets against the numpy forward pass of their .pth "
+        "files on dev crops (max |dp_real| <= 0.02, else exit 3).  Needs numpy, the .dat and LiteRT, never TensorFlow.",
     )
     v.add_argument("--config", help="config file")
     v.add_argument("--dir", type=Path, help="models directory (overrides the config)")
@@ -39,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--data", type=Path, help="the shared face data set (holding lfw-dev/) to add held-out LFW faces to the parity check")
     v.add_argument("--lfw-faces", type=int, default=1200, metavar="N", help="LFW images to use with --data, taken pair by pair (0 = all)")
+    v.add_argument("--liveness-faces", type=int, default=600, metavar="N", help="dev stills for the liveness nets' parity with --data (default 600)")
     v.add_argument("--no-parity", action="store_true", help="only check the sha256 of the files")
+    v.add_argument("--target", choices=("all", "embedder", "liveness"), default="all", help="whose parity to measure (default all)")
     v.set_defaults(func=cmd_verify)
 
     b = msub.add_parser(
@@ -51,7 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--config", help="config file")
     b.add_argument("--dir", type=Path, help="models directory (overrides the config)")
-    b.add_argument("--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ (e.g. ../shared/data)")
+    b.add_argument(
+        "--data", type=Path, required=True, help="the shared face data set holding lfw-dev/ and models-src/minifasnet/ (e.g. ../shared/data)"
+    )
+    b.add_argument(
+        "--target",
+        choices=("embedder", "liveness"),
+        default="embedder",
+        help="embedder: dlib's face model -> int8 (default); liveness: the two MiniFASNet nets -> float16 (models/liveness/)",
+    )
     b.add_argument("--calibration", type=int, default=300, metavar="N", help="calibration faces (default 300)")
     b.add_argument("--variants", type=int, default=2, metavar="K", help="augmented variants per calibration face (default 2)")
     b.add_argument("--seed", type=int, help="augmentation seed (default: the recorded one)")
@@ -90,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "models": [{"name": r.name, "sha256": r.found, "ok": r.ok, **({"problem": r.problem} if r.problem else {})} for r in results]
     }
     status = 0 if all(r.ok for r in results) else 3
-    if not args.no_parity and EMBEDDER in manifest.models:
+    if not args.no_parity and args.target in ("all", "embedder") and EMBEDDER in manifest.models:
         checks = {n: manifest.check_file(n, mdir) for n in (EMBEDDER, SOURCE, SHAPE_PREDICTOR)}
         bad = [c.problem for n, c in checks.items() if not c.ok and n != SHAPE_PREDICTOR]
         if bad:
@@ -105,9 +116,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
             emb = load_embedder(mdir, threads=1)
             parity = embedder_parity(emb, ReferenceEmbedder(checks[SOURCE].path), sp, args.data, args.lfw_faces)
             out["embedder_parity"] = {"embedder": EMBEDDER, "version": emb.version, **parity}
+    if not args.no_parity and args.target in ("all", "liveness") and args.data is not None and "minifasnet_v2" in manifest.models:
+        from firmware_py.eval.minifasnet_parity import learned_parity
+
+        bad = [c.problem for c in (manifest.check_file(n, mdir) for n in ("minifasnet_v2", "minifasnet_v1se", "blazeface_short_range")) if not c.ok]
+        if bad:
+            out["liveness_parity"] = {"problem": "; ".join(str(b) for b in bad)}
+            status = 3
+        else:
+            print("verify: liveness nets against the numpy reference on dev crops", file=sys.stderr, flush=True)
+            lp = learned_parity(mdir, args.data, args.liveness_faces)
+            out["liveness_parity"] = lp
+            if lp["ensemble_p_real"]["max_abs_diff"] > 0.02 or any(
+                lp[f"{n}_p_real"]["max_abs_diff"] > 0.02 for n in ("minifasnet_v2", "minifasnet_v1se")
+            ):
+                status = 3
     if args.json:
         print(json.dumps(out, indent=2))
     else:
+        lp = out.get("liveness_parity")
+        if lp and "problem" in lp:
+            print(f"liveness parity: not measured: {lp['problem']}")
+        elif lp:
+            print(
+                f"liveness parity over {lp['n']} dev faces: |dp_real| max/mean "
+                + ", ".join(
+                    f"{n} {lp[f'{n}_p_real']['max_abs_diff']}/{lp[f'{n}_p_real']['mean_abs_diff']}"
+                    for n in ("minifasnet_v2", "minifasnet_v1se", "ensemble")
+                )
+            )
         for r in results:
             print(f"{'ok' if r.ok else 'FAIL':>4}  {r.name}" + (f"  {r.problem}" if r.problem else ""))
         p = out.get("embedder_parity")
@@ -127,6 +164,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from firmware_py.convert.build import DEFAULT_SEED, BuildOptions, build
 
     _check_data(args.data)
+    if args.target == "liveness":
+        return _build_liveness(args)
     if args.calibration < 8:
         raise UsageError("--calibration must be at least 8 faces")
     if args.variants < 0:
@@ -159,4 +198,26 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"parity: n={p['n']} cosine min {p['cosine_min']} mean {p['cosine_mean']} euclid mean {p['euclid_mean']} max {p['euclid_max']}")
     if args.check:
         return 0 if report["check"]["reproduced"] else 1
+    return 0
+
+
+def _build_liveness(args: argparse.Namespace) -> int:
+    from firmware_py.convert import minifasnet_build
+
+    command = "kaoclock models build " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if sys.argv[1:3] == ["models", "build"] else ""
+
+    def say(msg: str) -> None:
+        print(f"build: {msg}", file=sys.stderr, flush=True)
+
+    report = minifasnet_build.build(load_manifest(), args.data, args.check, command or "kaoclock models build --target liveness --data DATA", say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, info in report["models"].items():
+            print(
+                f"{name}: sha256 {info['sha256']} {info['size_bytes']} bytes"
+                + (f" reproduced={info['check']['reproduced']}" if "check" in info else "")
+            )
+    if args.check:
+        return 0 if all(i["check"]["reproduced"] for i in report["models"].values()) else 1
     return 0

@@ -19,6 +19,11 @@ Reported (JSON on stdout):
   the share of attack presentations accepted as live; ``apcer_max`` the worst;
 * ``bpcer``: the share of live presentations rejected;
 * ``acer`` = (apcer_max + bpcer) / 2, the usual single figure;
+* ``by_subject``: the same per subject (``n_live``, ``n_attack``, ``bpcer``,
+  ``apcer`` per attack type), and the worst subject's figures
+  ``worst_subject_apcer`` (the highest APCER of any subject and attack type),
+  ``worst_subject_bpcer``, and ``worst_subjects`` naming them: a mean can
+  hide one person whose photo always passes;
 * failures to acquire (no face in any frame) counted apart in ``fta`` and
   left out of the rates;
 * ``ms_per_frame``: what the liveness stage adds per frame (the front-end's
@@ -48,6 +53,7 @@ class Outcome:
     score: float | None
     reason: str
     frames_used: int
+    cues: dict[str, float] | None = None
 
 
 def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_seconds: float, timing: dict[str, float]) -> Outcome:
@@ -93,7 +99,7 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
         verdict = stage.conclude(track)
         timing["liveness_s"] += time.perf_counter() - t1
     stage.forget(track)
-    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used)
+    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used, dict(verdict.cues))
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -127,6 +133,26 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
         }
         if kind != "*":
             by_kind[kind] = entry
+    by_subject: dict[str, dict[str, Any]] = {}
+    subj: dict[str, dict[str, list[int]]] = {}
+    for o in outs:
+        p = o.presentation
+        if not o.acquired:
+            continue
+        key = p.attack_type if p.is_attack else "live"
+        cell = subj.setdefault(p.subject or "?", {}).setdefault(key, [0, 0])
+        cell[0] += int(o.passed if p.is_attack else not o.passed)
+        cell[1] += 1
+    for s_name, cells in sorted(subj.items()):
+        live = cells.get("live", [0, 0])
+        by_subject[s_name] = {
+            "n_live": live[1],
+            "n_attack": sum(v[1] for k, v in cells.items() if k != "live"),
+            "bpcer": _rate(*live),
+            "apcer": {k: _rate(*v) for k, v in sorted(cells.items()) if k != "live"},
+        }
+    worst_apcer = max(((v, s_name, k) for s_name, e in by_subject.items() for k, v in e["apcer"].items() if v is not None), default=None)
+    worst_bpcer = max(((e["bpcer"], s_name) for s_name, e in by_subject.items() if e["bpcer"] is not None), default=None)
     overall = acc.get("*", {})
     apcers = [v for k, v in overall.items() if k != "live"]
     apcer_max = max((_rate(*v) or 0.0 for v in apcers), default=None)
@@ -140,6 +166,13 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
         "apcer_max": apcer_max,
         "bpcer": bpcer,
         "acer": acer,
+        "by_subject": by_subject,
+        "worst_subject_apcer": worst_apcer[0] if worst_apcer else None,
+        "worst_subject_bpcer": worst_bpcer[0] if worst_bpcer else None,
+        "worst_subjects": {
+            "apcer": {"subject": worst_apcer[1], "attack_type": worst_apcer[2]} if worst_apcer else None,
+            "bpcer": {"subject": worst_bpcer[1]} if worst_bpcer else None,
+        },
     }
 
 
@@ -153,6 +186,7 @@ def evaluate(
     thresholds = {"passive": stage.params.threshold, "strict": stage.params.strict_threshold}
     summary["threshold"] = thresholds.get(stage.policy)
     summary["policy"] = stage.policy
+    summary["texture_threshold"] = stage.params.texture_threshold if stage.policy != "off" else None
     summary["ms_per_frame"] = round(1000 * timing["liveness_s"] / timing["frames_fed"], 3) if timing["frames_fed"] else None
     summary["frontend_ms_per_frame"] = round(1000 * timing["frontend_s"] / timing["frames_seen"], 3) if timing["frames_seen"] else None
     summary["frames"] = int(timing["frames_fed"])
@@ -215,6 +249,9 @@ def _run(args: argparse.Namespace) -> int:
                             "score": o.score,
                             "frames": o.frames_used,
                             "reason": o.reason,
+                            "subject": o.presentation.subject,
+                            "attack_type": o.presentation.attack_type,
+                            "cues": o.cues,
                         }
                     )
                     + "\n"

@@ -8,11 +8,17 @@ until it answers; ``None`` means *still watching*.  Policies:
     no check; every verdict passes and says so.
 ``passive``
     decide within the walk-up window: once the face has been watched for
-    ``passive_window_s`` and ``passive_min_frames`` frames, it passes when
-    all of these hold (an AND of independent cues, each able to veto):
+    ``passive_window_s`` and ``passive_min_frames`` scored frames, it passes
+    when all of these hold (the learned score decides; the other cues can
+    only veto, never rescue):
 
-    1. the mean fused texture score reaches ``threshold`` (the learned cue;
-       standardised: 0 = a typical live face, -1 = a typical attack);
+    1. the mean real probability of the two MiniFASNet nets
+       (:mod:`firmware_py.liveness.learned`) over the window reaches
+       ``threshold``; the nets run on a track's frames only until its
+       verdict is reached;
+    1b. the mean texture score (hand-made cues, standardised: 0 = a typical
+       live face, -1 = a typical attack; computed on every other scored
+       frame) is not below ``texture_threshold``;
     2. no periodic screen / halftone pattern shows on the face: the median
        spectral peak stays <= ``moire_peak``;
     3. the face did not move like a tilted flat picture: *not* (distortion
@@ -26,13 +32,19 @@ until it answers; ``None`` means *still watching*.  Policies:
 ``strict``
     a longer window (``strict_window_s``, ``strict_min_frames``) and every cue
     must pass: the passive vetoes, the texture score reaches
-    ``strict_threshold``, the eyes blink (``strict_blink``) and the face moves
+    ``strict_threshold`` (the learned score), the eyes blink (``strict_blink``) and the face moves
     like a head, not like a flat picture (``strict_motion``).  People must
     blink within the window (a site using it should prompt them); the dev
     clips hold no blink in their first seconds, so strict rejects them.
 
-Every verdict carries the cue scores (the texture score split by cue group,
-blink depth, non-planar motion) and a reason a person can read.
+Every verdict carries the cue scores (the learned score and each net's,
+the texture score split by cue group, blink depth, non-planar motion) and a
+reason a person can read.  Frames the nets cannot score are counted, not
+scored (:func:`firmware_py.liveness.learned.input_problem`: a grey / IR
+frame, a face too small); a window made only of them ends in a verdict that
+says which and what to do.  A face too close for the 4.0 crop is scored on
+the clamped crop, as the original pipeline (and the nets' training) did, and
+its verdict adds "please step back".
 :meth:`LivenessDetector.conclude` forces a verdict on whatever was seen: a
 single still, or a track that ended early.
 """
@@ -47,6 +59,7 @@ from numpy.typing import NDArray
 
 from firmware_py.decision.outcome import LivenessVerdict
 from firmware_py.liveness.fusion import TextureModel
+from firmware_py.liveness.learned import LearnedModel, input_problem
 from firmware_py.liveness.motion import blink_score, eye_aspect_ratio, nonplanar_motion, planar_motion
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
 
@@ -71,23 +84,28 @@ CUE_TEXT = {
 # standardised: 0 = training live median, -1 = attack median).
 MAX_FRAME_SCORE = 1.5
 
+# The texture cues (about 1.8 ms) only veto and are averaged over the window:
+# every other scored frame is enough (the first always), the nets run on every one.
+TEXTURE_EVERY = 2
+
 
 @dataclass(frozen=True)
 class LivenessParams:
     """The ``[liveness]`` settings the stage runs with."""
 
     policy: str = "passive"
-    threshold: float = -0.45
+    threshold: float = 0.39
     passive_window_s: float = 0.8
     passive_min_frames: int = 3
     strict_window_s: float = 2.5
     strict_min_frames: int = 8
-    strict_threshold: float = -0.25
+    strict_threshold: float = 0.5
     strict_blink: float = 0.3
     strict_motion: float = 0.025
     moire_peak: float = 5.5
     planar_distortion: float = 0.06
     planar_ratio: float = 2.2
+    texture_threshold: float = -1.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> LivenessParams:
@@ -105,6 +123,7 @@ class LivenessParams:
             c.moire_peak,
             c.planar_distortion,
             c.planar_ratio,
+            c.texture_threshold,
         )
 
 
@@ -117,16 +136,23 @@ class _Track:
     points: list[NDArray[np.floating]] = field(default_factory=list)
     ears: list[float] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)
+    reals: list[float] = field(default_factory=list)  # the learned ensemble's real probability per scored frame
+    per_net: dict[str, list[float]] = field(default_factory=dict)
+    problems: dict[str, int] = field(default_factory=dict)  # frames not scored, by input problem code
+    last_problem: str = ""
+    close_frames: int = 0  # scored on a clamped crop: the face is too close for the 4.0 crop
+    close_text: str = ""
     verdict: LivenessVerdict | None = None
 
 
 class LivenessDetector:
     """Per-track presentation-attack detection (implements the decision package's ``LivenessStage``)."""
 
-    def __init__(self, model: TextureModel | None, params: LivenessParams) -> None:
-        if params.policy != "off" and model is None:
-            raise ValueError(f"policy {params.policy!r} needs the texture model")
+    def __init__(self, model: TextureModel | None, params: LivenessParams, learned: LearnedModel | None = None) -> None:
+        if params.policy != "off" and (model is None or learned is None):
+            raise ValueError(f"policy {params.policy!r} needs the texture model and the learned model")
         self.model = model
+        self.learned = learned
         self.params = params
         self.policy = params.policy
         self._tracks: dict[int, _Track] = {}
@@ -138,8 +164,9 @@ class LivenessDetector:
         if params.policy == "off":
             return cls(None, params)
         from firmware_py.liveness.fusion import load_default_model
+        from firmware_py.liveness.learned import load_learned
 
-        return cls(load_default_model(cfg), params)
+        return cls(load_default_model(cfg), params, load_learned(cfg))
 
     # -- feeding -----------------------------------------------------------------
 
@@ -182,11 +209,31 @@ class LivenessDetector:
             return  # decided; later frames do not reopen it
         tr.last_ts = max(tr.last_ts, ts)
         if image is not None:
-            assert self.model is not None
+            assert self.model is not None and self.learned is not None
+            problem = input_problem(image, box)
+            if problem is not None and problem[0] == "face_too_close":
+                tr.close_frames += 1
+                tr.close_text = problem[1]
+            elif problem is not None:
+                tr.problems[problem[0]] = tr.problems.get(problem[0], 0) + 1
+                tr.last_problem = problem[1]
+                image = None
+        if image is not None:
+            assert self.model is not None and self.learned is not None
+            real, per = self.learned.real_score(image, box)
+            tr.reals.append(real)
+            for name, v in per.items():
+                tr.per_net.setdefault(name, []).append(v)
+            if (len(tr.reals) - 1) % TEXTURE_EVERY:
+                return self._observe_points(tr, points)
             x = frame_features(image, box)
             tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
             tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
             tr.peaks.append(float(x[HF_PEAK]))
+        self._observe_points(tr, points)
+
+    @staticmethod
+    def _observe_points(tr: _Track, points: NDArray[np.floating] | None) -> None:
         if points is not None:
             p = np.asarray(points, np.float64)
             tr.points.append(p)
@@ -204,8 +251,11 @@ class LivenessDetector:
         if tr.verdict is None:
             p = self.params
             window, min_frames = (p.passive_window_s, p.passive_min_frames) if self.policy == "passive" else (p.strict_window_s, p.strict_min_frames)
-            if tr.last_ts - tr.first_ts >= window and len(tr.logits) >= min_frames:
-                tr.verdict = self._decide(tr, complete=True)
+            if tr.last_ts - tr.first_ts >= window:
+                if len(tr.reals) >= min_frames:
+                    tr.verdict = self._decide(tr, complete=True)
+                elif not tr.reals and sum(tr.problems.values()) >= min_frames:
+                    tr.verdict = self._unscorable(tr)
         return tr.verdict
 
     def conclude(self, track_id: int) -> LivenessVerdict:
@@ -216,10 +266,29 @@ class LivenessDetector:
         if v is not None:
             return v
         tr = self._tracks.get(track_id)
-        if tr is None or not tr.logits:
+        if tr is not None and not tr.reals and tr.problems:
+            tr.verdict = self._unscorable(tr)
+            return tr.verdict
+        if tr is None or not tr.reals:
             return LivenessVerdict(self.policy, False, None, self._threshold(), {}, "no face pixels were seen for this track")  # type: ignore[arg-type]
         tr.verdict = self._decide(tr, complete=False)
         return tr.verdict
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        """The liveness models' versions by role, for the punch's ``models``."""
+        out = {f"liveness.{n}": v for n, v in (self.learned.versions if self.learned is not None else {}).items()}
+        if self.model is not None:
+            out["liveness.texture"] = self.model.version
+        return out
+
+    def take_invoke_ms(self) -> float:
+        """Milliseconds spent inside the nets' invokes since the last call (the pipeline's model time)."""
+        if self.learned is None:
+            return 0.0
+        ms = self.learned.invoke_s * 1e3
+        self.learned.invoke_s = 0.0
+        return ms
 
     def forget(self, track_id: int) -> None:
         """The track ended: drop its state."""
@@ -228,19 +297,34 @@ class LivenessDetector:
     def _threshold(self) -> float:
         return self.params.threshold if self.policy == "passive" else self.params.strict_threshold
 
+    def _unscorable(self, tr: _Track) -> LivenessVerdict:
+        """No frame could be scored: say why and what to do (step back / closer / a colour camera)."""
+        cues = {f"unscored.{k}": float(v) for k, v in tr.problems.items()}
+        cues["frames"] = 0.0
+        cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
+        reason = f"cannot check liveness: {tr.last_problem}"
+        return LivenessVerdict(self.policy, False, None, self._threshold(), cues, reason)  # type: ignore[arg-type]
+
     def _decide(self, tr: _Track, complete: bool) -> LivenessVerdict:
         p = self.params
         thr = self._threshold()
-        score = float(np.mean(tr.logits))
+        score = float(np.mean(tr.reals))
+        texture = float(np.mean(tr.logits))
         assert self.model is not None and tr.feature_sum is not None
         # The model is linear, so the group contributions of the mean feature
         # vector are the mean of the per-frame contributions (before clipping).
         groups = self.model.contributions(tr.feature_sum / len(tr.logits))
-        cues: dict[str, float] = {"texture": round(score, 4)}
+        cues: dict[str, float] = {"learned": round(score, 4)}
+        cues.update({f"learned.{n}": round(float(np.mean(v)), 4) for n, v in tr.per_net.items()})
+        cues["learned.min_frame"] = round(float(np.min(tr.reals)), 4)
+        cues["texture"] = round(texture, 4)
         cues.update({f"texture.{g}": round(v, 4) for g, v in groups.items()})
         peak = float(np.median(tr.peaks))
         cues["moire_peak"] = round(peak, 4)
-        cues["frames"] = float(len(tr.logits))
+        cues["frames"] = float(len(tr.reals))
+        cues.update({f"unscored.{k}": float(v) for k, v in tr.problems.items()})
+        if tr.close_frames:
+            cues["too_close_frames"] = float(tr.close_frames)
         cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
         blink = blink_score(tr.ears) if len(tr.ears) >= 3 else None
         motion = nonplanar_motion(tr.points) if len(tr.points) >= 2 else None
@@ -255,8 +339,10 @@ class LivenessDetector:
 
         failures: list[str] = []
         if score < thr:
+            failures.append(f"learned liveness score {score:.2f} < {thr:.2f}: looks like a printed photo or a screen")
+        if texture < p.texture_threshold:
             worst = min(groups, key=groups.__getitem__)
-            failures.append(f"texture score {score:.2f} < {thr:.2f}: {CUE_TEXT.get(worst, worst)}")
+            failures.append(f"texture score {texture:.2f} < {p.texture_threshold:.2f}: {CUE_TEXT.get(worst, worst)}")
         if p.moire_peak > 0 and peak > p.moire_peak:
             failures.append(f"periodic screen or halftone pattern on the face (spectral peak {peak:.2f} > {p.moire_peak:.2f})")
         if (
@@ -278,14 +364,16 @@ class LivenessDetector:
                 seen = "too few landmark frames" if motion is None else f"non-planar motion {motion:.3f} < {p.strict_motion:.3f}"
                 failures.append(f"face moved like a flat picture ({seen})")
             if not complete:
-                failures.append(f"watched {cues['window_s']:.1f} s / {len(tr.logits)} frames, strict needs {p.strict_window_s:g} s")
+                failures.append(f"watched {cues['window_s']:.1f} s / {len(tr.reals)} frames, strict needs {p.strict_window_s:g} s")
         passed = not failures
         if passed:
-            reason = f"live: texture score {score:.2f} >= {thr:.2f} over {len(tr.logits)} frame(s)"
+            reason = f"live: learned score {score:.2f} >= {thr:.2f} over {len(tr.reals)} frame(s)"
             if self.policy == "strict":
                 reason += f", blink {blink:.2f}, non-planar motion {motion:.3f}"
         else:
             reason = "spoof suspected: " + "; ".join(failures)
+        if tr.close_frames:
+            reason += f" ({tr.close_frames} frame(s): {tr.close_text})"
         return LivenessVerdict(self.policy, passed, round(score, 4), thr, cues, reason)  # type: ignore[arg-type]
 
 

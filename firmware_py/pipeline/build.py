@@ -113,6 +113,8 @@ def build_pipeline(
     choice = choose_threshold(cfg, store, embedder.version, gallery)
     live_limits = live_quality_limits(cfg, analyzer)
     versions = {"gallery": f"{gallery.gallery_version}:{gallery.content_hash[:12]}"}
+    liveness = liveness or liveness_from_config(cfg)
+    versions.update(getattr(liveness, "model_versions", {}))  # the punch names the liveness models that passed it
     pipeline = RecognitionPipeline(
         analyzer,
         embedder,
@@ -120,7 +122,7 @@ def build_pipeline(
         choice.value,
         cfg.recognition.min_margin,
         DecisionParams.from_config(cfg),
-        liveness=liveness or liveness_from_config(cfg),
+        liveness=liveness,
         bus=bus,
         mirror=cfg.recognition.mirror_average,
         model_versions=versions,

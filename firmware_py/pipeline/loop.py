@@ -43,7 +43,7 @@ class FrameResult:
     match: MatchResult | None = None
     decisions: list[Decision] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)  # analyzer stages + embed, match, decide
-    invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder)
+    invoke_ms: float = 0.0  # time inside model invokes (detector, landmarks, embedder, liveness nets)
     invoke_by_model_ms: dict[str, float] = field(default_factory=dict)  # the same, per model
     embedded: bool = False  # whether the embedder ran (not on settled tracks or unusable frames)
     frame_ms: float = 0.0
@@ -114,6 +114,9 @@ class RecognitionPipeline:
         for obs in analysis.observations:
             self._last_seen[obs.track_id] = ts
             self.liveness.observe(obs, frame)
+        take = getattr(self.liveness, "take_invoke_ms", None)
+        t_liveness = float(take()) if callable(take) else 0.0  # the learned liveness nets: model invokes too
+        invoke_ms += t_liveness
         t_embed = t_match = 0.0
         obs = analysis.primary  # the nearest face wins
         if obs is not None and not self.machine.needs_embedding(obs.track_id):
@@ -156,7 +159,7 @@ class RecognitionPipeline:
         stages["decide"] = (t3 - t2) * 1e3
         res.stages_ms = stages
         res.invoke_ms = invoke_ms
-        res.invoke_by_model_ms = {**getattr(analysis, "invoke_ms", {}), "embedder": t_embed}
+        res.invoke_by_model_ms = {**getattr(analysis, "invoke_ms", {}), "embedder": t_embed, "liveness": t_liveness}
         res.frame_ms = (t3 - t0) * 1e3
         return res
 

@@ -15,16 +15,24 @@ class LivenessConfig(Section):
 
     policy: Literal["off", "passive", "strict"] = setting(
         "passive",
-        doc="off: no check; passive: decide within the walk-up window (texture AND moire AND planar-motion vetoes); "
+        doc="off: no check; passive: decide within the walk-up window on the learned score (MiniFASNet nets), "
+        "with texture, moire and planar-motion vetoes; "
         "strict: longer window, every cue must pass, a blink is required.",
     )
     model: str = setting("liveness_texture_v4", pattern=r"^[a-z0-9_]+$", doc="models/manifest.toml entry holding the texture-cue coefficients.")
     threshold: float = setting(
-        -0.45,
+        0.39,
+        ge=0,
+        le=1,
+        doc="Operating threshold on the learned score: the two MiniFASNet nets' mean real probability, averaged over the "
+        "walk-up window; chosen by subject-grouped cross-validation (firmware_py/liveness/README.md).",
+    )
+    texture_threshold: float = setting(
+        -1.0,
         ge=-20,
         le=20,
-        doc="Operating threshold on the mean texture score, standardised by the training script (0 = a typical live face "
-        "of people it did not train on, -1 = a typical attack); chosen there on those held-out scores.",
+        doc="Veto when the mean texture score (hand-made cues, standardised: 0 = a typical live face, -1 = a typical "
+        "attack) is below this; it can only veto, never rescue a low learned score.",
     )
     moire_peak: float = setting(
         5.5,
@@ -51,7 +59,7 @@ class LivenessConfig(Section):
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
     strict_threshold: float = setting(
-        -0.25, ge=-20, le=20, doc="strict: texture score the frames' mean must reach (>= threshold; same standardised scale)."
+        0.5, ge=0, le=1, doc="strict: learned score the window's mean must reach (>= threshold; 0.5 is the original ensemble's decision point)."
     )
     strict_blink: float = setting(
         0.3, ge=0, le=1, doc="strict: eye-closure depth (1 - min/median eye opening) that counts as a blink; 0 = no blink needed."
