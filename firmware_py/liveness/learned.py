@@ -92,7 +92,7 @@ def crop(image: NDArray[np.uint8], xywh: tuple[float, float, float, float], scal
     h, w = image.shape[:2]
     x0, y0, x1, y1, used = crop_box(w, h, xywh, scale)
     region = image[y0 : y1 + 1, x0 : x1 + 1, :3]
-    return cv2.resize(np.ascontiguousarray(region), (INPUT_SIZE, INPUT_SIZE)), used
+    return np.asarray(cv2.resize(np.ascontiguousarray(region), (INPUT_SIZE, INPUT_SIZE)), np.uint8), used
 
 
 # -- bad input ----------------------------------------------------------------------

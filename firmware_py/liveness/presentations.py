@@ -137,7 +137,7 @@ def frames(p: Presentation, fps: float = 10.0, max_seconds: float | None = None)
                 t0 = ts if t0 is None else t0
                 if max_seconds is not None and ts - t0 > max_seconds:
                     break
-                yield ts - t0, fr.to_ndarray(format="rgb24")
+                yield ts - t0, np.asarray(fr.to_ndarray(format="rgb24"), np.uint8)
         return
     files = p.files()
     if not files or (p.kind == "image" and not files[0].is_file()):

@@ -186,7 +186,7 @@ class LivenessDetector:
         self.observe_face(
             int(observation.track_id),
             image,
-            tuple(float(v) for v in observation.detection.box),
+            _box4(observation.detection.box),
             points,
             float(observation.frame_ts),
         )
@@ -384,3 +384,8 @@ def _off() -> LivenessVerdict:
 def stage_from_config(cfg: Config) -> LivenessDetector:
     """The liveness stage for the daemon (``[liveness] policy`` off / passive / strict)."""
     return LivenessDetector.from_config(cfg)
+
+
+def _box4(box: Any) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1

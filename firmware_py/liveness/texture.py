@@ -92,7 +92,7 @@ def _hsv(rgb: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.floa
     d = mx - mn + 1e-6
     h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 42.5
     s = (mx - mn) / (mx + 1e-6) * 255
-    return h, s, mx
+    return h.astype(np.float32), s.astype(np.float32), mx
 
 
 def _riu2_table(p: int = 8) -> NDArray[np.uint8]:

@@ -263,7 +263,7 @@ class LiveEnrolment:
         faces = list(getattr(analysis, "observations", []) or [])
         if not faces:
             return "no_face"
-        primary = analysis.primary or faces[0]
+        primary = getattr(analysis, "primary", None) or faces[0]
         if sum(o.detection.width >= SECOND_FACE_RATIO * primary.detection.width for o in faces) > 1:
             return "several_faces"
         if primary.quality is None or primary.chip is None:

@@ -107,7 +107,8 @@ def claims_problem(c: Any) -> str | None:
     except ValueError:
         return "'ts' is not an RFC 3339 time with offset"
     try:
-        ZoneInfo(c.get("tz") if isinstance(c.get("tz"), str) else "")
+        tz = c.get("tz")
+        ZoneInfo(tz if isinstance(tz, str) else "")
     except (ValueError, KeyError, ZoneInfoNotFoundError):
         return "'tz' is not a known IANA time zone"
     if "clock_synced" in c and c["clock_synced"] not in (True, False, None):

@@ -400,7 +400,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> b
     return data
 
 
-def _stream_hash(tar: tarfile.TarFile, member: tarfile.TarInfo, sink: Callable[[bytes], None] | None = None) -> tuple[str, int]:
+def _stream_hash(tar: tarfile.TarFile, member: tarfile.TarInfo, sink: Callable[[bytes], object] | None = None) -> tuple[str, int]:
     fh = tar.extractfile(member)
     h = hashlib.sha256()
     n = 0

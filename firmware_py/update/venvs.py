@@ -122,7 +122,7 @@ class VenvStore:
 
     def collect(self, keep: set[str]) -> list[str]:
         """Remove venvs no slot uses; returns the removed keys."""
-        removed = []
+        removed: list[str] = []
         if not self.dir.is_dir():
             return removed
         for p in self.dir.iterdir():
