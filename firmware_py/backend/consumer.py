@@ -6,6 +6,15 @@ only after its outcome is in the database (manual acknowledgement), and the
 session is persistent, so punches published while every consumer is down
 wait in the broker; a database error leaves the message unacknowledged and
 reconnects, so the broker delivers it again.
+
+Given the backend's key, the consumer also publishes a signed receipt for
+every punch it has committed (stored now, or already stored: a duplicate);
+only that receipt lets the reader delete the punch from its outbox
+(firmware_py/mqtt/receipts.py).  The session is persistent (MQTT 5 session
+expiry ``session_expiry_s``, one day by default): punches published while
+the consumer is away wait in the broker for that long, and the readers
+resend every unreceipted punch anyway, so an expired session costs time,
+never a punch.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_py.backend.receipts import ReceiptPublisher
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import PunchRejected, verify_punch
@@ -46,8 +58,11 @@ class PunchConsumer:
         *,
         prefix: str = PREFIX,
         on_outcome: Callable[[Outcome], None] | None = None,
+        receipt_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.store = store
+        self.receipt_key = receipt_key
+        self.receipts: ReceiptPublisher | None = None
         self.registry = registry
         self.prefix = prefix
         self.on_outcome = on_outcome
@@ -69,6 +84,9 @@ class PunchConsumer:
                 out = Outcome("rejected", "id_conflict", p.claims["id"], topic, "a different punch with this id is already stored")
             else:
                 out = Outcome(status, None, p.claims["id"], topic)
+                # After the commit, and only then: the receipt that lets the reader delete the punch.
+                if self.receipts is not None:
+                    self.receipts.confirm(p.claims["site"], p.claims["device"], [p.claims["id"]])
         with self._lock:
             self.counts[out.status] += 1
         if out.status == "rejected":
@@ -117,6 +135,17 @@ class PunchConsumer:
         flt = fleet_filter("punch", self.prefix, site)
         link = MqttLink(settings)
         link.subscribe(f"$share/{group}/{flt}" if shared else flt, self._on_message, qos=1)
+        if self.receipt_key is not None:
+            self.receipts = ReceiptPublisher(link, self.receipt_key, prefix=self.prefix)
+            self.receipts.start()
+            link.before_disconnect(lambda _l: self.receipts.flush() if self.receipts is not None else None)
         link.start()
         self.link = link
         return link
+
+    def stop(self) -> None:
+        """Publish the receipts still buffered, then disconnect."""
+        if self.receipts is not None:
+            self.receipts.stop()
+        if self.link is not None:
+            self.link.stop()

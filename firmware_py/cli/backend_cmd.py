@@ -65,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl = dsub.add_parser("list", parents=[home], help="list registered devices and key ids")
     dl.set_defaults(func=cmd_devices_list)
 
-    c = bsub.add_parser("consume", parents=[home, mqtt], help="subscribe (MQTT 5 shared subscription), verify, de-duplicate and store punches")
+    c = bsub.add_parser(
+        "consume",
+        parents=[home, mqtt],
+        help="subscribe (MQTT 5 shared subscription), verify, de-duplicate, store punches and publish signed receipts",
+    )
     c.add_argument("--group", default="kaoclock-backend", help="shared-subscription group: consumers in one group split the punches")
     c.add_argument(
         "--client-id", default=None, help="MQTT client id (default kaoclock-backend-<group>-<host pid>); keep it stable for a persistent session"
@@ -182,7 +186,12 @@ def cmd_consume(args: argparse.Namespace) -> int:
             if args.count and stored[0] >= args.count:
                 stop.set()
 
-    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome)
+    if not h.key_file.exists():
+        raise UsageError(
+            f"no backend key at {h.key_file}: it signs the receipts without which readers keep every punch. Create it with `kaoclock backend init`"
+        )
+    receipt_key = load_private_key(h.key_file)
+    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, receipt_key=receipt_key)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]
@@ -205,7 +214,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        link.stop()
+        consumer.stop()
         store.close()
     print(json.dumps({"summary": dict(consumer.counts)}), file=sys.stderr)
     return 0

@@ -40,14 +40,23 @@ CATALOGUE: dict[str, EventType] = {
     "outbox.high_water": EventType(
         "alarm",
         "outbox",
-        "depth, capacity, high_water",
-        "the outbox passed its high-water mark: the backend has not acknowledged punches for a while",
+        "depth, capacity, high_water, reason?, unconfirmed_since?, retention_s?",
+        "the outbox passed its high-water mark, or (reason retention) a punch waited longer than [outbox] retention_s "
+        "for its receipt: nothing is deleted",
     ),
-    "outbox.normal": EventType("info", "outbox", "depth, capacity", "the outbox fell below half its high-water mark again"),
+    "outbox.normal": EventType(
+        "info",
+        "outbox",
+        "depth, capacity, reason?",
+        "the outbox fell below half its high-water mark again (reason retention: every punch is within retention_s)",
+    ),
     "outbox.full": EventType("fault", "outbox", "depth, capacity", "the outbox is full: new punches are refused (none queued is dropped)"),
     "outbox.store_failed": EventType("fault", "outbox", "error, path", "a punch could not be written durably (disk full, I/O error)"),
     "outbox.publish_refused": EventType(
-        "fault", "outbox", "id, topic, reason, retry_in_s", "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized); it stays queued"
+        "fault",
+        "outbox",
+        "id, topic, reason, retry_in_s",
+        "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized) or had no subscriber for it (0x10); it stays queued",
     ),
     "outbox.drain_failed": EventType("fault", "outbox", "error", "the drainer hit a storage error; it retries"),
     "link.offline": EventType(
