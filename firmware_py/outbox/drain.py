@@ -113,6 +113,7 @@ class OutboxDrainer:
         self._sent: dict[int, _Sent] = {}  # seq -> state, for messages read and not yet confirmed
         self._by_id: dict[str, int] = {}
         self._cursor = 0  # highest seq read from the outbox
+        self._ahead: deque[Pending] = deque()  # read from the outbox, never published by this process yet
         self._refusing = False
         self._refusals = 0
         self._unconfirmed_since: float | None = None
@@ -264,23 +265,24 @@ class OutboxDrainer:
                         sent += 1
                     elif st.due < self._next_due:
                         self._next_due = st.due
-            while room > 0 and len(self._sent) < self.max_unconfirmed:
+            while room > 0:
                 # Then new messages, read ahead in batches (far fewer queries than one per message).
-                more = self.outbox.pending(self._cursor, min(self.read_ahead, self.max_unconfirmed - len(self._sent)))
-                if not more:
-                    break
-                self._cursor = more[-1].seq
-                for msg in more:
-                    st = _Sent(msg, now, 0, None)
-                    self._sent[msg.seq] = st
-                    self._by_id[msg.id] = msg.seq
-                    if room > 0:
-                        if not self._publish(st, gen):
-                            return
-                        room -= 1
-                        sent += 1
-                    else:
-                        self._set_due(st, now)
+                if not self._ahead:
+                    if len(self._sent) >= self.max_unconfirmed:
+                        break
+                    more = self.outbox.pending(self._cursor, self.read_ahead)
+                    if not more:
+                        break
+                    self._cursor = more[-1].seq
+                    self._ahead.extend(more)
+                msg = self._ahead.popleft()
+                st = _Sent(msg, now, 0, None)
+                self._sent[msg.seq] = st
+                self._by_id[msg.id] = msg.seq
+                if not self._publish(st, gen):
+                    return
+                room -= 1
+                sent += 1
             if sent == 0 and not self._acks and not self._confirms:
                 wait = 0.5 if self._next_due == float("inf") else max(0.0, min(0.5, self._next_due - now))
                 self._wake.wait(wait)
