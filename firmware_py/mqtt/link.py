@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Protocol = Literal["auto", "5", "3.1.1"]
 MessageHandler = Callable[[str, bytes, Any], "bool | None"]
 AckCallback = Callable[[bool, str], None]
+DeferredHandler = Callable[[str, bytes, Any, Callable[[bool], None]], None]
 
 
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but no subscriber (and no session) will get it
@@ -188,6 +189,7 @@ class MqttLink:
             raise ValueError("MqttLink needs at least one broker URL")
         self.settings = settings
         self._handlers: list[tuple[str, int, MessageHandler]] = []
+        self._deferred: set[str] = set()  # topic filters whose handlers acknowledge themselves
         self._on_connect: list[Callable[[MqttLink], None]] = []
         self._on_state: list[Callable[[LinkState], None]] = []
         self._before_disconnect: list[Callable[[MqttLink], None]] = []
@@ -216,6 +218,21 @@ class MqttLink:
         the connection, so the broker delivers it again after the reconnect.
         """
         self._handlers.append((topic_filter, qos, handler))
+
+    def subscribe_deferred(self, topic_filter: str, handler: DeferredHandler, qos: int = 1) -> None:
+        """Like :meth:`subscribe` with ``manual_ack``, but the acknowledgement is the handler's to give, later.
+
+        ``handler(topic, payload, properties, ack)`` runs on the network thread
+        and must return at once; ``ack(True)`` sends the PUBACK (from any thread;
+        acknowledge in the order the messages came, as MQTT requires),
+        ``ack(False)`` drops the connection so the broker delivers the message
+        again.  An ``ack`` of a connection that has since ended does nothing:
+        the broker redelivers on the next one.
+        """
+        if not self.settings.manual_ack:
+            raise ValueError("subscribe_deferred needs LinkSettings(manual_ack=True)")
+        self._deferred.add(topic_filter)
+        self._handlers.append((topic_filter, qos, handler))  # type: ignore[arg-type]
 
     def on_connect(self, fn: Callable[[MqttLink], None]) -> None:
         self._on_connect.append(fn)
@@ -415,6 +432,9 @@ class MqttLink:
             ok = True
             for flt, _qos, handler in self._handlers:
                 if paho.topic_matches_sub(_unshared(flt), msg.topic):
+                    if flt in self._deferred:
+                        handler(msg.topic, msg.payload, msg.properties, _deferred_ack(c, s, msg))  # type: ignore[call-arg]
+                        return
                     try:
                         if handler(msg.topic, msg.payload, msg.properties) is False:
                             ok = False
@@ -511,6 +531,21 @@ class MqttLink:
                 fn(self._state)
             except Exception:
                 log.exception("mqtt on_state callback failed")
+
+
+def _deferred_ack(c: paho.Client, s: _Session, msg: paho.MQTTMessage) -> Callable[[bool], None]:
+    mid, qos, topic = msg.mid, msg.qos, msg.topic
+
+    def ack(ok: bool) -> None:
+        if s.closed.is_set() or qos == 0:
+            return  # that connection is gone: the broker delivers the message again on the next one
+        if ok:
+            c.ack(mid, qos)
+        else:
+            log.warning("message on %s not acknowledged; reconnecting for redelivery", topic)
+            c.disconnect()
+
+    return ack
 
 
 def _unshared(topic_filter: str) -> str:
