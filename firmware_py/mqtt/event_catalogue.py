@@ -67,7 +67,12 @@ CATALOGUE: dict[str, EventType] = {
     ),
     "link.online": EventType("info", "mqtt", "broker, protocol, queued", "connected to a broker"),
     "command.executed": EventType("info", "mqtt", "id, cmd", "a signed command ran"),
-    "command.refused": EventType("warning", "mqtt", "id, cmd, reason, detail", "a command was refused (see command_results for the reason codes)"),
+    "command.refused": EventType(
+        "warning",
+        "mqtt",
+        "id, cmd, reason, detail, suppressed?",
+        "a command was refused (see command_results for the reason codes); unsigned junk at most once per 10 s, suppressed = how many were left out",
+    ),
     "camera.lost": EventType("fault", "capture", "source, error, retry_in_s", "the camera stopped delivering frames (once per outage)"),
     "camera.stalled": EventType("warning", "capture", "source, no_frame_for_s, retry_in_s", "no frame for a while; the camera is being reopened"),
     "camera.recovered": EventType("info", "capture", "source, outage_s, attempts", "frames flow again"),
