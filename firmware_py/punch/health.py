@@ -44,7 +44,7 @@ def check_broker_or_outbox(cfg: Config) -> Check:
     if db.exists() and db.stat().st_size > 0:
         store = open_from_config(cfg, create=False)
         try:
-            parts.append(f"gallery opens (version {store.version()}, {store.persons()} person(s))")
+            parts.append(f"gallery opens (version {store.version}, {len(store.list_persons())} person(s))")
         finally:
             store.close()
     else:
