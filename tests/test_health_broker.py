@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from lifecycle_support import Reader, make_reader
 
+from firmware_py.config import load
+from firmware_py.gallery.store import open_from_config
 from firmware_py.mqtt.devbroker import Capture, LocalBroker, free_port
 from firmware_py.service.health import run_health
 
@@ -26,10 +28,13 @@ def broker_check(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_health_publishes_a_status_and_needs_its_puback(tmp_path: Path, mosquitto: LocalBroker, contract: Any) -> None:
+    cfg_path = write_cfg(tmp_path / "ok.toml", tmp_path / "data", mosquitto.url)
+    open_from_config(load(cfg_path), create=True).close()  # a reader with an (empty) gallery
     cap = Capture(mosquitto.url)
-    report = run_health(write_cfg(tmp_path / "ok.toml", tmp_path / "data", mosquitto.url), frames=1, frame_timeout=1)
+    report = run_health(cfg_path, frames=1, frame_timeout=1)
     check = broker_check(report)
     assert check["status"] == "ok" and "PUBACK" in check["detail"] and "outbox opens" in check["detail"], check
+    assert "gallery opens (version 0, 0 person(s))" in check["detail"]
     (topic, payload, retained) = cap.wait_for(lambda m: any(t.endswith("/status") for t, _, _ in m))[0]
     status = contract.check(topic, payload)
     assert status["reason"] == "health_check" and not retained  # the daemon's retained status is left alone
