@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "kaoclock/v1"
-CHANNELS = ("punch", "status", "telemetry", "events", "commands", "command_results")
+CHANNELS = ("punch", "status", "telemetry", "events", "commands", "command_results", "receipts")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ class Topics:
     @property
     def command_results(self) -> str:
         return self._t("command_results")
+
+    @property
+    def receipts(self) -> str:
+        return self._t("receipts")
 
 
 def fleet_filter(channel: str, prefix: str = PREFIX, site: str = "+") -> str:

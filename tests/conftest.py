@@ -114,7 +114,11 @@ class ContractChecker:
         "events": "event.schema.json",
         "command_results": "command-result.schema.json",
     }
-    JWS_CHANNELS: ClassVar[dict[str, str]] = {"punch": "punch-claims.schema.json", "commands": "command-claims.schema.json"}
+    JWS_CHANNELS: ClassVar[dict[str, str]] = {
+        "punch": "punch-claims.schema.json",
+        "commands": "command-claims.schema.json",
+        "receipts": "receipt-claims.schema.json",
+    }
 
     def __init__(self) -> None:
         import json

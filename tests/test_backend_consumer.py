@@ -18,12 +18,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.attendance import book
 from firmware_py.backend.consumer import PunchConsumer
+from firmware_py.backend.home import BackendHome
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.cli.main import main
 from firmware_py.devtools.broker import LocalBroker
-from firmware_py.keys.jwk import KeyFileError, b64url_decode, b64url_encode, public_jwk
+from firmware_py.keys.jwk import KeyFileError, b64url_decode, b64url_encode, parse_public_jwk, public_jwk
 from firmware_py.keys.jws import PUNCH_TYP, sign
+from firmware_py.keys.store import load_private_key
+from firmware_py.mqtt.receipts import verify_receipt
 
 
 @pytest.fixture
@@ -131,6 +134,13 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
     assert main(["backend", "devices", "add", "site-a", "reader-1", str(jwk), "--home", str(home)]) == 0
     assert main(["backend", "devices", "list", "--home", str(home)]) == 0
     assert "site-a/reader-1" in capsys.readouterr().out
+    # Without its key the backend could not sign receipts, and readers would keep every punch: refused.
+    assert main(["backend", "consume", "--home", str(home), "--broker", mosquitto.url]) == 2
+    assert "backend init" in capsys.readouterr().err
+    assert main(["backend", "init", "--home", str(home)]) == 0
+    assert "backend key created" in capsys.readouterr().out
+    backend_key = load_private_key(BackendHome(home).key_file)
+    receipts: list[bytes] = []
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -155,7 +165,9 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
     from paho.mqtt.enums import CallbackAPIVersion
 
     pub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.on_message = lambda _c, _u, m: receipts.append(m.payload)
     pub.connect("127.0.0.1", mosquitto.port)
+    pub.subscribe("kaoclock/v1/site-a/reader-1/receipts", qos=1)
     pub.loop_start()
     try:
         watchdog = threading.Timer(30, proc.kill)  # never hang the suite on a stuck consumer
@@ -174,6 +186,14 @@ def test_consume_cli(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.Capt
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [(x["status"], x["reason"]) for x in lines] == [("stored", None), ("duplicate", None), ("rejected", "malformed"), ("stored", None)]
+    # Signed receipts name every stored punch (and the duplicate), never the rejected message.
+    trusted = parse_public_jwk(public_jwk(backend_key))
+    deadline = time.monotonic() + 5
+    while len({i for r in receipts for i in verify_receipt(r, {trusted.kid: trusted}, "site-a", "reader-1")}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    confirmed = [i for r in receipts for i in verify_receipt(r, {trusted.kid: trusted}, "site-a", "reader-1")]
+    assert set(confirmed) == {lines[0]["id"], lines[3]["id"]}
+    assert confirmed.count(lines[0]["id"]) == 2  # the duplicate is confirmed again: its first receipt may have been lost
     assert main(["backend", "rejects", "--home", str(home)]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["reason"] == "malformed"
 

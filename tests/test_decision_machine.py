@@ -120,6 +120,18 @@ def test_cooldown_per_person():
     assert not again.accepted and again.reason == "cooldown" and again.person_id == "grace" and "next in" in again.detail
 
 
+def test_cooldown_survives_a_backward_clock_step():
+    mono = [1000.0]
+    m = DecisionMachine(P, monotonic=lambda: mono[0])
+    (first,) = feed(m, 1, [hit()] * 3, t0=5000)
+    mono[0] += 61  # a minute passes ...
+    (after_step,) = feed(m, 2, [hit()] * 3, t0=5000 - 3600 + 61)  # ... and the camera's wall clock stepped back an hour
+    assert first.accepted and after_step.accepted  # not refused as "cooldown" for the step plus 60 s
+    mono[0] += 10
+    (soon,) = feed(m, 3, [hit()] * 3, t0=5000 - 3600 + 71)
+    assert not soon.accepted and soon.reason == "cooldown"  # the cooldown itself still holds
+
+
 def test_liveness_pending_then_pass_or_spoof_or_timeout():
     live = ScriptedLiveness()
     m = DecisionMachine(P, liveness=live)

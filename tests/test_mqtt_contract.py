@@ -28,7 +28,8 @@ def test_asyncapi_describes_every_channel_with_resolvable_schemas() -> None:
         assert set(ch["parameters"]) == {"site", "device"}
     ops = {op["channel"]["$ref"].rsplit("/", 1)[1]: op for op in doc["operations"].values()}
     assert set(ops) == set(CHANNELS)
-    assert ops["commands"]["action"] == "receive" and all(ops[c]["action"] == "send" for c in CHANNELS if c != "commands")
+    incoming = {"commands", "receipts"}
+    assert all(ops[c]["action"] == "receive" for c in incoming) and all(ops[c]["action"] == "send" for c in CHANNELS if c not in incoming)
     assert ops["punch"]["bindings"]["mqtt"]["qos"] == 1 and ops["status"]["bindings"]["mqtt"]["retain"] is True
     refs = re.findall(r"'\./schemas/([\w.-]+)'", (MQTT_CONTRACT / "asyncapi.yaml").read_text())
     on_disk = {p.name for p in (MQTT_CONTRACT / "schemas").glob("*.json")}
@@ -51,7 +52,7 @@ def test_event_catalogue_is_documented_everywhere() -> None:
 def test_acl_example_covers_each_device_channel() -> None:
     acl = (MQTT_CONTRACT / "mosquitto" / "acl.example").read_text()
     for channel in CHANNELS:
-        mode = "read" if channel == "commands" else "write"
+        mode = "read" if channel in ("commands", "receipts") else "write"
         assert f"pattern {mode} kaoclock/v1/+/%u/{channel}" in acl
     conf = (MQTT_CONTRACT / "mosquitto" / "mosquitto.conf.example").read_text()
     for line in ("require_certificate true", "use_identity_as_username true", "allow_anonymous false", "persistence true"):

@@ -28,6 +28,7 @@ from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.mqtt.event_catalogue import DecisionEvents
 from firmware_py.mqtt.link import BrokerUrl
 from firmware_py.outbox.store import Outbox
+from tests.receipt_support import Backend
 
 
 def device_cfg(home: Path, brokers: list[str], **extra: Any):
@@ -78,9 +79,12 @@ def status_of(capture: Capture) -> list[dict]:
 def test_failover_birth_punches_telemetry_events_goodbye(tmp_path: Path, mosquitto: LocalBroker, contract: Any) -> None:
     dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens here: the link must fail over
     cfg = device_cfg(tmp_path / "home", [dead, mosquitto.url], **{"telemetry.interval_s": 1.0})
+    backend = Backend(tmp_path / "backend")
+    backend.register(tmp_path / "home")
     dev = Device(cfg)
     ids = dev.punch(3)  # recorded while offline: they wait in the outbox
     cap = Capture(mosquitto.url)
+    backend.start(mosquitto.url)  # stores them and sends the receipts that empty the outbox
     dev.link.start()
     try:
         msgs = cap.wait_for(lambda m: sum(t.endswith("/punch") for t, _, _ in m) >= 3 and any(t.endswith("/telemetry") for t, _, _ in m))
@@ -114,10 +118,11 @@ def test_failover_birth_punches_telemetry_events_goodbye(tmp_path: Path, mosquit
         deadline = time.monotonic() + 5
         while dev.outbox.depth() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert dev.outbox.depth() == 0
+        assert dev.outbox.depth() == 0 and sorted(backend.store.ids()) == sorted(ids)
         cap.wait_for(lambda m: sum(t.endswith("/telemetry") for t, _, _ in m) >= 2, timeout=5)  # periodic, every interval_s
     finally:
         dev.link.stop()
+        backend.stop()
     cap.wait_for(lambda m: any(b'"shutdown"' in p for t, p, _ in m if t.endswith("/status")))
     after = Capture(mosquitto.url)
     after.wait_for(lambda m: any(t.endswith("/status") for t, _, _ in m))
@@ -184,7 +189,7 @@ def test_reconnects_after_broker_restart_and_signals_offline(tmp_path: Path, con
             time.sleep(0.02)
         assert "link.offline" in dev.types()
         queued = dev.punch(3)
-        assert dev.outbox.depth() == 3
+        assert dev.outbox.depth() == 5  # the first two only got a PUBACK, no backend receipt: they stay too
         broker.start()
         ids = lambda m: list(dict.fromkeys(json.loads(jws_claims(p))["id"] for t, p, _ in m if t.endswith("/punch")))  # noqa: E731
         msgs = cap.wait_for(lambda m: len(ids(m)) >= 5, timeout=20)

@@ -161,7 +161,7 @@ def test_a_release_sent_in_chunks_over_mqtt_is_resumed_after_a_restart_staged_an
 
     # What kaoclock-update.path starts: kaoclock-update.service runs `kaoclock update --staged`.
     outcome = reader.updater(RecordingControl()).apply_staged(incoming)
-    assert outcome.action == "committed" and outcome.version == "0.2.0"
+    assert outcome.action == "committed" and outcome.version == "0.2.0", outcome
     assert (reader.link("current"), reader.link("committed")) == ("b", "b")
     assert not (incoming / READY).exists() and list(incoming.iterdir()) == []
     # The restarted daemon reports the outcome once.

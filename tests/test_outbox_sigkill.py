@@ -7,6 +7,7 @@ numbers arrive without a gap or a repeat.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -18,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.devtools.broker import LocalBroker
 from firmware_py.keys.jwk import public_jwk
-from firmware_py.keys.store import device_key_path, init_private_key, load_private_key
+from firmware_py.keys.store import backend_public_path, device_key_path, init_private_key, load_private_key
 from firmware_py.outbox.store import Outbox
 
 KILLS = 24
@@ -87,14 +90,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     registry = DeviceRegistry(backend / "devices")
     registry.add("site-a", "reader-1", public_jwk(load_private_key(device_key_path(home))))
     store = PunchStore(backend / "punches.sqlite")
-    consumer = PunchConsumer(store, registry)
+    backend_key = Ed25519PrivateKey.generate()
+    backend_public_path(home).write_text(json.dumps(public_jwk(backend_key)))  # the reader trusts the backend's receipts
+    consumer = PunchConsumer(store, registry, receipt_key=backend_key)
 
     broker = LocalBroker(tmp_path / "broker", persistence=True).start()
     link = consumer.connect([broker.url], client_id="backend-soak", reconnect_min_s=0.05, reconnect_max_s=0.3)
     assert link.wait_connected(10) is not None
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's firmware_py
     enqueued: list[str] = []
     try:
         for cycle in range(KILLS):

@@ -256,6 +256,10 @@ def test_kaoclock_console_command_on_a_pty(tmp_path: Path) -> None:
             assert "device.id: gate-9" in term.cmd("status")
             assert "ok: door.pulse_s = 5.0" in term.cmd("config set door.pulse_s 5")
             assert load(cfg_path).door.pulse_s == 5.0
+            # A string with newlines cannot smuggle a table into the file: it is escaped, and the file reads back as set.
+            assert "ok" in term.cmd("config set camera.source '\"clip.mp4\\n[mqtt]\\nenabled = true\"'")
+            reread = load(cfg_path)
+            assert reread.camera.source == "clip.mp4\n[mqtt]\nenabled = true" and reread.mqtt.enabled is False
             assert "console.config_changed" in term.cmd("log 50")  # events reach the recent log
         finally:
             proc.send_signal(signal.SIGTERM)

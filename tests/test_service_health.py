@@ -28,7 +28,7 @@ def test_the_default_configuration_is_healthy_and_says_what_it_could_not_check(m
     assert code == 0 and report["ok"]
     assert checks["models"]["status"] == "ok" and "blazeface_short_range" in checks["models"]["detail"]
     assert checks["camera"]["status"] == "skip" and "built-in demo" in checks["camera"]["detail"]
-    assert checks["broker_or_outbox"]["status"] == "skip"
+    assert checks["broker_or_outbox"]["status"] == "ok" and "[mqtt] is off" in checks["broker_or_outbox"]["detail"]
 
 
 def test_frames_are_read_from_a_replay_folder_and_a_video_file(tmp_path: Path, grace_hopper_path: Path, models_dir: Path) -> None:

@@ -10,12 +10,19 @@ another consumer of the group).  Any number of consumers may write into one
 PostgreSQL database: the insert is idempotent by punch id, so a redelivery
 after a consumer crash (stored, not yet acknowledged) is a ``duplicate``.
 
-The order is: verify, store in one transaction (commit), then
-:attr:`PunchConsumer.after_commit` with the outcomes of that transaction,
-then acknowledge each message.  ``after_commit`` is the single place for
-work that must follow the commit (for example a signed receipt to the
-reader); it gets the ``stored`` and ``duplicate`` outcomes (their punch ids),
-since a reader that missed the first receipt sends the punch again.
+The order is: verify, store in one transaction (commit), then the signed
+receipts and :attr:`PunchConsumer.after_commit` with the outcomes of that
+transaction, then acknowledge each message.  Both get the ``stored`` and
+``duplicate`` outcomes, since a reader that missed the first receipt sends
+the punch again.
+
+Given the backend's key, the consumer publishes a signed receipt for every
+punch it has committed; only that receipt lets the reader delete the punch
+from its outbox (firmware_py/mqtt/receipts.py).  The session is persistent
+(MQTT 5 session expiry ``session_expiry_s``, one day by default): punches
+published while the consumer is away wait in the broker for that long, and
+the readers resend every unreceipted punch anyway, so an expired session
+costs time, never a punch.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware_py.backend.db import StoreUnavailable
+from firmware_py.backend.receipts import ReceiptPublisher
 from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import PunchRejected, VerifiedPunch, verify_punch
@@ -45,6 +55,8 @@ class Outcome:
     id: str | None
     topic: str
     detail: str = ""
+    site: str | None = None
+    device: str | None = None
 
 
 class PunchConsumer:
@@ -65,12 +77,15 @@ class PunchConsumer:
         on_outcome: Callable[[Outcome], None] | None = None,
         after_commit: Callable[[list[Outcome]], None] | None = None,
         batch_max: int = 200,
+        receipt_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.prefix = prefix
         self.on_outcome = on_outcome
         self.after_commit = after_commit
+        self.receipt_key = receipt_key
+        self.receipts: ReceiptPublisher | None = None
         self.batch_max = batch_max
         self.counts: Counter[str] = Counter()
         self.batches: Counter[int] = Counter()  # batch size -> how many (for the bench)
@@ -107,18 +122,22 @@ class PunchConsumer:
             if status == "conflict":
                 outcomes[i] = Outcome("rejected", "id_conflict", p.claims["id"], topic, "a different punch with this id is already stored")
             else:
-                outcomes[i] = Outcome(status, None, p.claims["id"], topic)
+                outcomes[i] = Outcome(status, None, p.claims["id"], topic, site=p.claims["site"], device=p.claims["device"])
         done = [o for o in outcomes if o is not None]
         with self._lock:
             self.counts.update(o.status for o in done)
             self.batches[len(messages)] += 1
-        if self.after_commit is not None:
-            kept = [o for o in done if o.status in ("stored", "duplicate")]
-            if kept:
-                try:
-                    self.after_commit(kept)
-                except Exception:  # stored is stored: a failing follow-up must not cause a redelivery loop
-                    log.exception("after_commit failed for %d punch(es)", len(kept))
+        kept = [o for o in done if o.status in ("stored", "duplicate")]
+        if self.receipts is not None:
+            # After the commit, and only then: the receipts that let the readers delete these punches.
+            for o in kept:
+                if o.id and o.site and o.device:
+                    self.receipts.confirm(o.site, o.device, [o.id])
+        if self.after_commit is not None and kept:
+            try:
+                self.after_commit(kept)
+            except Exception:  # stored is stored: a failing follow-up must not cause a redelivery loop
+                log.exception("after_commit failed for %d punch(es)", len(kept))
         for o in done:
             if o.status == "rejected":
                 log.warning("punch rejected on %s: %s: %s", o.topic, o.reason, o.detail)
@@ -158,12 +177,14 @@ class PunchConsumer:
                 settle(True)
 
     def stop(self) -> None:
-        """Stop the link, then the worker (a batch being stored is finished and acknowledged first)."""
-        if self.link is not None:
-            self.link.stop()
+        """Stop the worker (a batch being stored is finished first), publish the receipts still buffered, then disconnect."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(10)
+        if self.receipts is not None:
+            self.receipts.stop()
+        if self.link is not None:
+            self.link.stop()
 
     def connect(
         self,
@@ -180,7 +201,7 @@ class PunchConsumer:
         reconnect_max_s: float = 30.0,
         site: str = "+",
     ) -> MqttLink:
-        """Start consuming; returns the running link (stop it with ``link.stop()``)."""
+        """Start consuming; returns the running link (stop with :meth:`stop`)."""
         settings = LinkSettings(
             brokers=[BrokerUrl.parse(b) for b in brokers],
             client_id=client_id,
@@ -201,6 +222,10 @@ class PunchConsumer:
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="punch-store", daemon=True)
         self._worker.start()
+        if self.receipt_key is not None:
+            self.receipts = ReceiptPublisher(link, self.receipt_key, prefix=self.prefix)
+            self.receipts.start()
+            link.before_disconnect(lambda _l: self.receipts.flush() if self.receipts is not None else None)
         link.start()
         self.link = link
         return link

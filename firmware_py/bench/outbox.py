@@ -11,7 +11,11 @@
    baseline: ``ratio_windowed``.
 3. drain: the outbox drainer publishing the same ``n`` messages from SQLite
    (a fresh copy of the filled outbox each round), timed from the start to
-   the last acknowledged message *deleted*.
+   the last message *deleted*.  With receipts on (the default) a real
+   reference backend runs beside it: it verifies each punch, stores it in its
+   database (SQLite, synced), and publishes signed receipts; the reader
+   verifies each receipt and only then deletes.  ``--no-receipts`` measures the
+   drainer alone (deleting on PUBACK, as before end-to-end receipts).
 
 Raw, drain and windowed raw run interleaved for ``--rounds`` rounds and the
 medians are reported, so the load of a shared machine hits them alike.
@@ -35,10 +39,15 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from firmware_py.backend.consumer import PunchConsumer
+from firmware_py.backend.registry import DeviceRegistry
+from firmware_py.backend.store import PunchStore
 from firmware_py.decision.outcome import Decision, LivenessVerdict
 from firmware_py.devtools.broker import LocalBroker
 from firmware_py.errors import UsageError
+from firmware_py.keys.jwk import parse_public_jwk, public_jwk
 from firmware_py.mqtt.link import BrokerUrl, BrokerUrlError, LinkSettings, MqttLink
+from firmware_py.mqtt.receipts import verify_receipt
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox
 from firmware_py.punch.recorder import SignedPunchRecorder
@@ -52,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=None, help="HOST:PORT of a broker to use (default: start a local mosquitto)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved raw/drain rounds; medians are reported (default 3)")
     p.add_argument("--inflight", type=int, default=20, help="QoS 1 messages in flight for both publishers (default 20, paho's default)")
+    p.add_argument("--no-receipts", action="store_true", help="delete on PUBACK instead of the backend's receipt (the drainer alone)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format; accepted for symmetry)")
     p.set_defaults(func=cmd_bench_outbox)
 
@@ -114,12 +124,66 @@ def _raw_paho(url: BrokerUrl, payloads: list[bytes], topic: str, inflight: int, 
         client.loop_stop()
 
 
-def _drain(url: BrokerUrl, outbox: Outbox, inflight: int) -> float:
+class _PubackDeletes:
+    """``--no-receipts``: every successful PUBACK counts as a receipt (what the drainer did before receipts)."""
+
+    def __init__(self, link: MqttLink) -> None:
+        self.link = link
+        self.drainer: OutboxDrainer | None = None
+
+    def wait_connected(self, timeout: float) -> int | None:
+        return self.link.wait_connected(timeout)
+
+    @property
+    def generation(self) -> int | None:
+        return self.link.generation
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *, content_type: str | None = None, on_ack: Any = None) -> bool:
+        msg_id = _id_of(payload)
+
+        def acked(ok: bool, reason: str) -> None:
+            # Any PUBACK, even 0x10 "no matching subscribers" (nobody subscribes in this bench): the old rule.
+            if on_ack is not None:
+                on_ack(True, "")
+            if self.drainer is not None:
+                self.drainer.confirm([msg_id])
+
+        return self.link.publish(topic, payload, qos, retain, content_type=content_type, on_ack=acked)
+
+
+def _id_of(token: bytes) -> str:
+    from firmware_py.keys.jws import peek
+
+    return str(peek(token)[1]["id"])
+
+
+def _drain(url: BrokerUrl, outbox: Outbox, inflight: int, backend: Path | None, device_key: Ed25519PrivateKey, topics: Topics) -> float:
+    """Messages per second from the first publish to the last deletion; ``backend``: the directory of a fresh
+    reference backend whose receipts do the deleting (None: PUBACK deletes)."""
     n = outbox.depth()
     link = MqttLink(
         LinkSettings(brokers=[url], client_id=f"bench-drain-{time.monotonic_ns()}", protocol="5", clean_start=True, max_inflight=inflight + 20)
     )
-    drainer = OutboxDrainer(outbox, link, window=inflight)
+    consumer = None
+    if backend is None:
+        transport = _PubackDeletes(link)
+        drainer = OutboxDrainer(outbox, transport, window=inflight)
+        transport.drainer = drainer
+    else:
+        backend_key = Ed25519PrivateKey.generate()
+        registry = DeviceRegistry(backend / "devices")
+        registry.add(topics.site, topics.device, public_jwk(device_key))
+        consumer = PunchConsumer(PunchStore(backend / "punches.sqlite"), registry, receipt_key=backend_key)
+        drainer = OutboxDrainer(outbox, link, window=inflight)
+        trusted = {k.kid: k for k in [parse_public_jwk(public_jwk(backend_key))]}
+
+        def on_receipt(_t: str, payload: bytes, _p: Any) -> None:
+            drainer.confirm(verify_receipt(payload, trusted, topics.site, topics.device))
+
+        link.subscribe(topics.receipts, on_receipt)
+        clink = consumer.connect([str(url)], client_id=f"bench-backend-{time.monotonic_ns()}", shared=False, session_expiry_s=60)
+        if clink.wait_connected(10) is None:
+            raise UsageError(f"the bench backend could not connect to {url}")
     link.start()
     try:
         if link.wait_connected(10) is None:
@@ -135,9 +199,12 @@ def _drain(url: BrokerUrl, outbox: Outbox, inflight: int) -> float:
     finally:
         drainer.stop()
         link.stop()
+        if consumer is not None:
+            consumer.stop()
+            consumer.store.close()
 
 
-def run(n: int, broker: str | None, inflight: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
+def run(n: int, broker: str | None, inflight: int, workdir: Path, rounds: int = 3, receipts: bool = True) -> dict[str, Any]:
     local = None
     if broker is None:
         local = LocalBroker(workdir / "broker").start()
@@ -151,7 +218,8 @@ def run(n: int, broker: str | None, inflight: int, workdir: Path, rounds: int = 
         topics = Topics("bench-site", "bench-device")
         filled = workdir / "outbox.sqlite"
         outbox = Outbox(filled, capacity=max(100, n + 1))
-        recorder = SignedPunchRecorder(outbox, Ed25519PrivateKey.generate(), site="bench-site", device="bench-device", topics=topics)
+        device_key = Ed25519PrivateKey.generate()
+        recorder = SignedPunchRecorder(outbox, device_key, site="bench-site", device="bench-device", topics=topics)
         times = []
         for i in range(n):
             d = _decision(i)
@@ -167,7 +235,7 @@ def run(n: int, broker: str | None, inflight: int, workdir: Path, rounds: int = 
             copy = workdir / f"outbox-round{r}.sqlite"
             shutil.copyfile(filled, copy)
             ob = Outbox(copy, capacity=max(100, n + 1))
-            drains.append(_drain(url, ob, inflight))
+            drains.append(_drain(url, ob, inflight, workdir / f"backend-round{r}" if receipts else None, device_key, topics))
             ob.close()
             wins.append(_raw_paho(url, payloads, topics.punch, inflight, windowed=True))
     finally:
@@ -194,6 +262,8 @@ def run(n: int, broker: str | None, inflight: int, workdir: Path, rounds: int = 
         "mqtt": "5",
         "broker": "local mosquitto" if local is not None else str(url),
         "sqlite": "WAL, synchronous=FULL (enqueue), NORMAL (delivery marks)",
+        "receipts": receipts,
+        "deleted_on": "the backend's signed receipt (reference consumer: verify, store synced, sign)" if receipts else "PUBACK",
     }
 
 
@@ -205,6 +275,6 @@ def cmd_bench_outbox(args: argparse.Namespace) -> int:
     if not 1 <= args.inflight <= 1000:
         raise UsageError("--inflight must be between 1 and 1000")
     with tempfile.TemporaryDirectory(prefix="kaoclock-bench-outbox-") as tmp:
-        result = run(args.n, args.broker, args.inflight, Path(tmp), args.rounds)
+        result = run(args.n, args.broker, args.inflight, Path(tmp), args.rounds, receipts=not args.no_receipts)
     print(json.dumps(result, indent=2))
     return 0

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from firmware_py.capture.base import Camera, CameraError, EndOfStream
+from firmware_py.capture.still import open_still
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +223,12 @@ class ImageFolderReplay(_ReplayBase):
             i = self._pos
             self._pos += 1
             try:
-                with Image.open(self._files[i]) as im:
+                with open_still(self._files[i]) as im:  # pixel limit checked before decoding
                     rgb = im.convert("RGB")
                     if self.size and rgb.size != self.size:
                         rgb = rgb.resize(self.size, Image.Resampling.BILINEAR)
                     image = np.asarray(rgb.convert("RGBX"))  # 4 bytes per pixel, like a camera's
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+            except (UnidentifiedImageError, OSError, ValueError) as exc:  # ImageTooLarge is a ValueError
                 self.skipped += 1
                 log.warning("replay: skipping unreadable image %s: %s", self._files[i], exc)
                 continue

@@ -75,7 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl = dsub.add_parser("list", parents=[home], help="list registered devices and key ids")
     dl.set_defaults(func=cmd_devices_list)
 
-    c = bsub.add_parser("consume", parents=[home, mqtt], help="subscribe (MQTT 5 shared subscription), verify, de-duplicate and store punches")
+    c = bsub.add_parser(
+        "consume",
+        parents=[home, mqtt],
+        help="subscribe (MQTT 5 shared subscription), verify, de-duplicate, store punches and publish signed receipts",
+    )
     c.add_argument("--group", default="kaoclock-backend", help="shared-subscription group: consumers in one group split the punches")
     c.add_argument(
         "--client-id", default=None, help="MQTT client id (default kaoclock-backend-<group>-<host pid>); keep it stable for a persistent session"
@@ -264,7 +268,13 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     if not 1 <= args.batch_max <= 5000:
         raise UsageError("--batch-max must be from 1 to 5000")
-    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max)
+    h = _home(args)
+    if not h.key_file.exists():
+        raise UsageError(
+            f"no backend key at {h.key_file}: it signs the receipts without which readers keep every punch. Create it with `kaoclock backend init`"
+        )
+    receipt_key = load_private_key(h.key_file)
+    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max, receipt_key=receipt_key)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]

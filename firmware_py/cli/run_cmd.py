@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the reader (without --config: the embedded demo)",
         description="Run the reader until stopped (SIGTERM / SIGINT). Without --config: the embedded demo, which enrols a person "
-        "from a photo shipped in a PyPI package, replays a walk-up and prints each decision with its reason, then finishes.",
+        "from a photo shipped in a PyPI package, replays a walk-up and prints each decision with its reason, then finishes. "
+        "Exit status 6: a provisioned reader's device key is missing, unreadable or not the provisioned one "
+        "(it is never replaced at run time; restore it or re-provision).",
     )
     p.add_argument("--config", help="TOML config file (default: the embedded demo)")
     p.add_argument("--source", type=Path, help="replay this video file or image folder instead of the configured camera / the demo walk-up")
@@ -45,6 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_demo(source=args.source, jsonl=args.jsonl)
         return 0 if result.frames else 1
     cfg = load(args.config)
+    from firmware_py.keys.store import device_key_path
+    from firmware_py.punch.service import check_device_key
+
+    check_device_key(cfg.punch.key_file or device_key_path(cfg.device.data_dir), cfg.device.data_dir)  # before anything starts
     if args.source is not None:
         cfg = with_changes(cfg, {"camera.backend": "replay", "camera.source": str(args.source)})
     if cfg.models.verify_on_start:

@@ -32,6 +32,8 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(source, f"not valid TOML: {exc}", "fix the syntax at the line and column shown")], source) from None
+    except RecursionError:  # e.g. an array nested 5,000 deep: an ordinary refusal, not a crash
+        raise ConfigError([Problem(source, "is nested too deeply to be a kaoclock config", "give a kaoclock TOML config")], source) from None
 
 
 def read_raw(path: Path) -> dict[str, Any]:

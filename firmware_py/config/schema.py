@@ -154,11 +154,16 @@ def _strip_optional(tp: Any) -> Any:
     return args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007 (built at run time)
 
 
+# A TOML basic string may hold no raw control character: a newline written as is would end the string
+# (and could smuggle in a table); every one is escaped.
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def _toml_repr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch) for ch in value) + '"'
     if isinstance(value, Path):
         return _toml_repr(str(value))
     if isinstance(value, float) and value.is_integer():

@@ -23,7 +23,9 @@ line for people in ``detail``.
 from __future__ import annotations
 
 import statistics
+import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -72,7 +74,9 @@ class DecisionMachine:
 
     Time is whatever clock the frames carry (``ts`` in seconds: capture time
     of a camera, presentation time of a replayed video), so replayed clips
-    decide the same way every run.
+    decide the same way every run.  When that clock steps backwards (a camera
+    stamping wall-clock time, after an NTP step) the cooldown is measured on
+    the monotonic clock instead.
     """
 
     def __init__(
@@ -80,12 +84,14 @@ class DecisionMachine:
         params: DecisionParams,
         liveness: LivenessStage | None = None,
         model_versions: dict[str, str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.params = params
+        self._monotonic = monotonic
         self.liveness: LivenessStage = liveness or LivenessOff()
         self.model_versions = dict(model_versions or {})
         self._tracks: dict[int, _Track] = {}
-        self._last_accept: dict[str, float] = {}
+        self._last_accept: dict[str, tuple[float, float]] = {}  # person -> (frame ts, monotonic time) of the accept
         self.mismatch_detail = ""  # set when the gallery's templates are of another embedder
 
     # ------------------------------------------------------------ inputs
@@ -180,11 +186,17 @@ class DecisionMachine:
         if not verdict.passed:
             return self._finish(tr, "spoof", agreeing, liveness=verdict, detail=verdict.reason or "liveness check failed", person=tr.candidate)
         last = self._last_accept.get(tr.candidate)
-        if last is not None and ts - last < self.params.cooldown_s:
-            wait = self.params.cooldown_s - (ts - last)
-            detail = f"already accepted {ts - last:.0f} s ago; next in {wait:.0f} s"
-            return self._finish(tr, "cooldown", agreeing, liveness=verdict, person=tr.candidate, detail=detail)
-        self._last_accept[tr.candidate] = ts
+        if last is not None:
+            elapsed = ts - last[0]
+            if elapsed < 0:
+                # The frames' clock stepped backwards (a wall-clock camera after an NTP step): the monotonic
+                # clock says how long it really was, so nobody waits out the step.
+                elapsed = self._monotonic() - last[1]
+            if elapsed < self.params.cooldown_s:
+                wait = self.params.cooldown_s - elapsed
+                detail = f"already accepted {elapsed:.0f} s ago; next in {wait:.0f} s"
+                return self._finish(tr, "cooldown", agreeing, liveness=verdict, person=tr.candidate, detail=detail)
+        self._last_accept[tr.candidate] = (ts, self._monotonic())
         return self._finish(tr, "match", agreeing, liveness=verdict, person=tr.candidate, detail="recognised")
 
     def _give_up(self, tr: _Track, ts: float, ended: bool) -> Decision:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from firmware_py.capture.still import ImageTooLarge, open_still
 from firmware_py.errors import KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
@@ -39,6 +40,7 @@ SECOND_FACE_RATIO = 0.5
 
 MESSAGES = {
     "unreadable": "is not an image that can be read",
+    "too_large": "has more pixels than enrolment decodes; downscale it",
     "no_face": "shows no face",
     "several_faces": "shows several faces; crop it to the one person being enrolled",
     "face_too_small": "face is too small; use a closer or larger photo (face at least {min_face_px:.0f} px wide)",
@@ -111,7 +113,7 @@ class EnrolmentReport:
 
 def load_photo(path: Path) -> np.ndarray:
     """An RGB uint8 array, upright per its EXIF orientation."""
-    with Image.open(path) as im:
+    with open_still(path) as im:  # the pixel limit is checked from the header, before decoding
         return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
 
 
@@ -123,6 +125,8 @@ def check_photo(analyzer: Any, embedder: ChipEmbedder, path: Path, mirror: bool 
     if image is None:
         try:
             image = load_photo(path)
+        except ImageTooLarge as exc:
+            return PhotoReport(path, False, ["too_large"], str(exc))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             return PhotoReport(path, False, ["unreadable"], f"{MESSAGES['unreadable']} ({exc.__class__.__name__})")
     analyzer.reset()

@@ -20,6 +20,7 @@ from firmware_py.keys.jwk import PublicKey, b64url_decode, b64url_encode, key_id
 
 PUNCH_TYP = "kaoclock-punch+jwt"
 COMMAND_TYP = "kaoclock-command+jwt"
+RECEIPT_TYP = "kaoclock-receipt+jwt"
 
 JwsReason = Literal["malformed", "unsigned", "unsupported_alg", "wrong_type", "unknown_key", "bad_signature"]
 
@@ -75,6 +76,8 @@ def _decode_json(part: str, what: str) -> dict[str, Any]:
         obj = json.loads(b64url_decode(part).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise JwsError("malformed", f"JWS {what} is not base64url-encoded JSON") from None
+    except RecursionError:  # e.g. a header of 50,000 '[': an ordinary refusal, not a crash
+        raise JwsError("malformed", f"JWS {what} is nested too deeply") from None
     if not isinstance(obj, dict):
         raise JwsError("malformed", f"JWS {what} is not a JSON object")
     return obj

@@ -2,7 +2,8 @@
 
 Wires an :class:`~firmware_py.mqtt.link.MqttLink` to
 
-* the outbox drainer (punch topic, QoS 1, in order, delivered on PUBACK),
+* the outbox drainer (punch topic, QoS 1, in order) and the backend's signed
+  receipts (receipts topic): a punch leaves the outbox only on a verified receipt,
 * the retained status (birth on connect, Last Will "offline", goodbye on stop),
 * periodic telemetry from a :class:`~firmware_py.telemetry.collector.TelemetryCollector`,
 * the EventBus (events topic), and
@@ -32,6 +33,7 @@ from firmware_py.mqtt.commands.processor import RESULT_TYP, CommandProcessor
 from firmware_py.mqtt.commands.registry import CommandRegistry
 from firmware_py.mqtt.events_bridge import EventPublisher
 from firmware_py.mqtt.link import BrokerUrl, LinkSettings, LinkState, MqttLink, TlsFiles, Will
+from firmware_py.mqtt.receipts import ReceiptRefused, verify_receipt
 from firmware_py.mqtt.status import encode, status_payload
 from firmware_py.outbox.drain import OutboxDrainer
 from firmware_py.outbox.store import Outbox
@@ -123,14 +125,29 @@ class DeviceLink:
         self.telemetry = telemetry or TelemetryCollector.from_config(cfg, bus, outbox=outbox)
         self.telemetry.set_provider("link", self._link_info)
         self.telemetry_interval_s = cfg.telemetry.interval_s
-        self.drainer = OutboxDrainer(outbox, self.link, window=cfg.mqtt.max_inflight, bus=bus)
+        oc = cfg.outbox
+        self.drainer = OutboxDrainer(
+            outbox,
+            self.link,
+            window=cfg.mqtt.max_inflight,
+            receipt_timeout_s=oc.receipt_timeout_s,
+            resend_max_s=oc.resend_max_s,
+            retry_min_s=cfg.mqtt.reconnect_min_s,
+            retry_max_s=cfg.mqtt.reconnect_max_s,
+            retention_s=oc.retention_s,
+            on_unconfirmed=self._unconfirmed_changed,
+            bus=bus,
+        )
+        self._unconfirmed_since: float | None = None
+        self.receipts_refused = 0
         self.events = EventPublisher(self.link, self.topics.events, bus, site=self.site, device=self.device, per_minute=cfg.mqtt.events_per_minute)
         self.commands = registry or CommandRegistry()
         register_builtin(self.commands, door=door, config=config, status=self.status_now)
         data_dir = cfg.device.data_dir
+        self.backend_keys = BackendKeys(cfg.mqtt.backend_key_file or backend_public_path(data_dir))
         self.processor = CommandProcessor(
             self.commands,
-            BackendKeys(cfg.mqtt.backend_key_file or backend_public_path(data_dir)),
+            self.backend_keys,
             NonceStore(data_dir / "command_nonces.sqlite", skew_s=cfg.mqtt.command_clock_skew_s),
             site=self.site,
             device=self.device,
@@ -141,6 +158,7 @@ class DeviceLink:
             skew_s=cfg.mqtt.command_clock_skew_s,
         )
         self.link.subscribe(self.topics.commands, lambda _t, payload, _p: self.processor.submit(payload))
+        self.link.subscribe(self.topics.receipts, self._on_receipt)
         self.link.on_connect(self._connected)
         self.link.on_state(self._state_changed)
         self.link.before_disconnect(self._goodbye)
@@ -185,8 +203,25 @@ class DeviceLink:
 
     def publish_status(self, reason: str = "requested") -> bool:
         st = self.outbox.stats()
-        payload = status_payload(self.site, self.device, "online", reason, protocol=self.link.protocol, outbox_depth=st.depth)
+        extra = {"unconfirmed_since": utc_ms(self._unconfirmed_since)} if self._unconfirmed_since is not None else {}
+        payload = status_payload(self.site, self.device, "online", reason, protocol=self.link.protocol, outbox_depth=st.depth, **extra)
         return self._publish_json(self.topics.status, payload, 1, True)
+
+    def _on_receipt(self, _topic: str, payload: bytes, _props: Any) -> None:
+        """A receipt from the backend: verified with the trusted backend key, then its punches leave the outbox."""
+        try:
+            ids = verify_receipt(payload, self.backend_keys(), self.site, self.device)
+        except ReceiptRefused as exc:
+            self.receipts_refused += 1
+            log.warning("receipt refused (%s): %s; no punch was removed", exc.reason, exc.detail)
+            return
+        self.drainer.confirm(ids)
+
+    def _unconfirmed_changed(self, since: float | None) -> None:
+        """Punches have waited past [outbox] retention_s for their receipt (or no longer): say so in the retained status."""
+        self._unconfirmed_since = since
+        if self.link.connected:
+            self.publish_status("outbox")
 
     def publish_telemetry(self) -> dict[str, Any]:
         snap = self.telemetry.snapshot()

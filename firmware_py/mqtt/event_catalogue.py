@@ -40,14 +40,23 @@ CATALOGUE: dict[str, EventType] = {
     "outbox.high_water": EventType(
         "alarm",
         "outbox",
-        "depth, capacity, high_water",
-        "the outbox passed its high-water mark: the backend has not acknowledged punches for a while",
+        "depth, capacity, high_water, reason?, unconfirmed_since?, retention_s?",
+        "the outbox passed its high-water mark, or (reason retention) a punch waited longer than [outbox] retention_s "
+        "for its receipt: nothing is deleted",
     ),
-    "outbox.normal": EventType("info", "outbox", "depth, capacity", "the outbox fell below half its high-water mark again"),
+    "outbox.normal": EventType(
+        "info",
+        "outbox",
+        "depth, capacity, reason?",
+        "the outbox fell below half its high-water mark again (reason retention: every punch is within retention_s)",
+    ),
     "outbox.full": EventType("fault", "outbox", "depth, capacity", "the outbox is full: new punches are refused (none queued is dropped)"),
     "outbox.store_failed": EventType("fault", "outbox", "error, path", "a punch could not be written durably (disk full, I/O error)"),
     "outbox.publish_refused": EventType(
-        "fault", "outbox", "id, topic, reason, retry_in_s", "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized); it stays queued"
+        "fault",
+        "outbox",
+        "id, topic, reason, retry_in_s",
+        "the broker refused a punch (MQTT 5 PUBACK error, e.g. not authorized) or had no subscriber for it (0x10); it stays queued",
     ),
     "outbox.drain_failed": EventType("fault", "outbox", "error", "the drainer hit a storage error; it retries"),
     "link.offline": EventType(
@@ -58,7 +67,12 @@ CATALOGUE: dict[str, EventType] = {
     ),
     "link.online": EventType("info", "mqtt", "broker, protocol, queued", "connected to a broker"),
     "command.executed": EventType("info", "mqtt", "id, cmd", "a signed command ran"),
-    "command.refused": EventType("warning", "mqtt", "id, cmd, reason, detail", "a command was refused (see command_results for the reason codes)"),
+    "command.refused": EventType(
+        "warning",
+        "mqtt",
+        "id, cmd, reason, detail, suppressed?",
+        "a command was refused (see command_results for the reason codes); unsigned junk at most once per 10 s, suppressed = how many were left out",
+    ),
     "camera.lost": EventType("fault", "capture", "source, error, retry_in_s", "the camera stopped delivering frames (once per outage)"),
     "camera.stalled": EventType("warning", "capture", "source, no_frame_for_s, retry_in_s", "no frame for a while; the camera is being reopened"),
     "camera.recovered": EventType("info", "capture", "source, outage_s, attempts", "frames flow again"),

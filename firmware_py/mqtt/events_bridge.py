@@ -19,6 +19,7 @@ from firmware_py.timefmt import utc_ms
 log = logging.getLogger(__name__)
 
 EVENT_VERSION = 1
+URGENT = frozenset({"alarm", "fault"})  # severities with a budget of their own: never rate-limited
 
 
 def _plain(value: Any) -> Any:
@@ -53,10 +54,15 @@ def event_payload(event: Event, site: str, device: str, dropped: int = 0) -> dic
 class EventPublisher:
     """Publishes every bus event (QoS 1, not retained).
 
-    A token bucket caps the rate (``per_minute``); while offline up to
-    ``buffer`` events wait in memory and go out after the reconnect.  Events
-    lost to either limit are counted in the next message's ``dropped`` field:
-    events are a diagnostic stream, punches are what the outbox keeps.
+    Routine events (info, warning) share a token bucket (``per_minute``);
+    while offline up to ``buffer`` of them wait in memory and go out after the
+    reconnect.  Routine events lost to either limit are counted in the next
+    message's ``dropped`` field: they are a diagnostic stream, punches are what
+    the outbox keeps.  Alarms and faults (door.forced_open, tamper,
+    decision.spoof_attempt, outbox.high_water, ...) have a budget of their own:
+    they are never rate-limited, wait offline in a separate buffer
+    (``urgent_buffer``) that routine events cannot evict, and go out first,
+    so a busy gate or a flood of junk commands cannot crowd them out.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class EventPublisher:
         device: str,
         per_minute: int = 120,
         buffer: int = 200,
+        urgent_buffer: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.link = link
@@ -82,6 +89,8 @@ class EventPublisher:
         self._last = clock()
         self._clock = clock
         self._pending: deque[Event] = deque(maxlen=buffer)
+        self._urgent: deque[Event] = deque(maxlen=urgent_buffer)
+        self.urgent_dropped = 0  # alarms and faults lost to a full offline buffer (only during a very long outage)
         self._dropped = 0
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
@@ -96,6 +105,13 @@ class EventPublisher:
             self._unsubscribe = None
 
     def on_event(self, event: Event) -> None:
+        if event.severity in URGENT:
+            with self._lock:
+                if len(self._urgent) == self._urgent.maxlen:
+                    self.urgent_dropped += 1
+                self._urgent.append(event)
+            self.flush()
+            return
         with self._lock:
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
@@ -112,6 +128,12 @@ class EventPublisher:
     def flush(self) -> None:
         """Publish what waits (called on each event and after every reconnect)."""
         with self._lock:
+            while self._urgent:  # alarms and faults first
+                payload = encode(event_payload(self._urgent[0], self.site, self.device, self._dropped))
+                if not self.link.publish(self.topic, payload, 1, False, content_type="application/json"):
+                    return
+                self._urgent.popleft()
+                self._dropped = 0
             while self._pending:
                 event = self._pending[0]
                 payload = encode(event_payload(event, self.site, self.device, self._dropped))

@@ -37,6 +37,9 @@ MessageHandler = Callable[[str, bytes, Any], "bool | None"]
 AckCallback = Callable[[bool, str], None]
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but no subscriber (and no session) will get it
+
+
 class BrokerUrlError(ValueError):
     pass
 
@@ -150,7 +153,9 @@ class _Session:
     def on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         # paho calls this holding its own out-message lock, so this must not wait for
         # anything a publisher holds while calling client.publish().
-        ok = not (rc is not None and getattr(rc, "is_failure", False))
+        # Not delivered: an MQTT 5 error (>= 0x80), and 0x10 "No matching subscribers" (nobody gets it).
+        code = getattr(rc, "value", 0) if rc is not None else 0
+        ok = not (getattr(rc, "is_failure", False) or code == NO_MATCHING_SUBSCRIBERS)
         reason = "" if ok else str(rc)
         with self.lock:
             cb = self.acks.pop(mid, None)
@@ -273,7 +278,8 @@ class MqttLink:
 
         ``on_ack(ok, reason)`` is called on the network thread when the
         broker acknowledges a QoS 1 message (for QoS 0: when it is written);
-        ``ok`` is False when an MQTT 5 broker answered with an error code.
+        ``ok`` is False when an MQTT 5 broker answered with an error code
+        (>= 0x80) or with 0x10 "No matching subscribers".
         """
         s = self._session
         if s is None or not self._is_connected:

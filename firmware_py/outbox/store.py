@@ -5,10 +5,13 @@ Here a message is on disk (WAL, ``synchronous=FULL``: the commit fsyncs the
 log) before :meth:`Outbox.enqueue` returns, so the reader signals success
 only for a punch that will survive a power cut or ``kill -9``.
 
-Rows leave the table only when the broker has acknowledged them (PUBACK);
-those deletions run on a second connection with ``synchronous=NORMAL``,
-batched: losing a deletion to a power cut means a resend (a duplicate the
-consumer drops by punch id), never a loss.
+Rows leave the table only when the backend's signed receipt says they are
+stored in its database (:meth:`Outbox.remove_ids`; a broker's PUBACK is not
+delivery); those deletions run on a second connection with
+``synchronous=NORMAL``, batched: losing a deletion to a power cut means a
+resend (a duplicate the consumer drops by punch id), never a loss.  A
+message waiting longer than the retention bound raises ``outbox.high_water``
+(:meth:`Outbox.check_retention`) and stays.
 
 The table is bounded.  Above ``high_water`` of ``capacity`` an
 ``outbox.high_water`` alarm is emitted (once, until the depth falls below
@@ -121,6 +124,7 @@ class Outbox:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self._stale = False  # a message waits longer than the retention bound (check_retention)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._w = _connect(self.path, "FULL")
@@ -267,6 +271,56 @@ class Outbox:
             self._depth -= removed
         self._check_levels()
         return removed
+
+    def remove_ids(self, ids: Iterable[str]) -> int:
+        """Remove the messages with these ids (the backend's receipt confirmed them); unknown ids are ignored."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        removed = 0
+        with self._rlock:
+            r = self._r
+            r.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    cur = r.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                    removed += cur.rowcount
+                r.execute("UPDATE counters SET value = value - ? WHERE name='depth'", (removed,))
+                r.execute("COMMIT")
+            except BaseException:
+                if r.in_transaction:
+                    r.execute("ROLLBACK")
+                raise
+        with self._wlock:
+            self._depth -= removed
+        self._check_levels()
+        return removed
+
+    def oldest_created(self) -> float | None:
+        """When the oldest waiting message was stored (epoch s), None when empty."""
+        with self._rlock:
+            row = self._r.execute("SELECT created FROM messages ORDER BY seq LIMIT 1").fetchone()
+        return float(row[0]) if row else None
+
+    def check_retention(self, retention_s: float, now: float | None = None) -> float | None:
+        """Raise ``outbox.high_water`` (reason "retention") once while the oldest message has waited
+        longer than ``retention_s`` for its receipt; nothing is deleted.  Returns since when punches
+        are unconfirmed (the oldest one's time), or None while within the bound."""
+        oldest = self.oldest_created()
+        now = time.time() if now is None else now
+        stale = oldest is not None and now - oldest > retention_s
+        with self._levels_lock:
+            change = stale != self._stale
+            self._stale = stale
+        if change and stale:
+            self._emit(
+                "outbox.high_water", "alarm", depth=self._depth, capacity=self.capacity, high_water=self.high_water,
+                reason="retention", unconfirmed_since=oldest, retention_s=retention_s,
+            )  # fmt: skip
+        elif change:
+            self._emit("outbox.normal", "info", depth=self._depth, capacity=self.capacity, reason="retention")
+        return oldest if stale else None
 
     def note_error(self, seq: int, error: str) -> None:
         """Remember why the broker refused a message (shown by ``stats`` and telemetry)."""

@@ -38,6 +38,15 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def advance_to(ms: int) -> None:
+    """Make every later id of this process greater than any id stamped ``ms`` or earlier (after a restart
+    whose clock is behind the last punch: the ids stay ordered)."""
+    global _last_ms, _counter
+    with _lock:
+        if ms + 1 > _last_ms:
+            _last_ms, _counter = ms + 1, 0
+
+
 def uuid7_ms(u: uuid.UUID | str) -> int:
     """The Unix millisecond timestamp inside a UUIDv7."""
     return (uuid.UUID(str(u)).int >> 80) & ((1 << 48) - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,8 @@ from firmware_py.keys.jws import PUNCH_TYP, sign
 from firmware_py.outbox.store import Outbox as OutboxStore
 from firmware_py.outbox.store import OutboxError, OutMessage
 from firmware_py.punch.claims import build_claims
-from firmware_py.punch.ids import uuid7
+from firmware_py.punch.ids import advance_to, uuid7, uuid7_ms
+from firmware_py.timefmt import parse_utc_ms
 from firmware_py.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,16 @@ class SignedPunchRecorder:
         self.liveness_policy = liveness_policy
         self.timezone = timezone
         self.bus = bus
+        # Ids and ts never go backwards, even across a restart after the clock stepped back: start above the last punch.
+        self._floor_ms = 0
+        last = outbox.stats().last_punch
+        if isinstance(last, dict):
+            try:
+                self._floor_ms = max(int(parse_utc_ms(str(last["ts"])).timestamp() * 1000), uuid7_ms(str(last["id"])))
+            except (KeyError, ValueError):
+                self._floor_ms = 0
+        if self._floor_ms:
+            advance_to(self._floor_ms)
 
     def record(self, decision: Decision, direction: Direction) -> str:
         """Sign and durably store the punch for ``decision``; return its id."""
@@ -66,6 +78,13 @@ class SignedPunchRecorder:
         except Exception:
             log.exception("clock-sync probe failed; punch marked clock_synced=null")
             synced = None
+        ts_ms = int(decision.ts * 1000)
+        if ts_ms < self._floor_ms:
+            # The clock is behind an earlier punch: keep the order, and say honestly that the clock is not right.
+            log.warning("clock is %.3f s behind the last punch; punch time held at the last one, clock_synced=false", (self._floor_ms - ts_ms) / 1000)
+            decision = dataclasses.replace(decision, ts=self._floor_ms / 1000)
+            synced = False
+        self._floor_ms = max(self._floor_ms, int(decision.ts * 1000))
         holder: dict[str, Any] = {}
 
         def build(seq: int) -> OutMessage:

@@ -13,8 +13,9 @@ Checks, in order (each reports ok / fail / skip with a detail):
     frames are flowing: from the running daemon's heartbeat when it runs (it
     holds the camera), else by reading a few frames from the configured camera;
 ``broker_or_outbox`` (and any other registered hook)
-    the punch package registers its check here (broker reachable or outbox
-    healthy); until it does, this check is skipped and says so.
+    registered by :mod:`firmware_py.compose.health`: the outbox and the gallery
+    open, and with MQTT on, the configured broker takes a status message
+    published with the device's credentials (PUBACK).
 
 A failure marked ``permanent`` (a refused config, a wrong or unloadable model)
 cannot be cured by waiting, so the updater rolls back at once instead of
@@ -51,8 +52,8 @@ class Check:
 
 CheckFn = Callable[[Config], Check]
 _HOOKS: dict[str, CheckFn] = {}
-# Modules imported for the checks they register(); the punch package appends its outbox module here.
-HOOK_MODULES: tuple[str, ...] = ()
+# Modules imported for the checks they register() (the punch path's check lives with the wiring, above this package).
+HOOK_MODULES: tuple[str, ...] = ("firmware_py.compose.health",)
 
 
 def register(name: str, fn: CheckFn) -> None:

@@ -43,7 +43,12 @@ class MqttConfig(Section):
     key_file: Path | None = setting(None, doc="The private key of cert_file (PEM, mode 0600).")
     username: str | None = setting(None, doc="MQTT user name, when the broker authenticates by password instead of (or besides) certificates.")
     password: str | None = setting(None, doc="MQTT password.", secret=True)
-    events_per_minute: int = setting(120, ge=1, le=6000, doc="Most events published per minute; excess is counted and reported, not queued.")
+    events_per_minute: int = setting(
+        120,
+        ge=1,
+        le=6000,
+        doc="Most routine (info, warning) events published per minute; excess is counted, not queued. Alarms and faults are never limited.",
+    )
     backend_key_file: Path | None = setting(
         None, doc="Backend public key(s) (JWK or JWK Set) that sign commands; unset = <data_dir>/keys/backend.jwk."
     )

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 RESULT_VERSION = 1
 # The JWS type of a command result signed with the device key (the ``jws`` field of every result).
 RESULT_TYP = "kaoclock-result+jwt"
+# Refusals of messages nobody authenticated: anyone who can publish can make these, so they cost no event budget
+# (one command.refused event per JUNK_EVENT_EVERY_S, with the count of those left out); their results still go out.
+UNAUTHENTICATED = frozenset(
+    {"oversized", "busy", "malformed", "unsigned", "unsupported_alg", "wrong_type", "unknown_key", "bad_signature", "no_backend_key"}
+)
+JUNK_EVENT_EVERY_S = 10.0
 
 
 class CommandProcessor:
@@ -82,6 +88,8 @@ class CommandProcessor:
         self.audience = f"{site}/{device}"
         self.publish_result = publish_result
         self.bus = bus
+        self._junk_last = -JUNK_EVENT_EVERY_S
+        self._junk_suppressed = 0
         self.max_bytes = max_bytes
         self.max_ttl_s = max_ttl_s
         self.skew_s = skew_s
@@ -102,6 +110,14 @@ class CommandProcessor:
                 self._queue.put(None, timeout=timeout)
             self._thread.join(timeout)
             self._thread = None
+
+    def _junk_event_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._junk_last >= JUNK_EVENT_EVERY_S:
+            self._junk_last = now
+            return True
+        self._junk_suppressed += 1
+        return False
 
     def submit(self, payload: bytes) -> None:
         """Queue a raw command payload (called on the network thread; never blocks)."""
@@ -128,8 +144,14 @@ class CommandProcessor:
         if self.bus is not None:
             if result["status"] == "done":
                 self.bus.emit_new("command.executed", "info", id=result["id"], cmd=result["cmd"])
+            elif result.get("reason") in UNAUTHENTICATED and not self._junk_event_due():
+                pass  # junk nobody signed: counted, reported at most once per JUNK_EVENT_EVERY_S, never a flood of events
             else:
-                self.bus.emit_new("command.refused", "warning", id=result["id"], cmd=result["cmd"], reason=result["reason"], detail=result["detail"])
+                extra = {"suppressed": self._junk_suppressed} if result.get("reason") in UNAUTHENTICATED else {}
+                self._junk_suppressed = 0 if extra else self._junk_suppressed
+                self.bus.emit_new(
+                    "command.refused", "warning", id=result["id"], cmd=result["cmd"], reason=result["reason"], detail=result["detail"], **extra
+                )
         if self.publish_result is not None:
             try:
                 self.publish_result(result)
