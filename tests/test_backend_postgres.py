@@ -172,6 +172,7 @@ def test_three_consumers_one_killed_every_punch_exactly_once(tmp_path: Path, pg_
         (tmp_path / f"{r.device}.jwk").write_text(json.dumps(public_jwk(r.key)))
         assert main(["backend", "devices", "add", r.site, r.device, str(tmp_path / f"{r.device}.jwk"), "--db", pg_url, "--home", str(home)]) == 0
     tokens = {r.device: r.punches(150) for r in readers}
+    assert main(["backend", "init", "--home", str(home)]) == 0  # the key that signs receipts
     procs = [_consumer(home, pg_url, broker.url, f"c-{i}") for i in range(3)]
     store = PunchStore(pg_url)
     pub = _publisher(broker.port)

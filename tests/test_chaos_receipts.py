@@ -54,7 +54,7 @@ READER = textwrap.dedent(
     from firmware_py.events import EventBus
     from firmware_py.mqtt.device_link import DeviceLink
     from firmware_py.outbox.store import Outbox
-    from firmware_py.punch.recorder import SignedPunchRecorder
+    from firmware_py.compose.punch_path import recorder_from_config
 
     home, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = with_changes(load(None), {
@@ -65,7 +65,7 @@ READER = textwrap.dedent(
     })
     bus = EventBus()
     outbox = Outbox.from_config(cfg, bus)
-    recorder = SignedPunchRecorder.from_config(cfg, bus, outbox)
+    recorder = recorder_from_config(cfg, bus, outbox)
     link = DeviceLink.from_config(cfg, bus, outbox=outbox)
     link.start()
     print("READY", flush=True)

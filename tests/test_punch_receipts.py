@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_py.compose.punch_path import recorder_from_config
 from firmware_py.config import load, with_changes
 from firmware_py.decision.outcome import Decision
 from firmware_py.devtools.broker import Capture, LocalBroker
@@ -22,7 +23,6 @@ from firmware_py.keys.jws import COMMAND_TYP, RECEIPT_TYP, sign
 from firmware_py.mqtt.device_link import DeviceLink
 from firmware_py.mqtt.receipts import receipt_claims
 from firmware_py.outbox.store import Outbox
-from firmware_py.punch.recorder import SignedPunchRecorder
 from tests.receipt_support import Backend
 
 SITE, DEVICE = "site-a", "reader-1"
@@ -55,7 +55,7 @@ class Device:
         self.events: list[Any] = []
         self.bus.subscribe(self.events.append)
         self.outbox = Outbox.from_config(self.cfg, self.bus)
-        self.recorder = SignedPunchRecorder.from_config(self.cfg, self.bus, self.outbox)
+        self.recorder = recorder_from_config(self.cfg, self.bus, self.outbox)
         self.link = DeviceLink.from_config(self.cfg, self.bus, outbox=self.outbox)
 
     def punch(self, n: int) -> list[str]:

@@ -47,8 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_demo(source=args.source, jsonl=args.jsonl)
         return 0 if result.frames else 1
     cfg = load(args.config)
+    from firmware_py.compose.punch_path import check_device_key
     from firmware_py.keys.store import device_key_path
-    from firmware_py.punch.service import check_device_key
 
     check_device_key(cfg.punch.key_file or device_key_path(cfg.device.data_dir), cfg.device.data_dir)  # before anything starts
     if args.source is not None:
