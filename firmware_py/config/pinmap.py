@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from firmware_py.config.schema import Problem
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.paths import HW_DIR
 
 PINMAP_DIR = HW_DIR / "pinmaps"
@@ -58,7 +58,7 @@ ROLES: dict[str, Role] = {
 class PinMapError(KaoclockError):
     """A pin map file is missing or malformed."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
@@ -56,7 +56,7 @@ MESSAGES = {
 class EnrolmentRefused(KaoclockError):
     """At least one photo failed a gate; nothing was stored."""
 
-    exit_code = 5
+    exit_code = ExitCode.ENROL_REFUSED
 
     def __init__(self, report: EnrolmentReport) -> None:
         self.report = report

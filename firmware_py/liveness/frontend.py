@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 
 class FrontEndMissing(KaoclockError):
     """The vision front-end (firmware_py.vision.analyzer) is not in this build."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class FrontEnd:

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, cue_group
 
 
 class LivenessModelError(KaoclockError):
     """The liveness coefficient file is missing, corrupt or made for other features."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass(frozen=True)
