@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
+from firmware_py.progress import Progress
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 # dlib's own same-person bound: farther than this from the others is another person.
@@ -166,7 +167,11 @@ def enrol_photos(
     """Check every photo, then store all of them as templates of one person, or none (raises :class:`EnrolmentRefused`)."""
     if not photos:
         raise KaoclockError("no photo given: name at least one photo of the person")
-    reports = [check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))) for p in photos]
+    reports = []
+    with Progress("checking photos", total=len(photos)) as bar:
+        for p in photos:
+            reports.append(check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))))
+            bar.advance()
     report = EnrolmentReport(person_id, name, reports)
     good = [r for r in reports if r.ok and r.descriptor is not None]
     if len(good) >= 2:
