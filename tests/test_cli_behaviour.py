@@ -133,5 +133,7 @@ def test_active_low_relay_on_a_pulled_down_pin_is_flagged() -> None:
 
     low = {c.role: c for c in circuits(with_changes(Config(), {"door.relay_active": "low"}))}["relay"]
     assert low.level_on == "low" and not low.off_at_boot and "LOW-level" in low.parts[0]
-    moved = {c.role: c for c in circuits(with_changes(Config(), {"door.relay_active": "low", "gpio.pins": {"relay": 5}, "gpio.not_fitted": ["button_in"]}))}
+    moved = {
+        c.role: c for c in circuits(with_changes(Config(), {"door.relay_active": "low", "gpio.pins": {"relay": 5}, "gpio.not_fitted": ["button_in"]}))
+    }
     assert moved["relay"].off_at_boot

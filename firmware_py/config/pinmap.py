@@ -41,7 +41,12 @@ class Role:
 ROLES: dict[str, Role] = {
     r.name: r
     for r in (
-        Role("relay", "output", "door relay", "relay module IN (high-level trigger; module VCC 5 V, GND); lock on the relay's contacts, lock power separate"),
+        Role(
+            "relay",
+            "output",
+            "door relay",
+            "relay module IN (high-level trigger; module VCC 5 V, GND); lock on the relay's contacts, lock power separate",
+        ),
         Role("led_green", "output", "green LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
         Role("led_red", "output", "red LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
         Role("led_amber", "output", "amber LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
