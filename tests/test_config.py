@@ -103,7 +103,7 @@ def test_directory_and_binary_and_syntax_errors(tmp_path: Path) -> None:
 def test_config_check_cli_exit_status_and_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = write(tmp_path, "[camera]\nwidth = 10\n")
     assert main(["config", "check", str(bad)]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # a refusal is an error: stderr
     assert "camera.width" in out and "fix:" in out
     good = tmp_path / "good.toml"
     good.write_text("[camera]\nwidth = 800\n")

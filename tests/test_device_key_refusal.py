@@ -31,7 +31,7 @@ def test_run_refuses_a_provisioned_reader_without_its_key(tmp_path: Path, capsys
         key.unlink()
         init_private_key(key)  # a new key nobody registered: every punch would be refused as unknown_key
     before = key.read_bytes() if key.exists() else None
-    assert main(["run", "--config", str(cfg_path), "--max-frames", "1"]) == 6
+    assert main(["run", "--config", str(cfg_path), "--max-frames", "1"]) == 9
     err = capsys.readouterr().err
     assert "refusing to start" in err and "provision" in err, err
     assert (key.read_bytes() if key.exists() else None) == before  # nothing was created or replaced

@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 
 from firmware_py.cli.main import main
 from firmware_py.config import load
+from firmware_py.errors import ExitCode
 from firmware_py.gallery.enrol import EnrolmentRefused, check_photo, enrol_photos
 from firmware_py.gallery.store import open_from_config
 
@@ -97,7 +98,7 @@ def test_one_refused_photo_stores_nothing(cfg, analyzer, embedder, photos, tmp_p
 
 
 def test_enroll_and_gallery_commands(photos, capsys):
-    assert main(["enroll", "--person", "e7", "--name", "Grace Hopper", str(photos["grace"]), str(photos["group"])]) == 5
+    assert main(["enroll", "--person", "e7", "--name", "Grace Hopper", str(photos["grace"]), str(photos["group"])]) == ExitCode.ENROL_REFUSED
     err = capsys.readouterr().err
     assert "group.jpg" in err and "shows 2 faces" in err and "nothing was stored" in err
     assert main(["enroll", "--person", "e7", "--name", "Grace Hopper", str(photos["grace"])]) == 0

@@ -84,7 +84,7 @@ def test_a_bad_pin_in_a_config_file_stops_the_reader(tmp_path: Path, capsys: pyt
     f = tmp_path / "k.toml"
     f.write_text('[gpio]\npinmap = "rpi5"\n\n[gpio.pins]\nrelay = 14\nbuzzer = 27\n')
     assert main(["config", "check", str(f)]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # a refusal is an error: stderr
     assert "gpio.pins.relay: GPIO14 is reserved" in out
     assert "gpio.pins.buzzer: GPIO27 is used twice (also by gpio.pins.led_red)" in out
 

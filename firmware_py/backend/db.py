@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 Dialect = Literal["sqlite", "postgresql"]
 URL_RE = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
@@ -32,7 +32,7 @@ URL_RE = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
 class StoreUnavailable(KaoclockError):
     """The database cannot take writes now (down, unreachable, read-only, locked); retry later."""
 
-    exit_code = 3
+    exit_code = ExitCode.STORAGE
 
 
 class DatabaseError(KaoclockError):

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firmware_py.backend.db import Cursor, Database
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.gallery.store import DESCRIPTOR_DIM, ID_PATTERN, Person, Template, load_or_create_key
 
 ID_RE = re.compile(ID_PATTERN)  # the reader gallery's own rule
@@ -42,7 +42,7 @@ MAX_NAME = 200
 class HrError(KaoclockError):
     """A refused HR master change; nothing was changed."""
 
-    exit_code = 4
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from PIL import Image
 
 from firmware_py.config import load, with_changes
 from firmware_py.errors import UsageError
+from firmware_py.progress import Progress
 
 if TYPE_CHECKING:
     from firmware_py.config import Config
@@ -117,8 +118,10 @@ def run(source: Path, cfg: Config, gallery_size: int = 5000, peer: bool = False,
     gc.collect()
     results = []
     t_start = time.perf_counter()
-    for i, (img, t) in enumerate(zip(frames, ts, strict=True)):
-        results.append(pipe.process(Frame.from_rgbx(img, t, i, str(source))))
+    with Progress("frames", total=len(frames)) as bar:  # per-frame times are taken inside process(), not around the bar
+        for i, (img, t) in enumerate(zip(frames, ts, strict=True)):
+            results.append(pipe.process(Frame.from_rgbx(img, t, i, str(source))))
+            bar.advance()
     wall = time.perf_counter() - t_start
     frame_ms = [r.frame_ms for r in results]
     invoke = [r.invoke_ms for r in results]

@@ -9,13 +9,13 @@ from types import TracebackType
 import numpy as np
 
 from firmware_py.capture.frame import Frame
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 
 class CameraError(KaoclockError):
     """A camera cannot be opened or read: the message names the device or file and the fix."""
 
-    exit_code = 4
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class EndOfStream(Exception):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from firmware_py.backend.attendance import book, to_csv, to_table
+from firmware_py.backend.attendance import HEADER, as_records, book, to_csv, to_table
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.db import Database, is_url, redact
@@ -27,6 +27,7 @@ from firmware_py.keys.jwk import KeyFileError, public_jwk
 from firmware_py.keys.store import init_private_key, load_private_key
 from firmware_py.mqtt.commands.registry import NAME_PATTERN
 from firmware_py.mqtt.link import BrokerUrl, BrokerUrlError, TlsFiles
+from firmware_py.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default $KAOCLOCK_BACKEND_DB, else <home>/punches.sqlite)",
     )
 
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="print the report as JSON")
+
     mqtt = argparse.ArgumentParser(add_help=False)
     mqtt.add_argument(
         "--broker", action="append", default=[], metavar="URL", help="broker URL (repeat for failover): mqtt://host:1883, mqtts://host:8883"
@@ -56,23 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     mqtt.add_argument("--username", help="MQTT user name (password from $KAOCLOCK_MQTT_PASSWORD)")
     mqtt.add_argument("--prefix", default="kaoclock/v1", help="topic prefix (default kaoclock/v1)")
 
-    i = bsub.add_parser("init", parents=[home], help="create the backend's command-signing key (never replaces one)")
+    i = bsub.add_parser("init", parents=[home, js], help="create the backend's command-signing key (never replaces one)")
     i.set_defaults(func=cmd_init)
 
-    k = bsub.add_parser("key", parents=[home], help="print the backend's public key (install it on readers: `kaoclock keys trust-backend`)")
+    k = bsub.add_parser("key", parents=[home, js], help="print the backend's public key (install it on readers: `kaoclock keys trust-backend`)")
     k.add_argument("--jwk", action="store_true", default=True, help="as a JWK (the default)")
     k.set_defaults(func=cmd_key)
 
     d = bsub.add_parser("devices", help="the registry of device public keys")
     dsub = d.add_subparsers(dest="devices_command", metavar="ACTION")
     dsub.required = True
-    da = dsub.add_parser("add", parents=[home], help="register a device's public key (from `kaoclock keys export --jwk`)")
+    da = dsub.add_parser("add", parents=[home, js], help="register a device's public key (from `kaoclock keys export --jwk`)")
     da.add_argument("site")
     da.add_argument("device")
     da.add_argument("jwk_file", help="JWK file ('-' for stdin)")
     da.add_argument("--replace", action="store_true", help="replace the device's registered key (key rotation)")
     da.set_defaults(func=cmd_devices_add)
-    dl = dsub.add_parser("list", parents=[home], help="list registered devices and key ids")
+    dl = dsub.add_parser("list", parents=[home, js], help="list registered devices and key ids")
     dl.set_defaults(func=cmd_devices_list)
 
     c = bsub.add_parser(
@@ -91,17 +95,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-max", type=int, default=200, help="most punches stored in one transaction when they queue up (default 200)")
     c.set_defaults(func=cmd_consume)
 
-    a = bsub.add_parser("attendance", parents=[home], help="the attendance book of one day")
+    a = bsub.add_parser("attendance", parents=[home, js], help="the attendance book of one day")
     a.add_argument("--date", required=True, help="the day, YYYY-MM-DD (local day of each punch's site time zone, see --tz)")
     a.add_argument("--csv", action="store_true", help="CSV instead of a table")
     a.add_argument("--tz", default=None, help="place every punch on this zone's calendar (default: each punch's own site zone)")
     a.set_defaults(func=cmd_attendance)
 
-    r = bsub.add_parser("rejects", parents=[home], help="the latest rejected messages with their reasons")
+    r = bsub.add_parser("rejects", parents=[home, js], help="the latest rejected messages with their reasons")
     r.add_argument("--limit", type=int, default=20)
     r.set_defaults(func=cmd_rejects)
 
-    m = bsub.add_parser("command", parents=[home, mqtt], help="sign a command for a device; with --broker also send it and wait for the result")
+    m = bsub.add_parser("command", parents=[home, mqtt, js], help="sign a command for a device; with --broker also send it and wait for the result")
     m.add_argument("site")
     m.add_argument("device")
     m.add_argument("cmd", help="command name: door.open, config.reload, status.request, ping ...")
@@ -158,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     x = bsub.add_parser(
         "send",
-        parents=[home, mqtt],
+        parents=[home, mqtt, js],
         help="send a file to a device in signed chunks (firmware bundle, gallery snapshot); run again to resume",
     )
     x.add_argument("site")
@@ -218,7 +222,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     h = _home(args)
     info = init_private_key(h.key_file)
     h.devices_dir.mkdir(parents=True, exist_ok=True)
-    print(f"backend key created: {info.path} (kid {info.kid}); give readers `kaoclock backend key --jwk`")
+    if args.json:
+        print(json.dumps({"key_file": str(info.path), "kid": info.kid}, indent=2))
+    else:
+        print(f"backend key created: {info.path} (kid {info.kid}); give readers `kaoclock backend key --jwk`")
     return 0
 
 
@@ -235,16 +242,27 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
         raise KeyFileError(f"{args.jwk_file}: not JSON ({exc})") from None
     db = _database(args)
     kid = DbDeviceRegistry(db).add(args.site, args.device, obj, replace=args.replace)
-    print(f"registered {args.site}/{args.device}: key {kid} in {db!r}")
+    if args.json:
+        print(json.dumps({"site": args.site, "device": args.device, "kid": kid}, indent=2))
+    else:
+        print(f"registered {args.site}/{args.device}: key {kid} in {db!r}")
     return 0
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    reg = _registry(_database(args), args)
-    for d in reg.devices():
-        print(f"{d.site}/{d.device}\t{d.key.kid}")
+    db = _database(args)
+    reg = _registry(db, args)
+    devices = reg.devices()
     for p in reg.problems:
         print(f"problem: {p}", file=sys.stderr)
+    if args.json:
+        doc = {"devices": [{"site": d.site, "device": d.device, "kid": d.key.kid} for d in devices], "problems": [str(p) for p in reg.problems]}
+        print(json.dumps(doc, indent=2))
+        return 0
+    for d in devices:
+        print(f"{d.site}/{d.device}\t{d.key.kid}")
+    if not devices:
+        print(f"no devices registered in {db!r}; add one with `kaoclock backend devices add SITE DEVICE JWK_FILE`")
     return 0
 
 
@@ -319,14 +337,22 @@ def cmd_attendance(args: argparse.Namespace) -> int:
     if isinstance(target, Path) and not target.exists():
         raise UsageError(f"no punch database at {target}; run `kaoclock backend consume` first (or give --home / --db)")
     rows = book(PunchStore(Database.open(target)), day, args.tz)
+    if args.json:
+        print(json.dumps({"date": str(day), "rows": [dict(zip(HEADER, rec, strict=True)) for rec in as_records(rows)]}, indent=2))
+        return 0
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
     return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
-    for r in PunchStore(_database(args)).rejects(args.limit):
+    rows = PunchStore(_database(args)).rejects(args.limit)
+    for r in rows:
         r["received"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["received"]))
-        print(json.dumps(r))
+    if args.json:  # one document; without --json one JSON line per reject, for tail-like use
+        print(json.dumps({"rejects": rows}, indent=2))
+    else:
+        for r in rows:
+            print(json.dumps(r))
     return 0
 
 
@@ -345,7 +371,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     claims = command_claims(args.site, args.device, args.cmd, cmd_args, ttl_s=args.ttl)
     token = sign_command(key, claims)
     if not args.broker:
-        print(token)
+        print(json.dumps({"id": claims["id"], "token": token}) if args.json else token)
         return 0
     result = send_command(
         _brokers(args),
@@ -393,14 +419,17 @@ def cmd_send(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     )
 
-    def progress(received: int, chunks: int) -> None:
-        print(f"\r{received}/{chunks} chunks", end="", file=sys.stderr, flush=True)
-
-    with session:
+    with session, Progress(f"sending {args.file.name}") as bar:
         result = send_file(
-            session, args.kind, data, transfer_id=args.transfer_id, chunk_size=args.chunk_kib << 10, meta=meta, progress=progress, wait_s=args.wait
+            session,
+            args.kind,
+            data,
+            transfer_id=args.transfer_id,
+            chunk_size=args.chunk_kib << 10,
+            meta=meta,
+            progress=lambda received, chunks: bar.update(received, chunks),
+            wait_s=args.wait,
         )
-    print(file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 

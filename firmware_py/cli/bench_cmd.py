@@ -28,3 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub.required = True
     for name in BENCH_MODULES:
         importlib.import_module(name).register(bsub)
+    for leaf in bsub.choices.values():  # the report is always JSON; --json is accepted and silences the progress bar
+        if "--json" not in leaf._option_string_actions:
+            leaf.add_argument("--json", action="store_true", help="the report is JSON either way; no progress bar")

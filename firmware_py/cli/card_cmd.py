@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 
 from firmware_py.config import load
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--full", action="store_true")
     for x in (a, r, ls):
         x.add_argument("--config", help="config file (default: the embedded default)")
+        x.add_argument("--json", action="store_true", help="print the report as JSON")
     a.set_defaults(func=cmd_add)
     r.set_defaults(func=cmd_remove)
     ls.set_defaults(func=cmd_list)
@@ -39,7 +41,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     cfg, store = _store(args)
     store.add(args.card, args.person, pattern=cfg.card_reader.card_pattern, replace=args.replace)
-    print(f"card {mask_card(normalise_card(args.card))} -> {args.person}")
+    card = mask_card(normalise_card(args.card))
+    print(json.dumps({"card": card, "person": args.person}) if args.json else f"card {card} -> {args.person}")
     return 0
 
 
@@ -49,7 +52,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     _, store = _store(args)
     if not store.remove(args.card):
         raise UsageError(f"no card {args.card!r} is registered (see `kaoclock card list`)")
-    print("removed")
+    print(json.dumps({"removed": True}) if args.json else "removed")
     return 0
 
 
@@ -58,6 +61,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     _, store = _store(args)
     rows = store.list()
+    if args.json:
+        out = [
+            {"card": c if args.full else mask_card(c), "person": p, "added": dt.datetime.fromtimestamp(t).isoformat(timespec="seconds")}
+            for c, p, t in rows
+        ]
+        print(json.dumps({"cards": out}, indent=2))
+        return 0
     for card, person, added in rows:
         when = dt.datetime.fromtimestamp(added).strftime("%Y-%m-%d %H:%M")
         print(f"{card if args.full else mask_card(card):<24} {person:<24} {when}")

@@ -27,3 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     esub.required = True
     for name in EVAL_MODULES:
         importlib.import_module(name).register(esub)
+    for leaf in esub.choices.values():  # the report is always JSON; --json is accepted and silences the progress bar
+        if "--json" not in leaf._option_string_actions:
+            leaf.add_argument("--json", action="store_true", help="the report is JSON either way; no progress bar")

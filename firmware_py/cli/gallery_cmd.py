@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm = gsub.add_parser("remove", help="remove a person and purge their templates")
     rm.add_argument("--config", help="TOML config file")
     rm.add_argument("person", help="person id")
+    rm.add_argument("--json", action="store_true", help="print JSON")
     rm.set_defaults(func=cmd_remove)
 
     cal = gsub.add_parser(
@@ -81,7 +82,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
     with open_from_config(cfg, create=False) as store:
         if not store.remove_person(args.person):
             raise KaoclockError(f"no person {args.person!r} in the gallery; see `kaoclock gallery list`")
-        print(f"removed {args.person} and purged their templates; gallery version {store.version}")
+        if args.json:
+            print(json.dumps({"removed": args.person, "gallery_version": store.version}))
+        else:
+            print(f"removed {args.person} and purged their templates; gallery version {store.version}")
     return 0
 
 

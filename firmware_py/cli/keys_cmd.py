@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", help="config file (default: the embedded default; the key lives in [device] data_dir/keys)")
+        sp.add_argument("--json", action="store_true", help="print the report as JSON")
         return sp
 
     i = with_config(ksub.add_parser("init", help="create the device key (Ed25519, mode 0600); refuses to replace an existing one"))
@@ -48,7 +49,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     info = init_private_key(_key_path(args), replace=args.replace)
     if info.retired:
         print(f"the old key was kept as {info.retired}; register the new public key with the backend", file=sys.stderr)
-    print(f"device key created: {info.path} (kid {info.kid})")
+    if args.json:
+        print(json.dumps({"device_key": str(info.path), "kid": info.kid, "retired": str(info.retired) if info.retired else None}, indent=2))
+    else:
+        print(f"device key created: {info.path} (kid {info.kid})")
     return 0
 
 
@@ -88,5 +92,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
     jwks = {"keys": [dict(k.jwk) | {"kid": k.kid} for k in keys.values()]}
     write_private_file(dest, (json.dumps(jwks, indent=2) + "\n").encode())
     dest.chmod(0o644)
-    print(f"backend key(s) {', '.join(sorted(keys))} installed at {dest}")
+    if args.json:
+        print(json.dumps({"backend_kids": sorted(keys), "file": str(dest)}, indent=2))
+    else:
+        print(f"backend key(s) {', '.join(sorted(keys))} installed at {dest}")
     return 0

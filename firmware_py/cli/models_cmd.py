@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from firmware_py import progress
 from firmware_py.config import load
 from firmware_py.errors import UsageError
 from firmware_py.models.fetch import fetch
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--config", help="config file whose [models] dir receives the files")
     f.add_argument("--dir", type=Path, help="models directory (overrides the config)")
     f.add_argument("--role", action="append", choices=["runtime", "build", "reference"], help="only models of this role (repeatable; default all)")
+    f.add_argument("--json", action="store_true", help="print what was done as JSON")
     f.set_defaults(func=cmd_fetch)
 
     v = msub.add_parser(
@@ -78,10 +80,17 @@ def models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    report = fetch(load_manifest(), models_dir(args), args.role)
+    report = fetch(load_manifest(), models_dir(args), args.role, say=_say_stderr if progress.enabled() else None)
+    if args.json:
+        print(json.dumps({"models": report}, indent=2))
+        return 0
     for r in report:
         print(f"{r['action']:>8}  {r['name']}  {r['path']}")
     return 0
+
+
+def _say_stderr(msg: str) -> None:
+    print(f"models: {msg}", file=sys.stderr, flush=True)
 
 
 def _check_data(data: Path | None) -> None:

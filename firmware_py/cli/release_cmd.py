@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = rsub.add_parser("keygen", help="create an Ed25519 release key pair (release.key 0600, release.pub)")
     k.add_argument("--out", type=Path, default=Path("."), help="directory for release.key and release.pub (default .)")
+    k.add_argument("--json", action="store_true", help="print JSON")
     k.set_defaults(func=cmd_keygen)
 
     b = rsub.add_parser("build", help="build a signed bundle from a source tree")
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--wheels", type=Path, help="folder of .whl files to ship (needed when the Python dependencies change)")
     b.add_argument("--min-from", dest="min_from", help="oldest running version this release may be installed over")
     b.add_argument("-o", "--output", type=Path, help="bundle file (default: dist/kaoclock-VERSION.bundle in the tree)")
+    b.add_argument("--json", action="store_true", help="accepted for symmetry: the report is always JSON")
     b.set_defaults(func=cmd_build)
 
     v = rsub.add_parser("verify", help="check a bundle's signature and every file hash, without installing it")
@@ -37,6 +39,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from firmware_py.update.signing import generate_keypair
 
     kid = generate_keypair(args.out / "release.key", args.out / "release.pub")
+    if args.json:
+        print(json.dumps({"kid": kid, "private": str(args.out / "release.key"), "public": str(args.out / "release.pub")}, indent=2))
+        return 0
     print(f"release key {kid}: private {args.out / 'release.key'} (mode 0600, keep it offline)")
     print(f"public key {args.out / 'release.pub'}: install it on every reader as /etc/kaoclock/release.pub")
     return 0

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the reader (without --config: the embedded demo)",
         description="Run the reader until stopped (SIGTERM / SIGINT). Without --config: the embedded demo, which enrols a person "
         "from a photo shipped in a PyPI package, replays a walk-up and prints each decision with its reason, then finishes. "
-        "Exit status 6: a provisioned reader's device key is missing, unreadable or not the provisioned one "
+        "Exit status 9: a provisioned reader's device key is missing, unreadable or not the provisioned one "
         "(it is never replaced at run time; restore it or re-provision).",
     )
     p.add_argument("--config", help="TOML config file (default: the embedded demo)")

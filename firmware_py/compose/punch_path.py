@@ -20,7 +20,7 @@ from typing import Any
 
 from firmware_py.config import Config
 from firmware_py.decision.ports import Door
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.events import EventBus
 from firmware_py.keys.jwk import KeyFileError, key_id
 from firmware_py.keys.store import device_key_path, init_private_key, keys_dir, load_private_key
@@ -38,7 +38,7 @@ PUBLIC_JWK_NAME = "device.jwk"  # written by `kaoclock provision`: its presence 
 class DeviceKeyError(KaoclockError):
     """A provisioned reader's device key is missing, unreadable or not the provisioned one: it refuses to run."""
 
-    exit_code = 6
+    exit_code = ExitCode.KEY_REFUSED
 
 
 def check_device_key(key_file: Path, data_dir: Path) -> None:

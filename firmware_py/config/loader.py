@@ -9,6 +9,8 @@ running configuration untouched.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -73,9 +75,22 @@ def get_value(cfg: Config, key: str) -> Any:
     node: Any = to_plain(cfg)
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ConfigError([Problem(key, "unknown key", "list the keys with `kaoclock config example`")])
+            close = difflib.get_close_matches(key, sorted(all_keys(Config)), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError([Problem(key, "unknown key", f"{hint}list the keys with `kaoclock config example`")])
         node = node[part]
     return node
+
+
+def all_keys(cls: Any, prefix: str = "") -> list[str]:
+    """Every dotted key a config may set (tables too), e.g. ``camera`` and ``camera.width``."""
+    keys: list[str] = []
+    for f, tp in section_fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, key + ".")
+    return keys
 
 
 def is_secret(key: str) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from firmware_py.config.schema import Problem
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.paths import HW_DIR
 
 PINMAP_DIR = HW_DIR / "pinmaps"
@@ -41,7 +41,12 @@ class Role:
 ROLES: dict[str, Role] = {
     r.name: r
     for r in (
-        Role("relay", "output", "door relay", "relay module IN (module VCC 5 V, GND); lock on the relay's contacts, lock power separate"),
+        Role(
+            "relay",
+            "output",
+            "door relay",
+            "relay module IN (high-level trigger; module VCC 5 V, GND); lock on the relay's contacts, lock power separate",
+        ),
         Role("led_green", "output", "green LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
         Role("led_red", "output", "red LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
         Role("led_amber", "output", "amber LED", "GPIO -> 330 ohm -> LED anode; LED cathode -> GND"),
@@ -58,7 +63,7 @@ ROLES: dict[str, Role] = {
 class PinMapError(KaoclockError):
     """A pin map file is missing or malformed."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 _MISSING = dataclasses.MISSING
 
@@ -44,7 +44,7 @@ class Problem:
 class ConfigError(KaoclockError):
     """A configuration was refused; ``problems`` lists every reason."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, problems: Iterable[Problem], source: str | None = None) -> None:
         self.problems = list(problems)
@@ -316,6 +316,18 @@ def parse_section(cls: type, raw: dict[str, Any], prefix: str) -> tuple[Any, lis
     ``prefix`` is the dotted key of the table (``""`` for the root), used to
     name keys in problems.  On problems the returned instance is ``None``.
     """
+    instance, problems = _build_section(cls, raw, prefix)
+    return (None, problems) if problems else (instance, [])
+
+
+def _build_section(cls: type, raw: dict[str, Any], prefix: str) -> tuple[Any, list[Problem]]:
+    """:func:`parse_section`, but on problems also a stand-in instance (or ``None``).
+
+    A refused key is replaced by its default so the section's cross-key
+    checks still run: a file with a bad width *and* a bad time zone gets both
+    problems in one pass.  A check problem about a key already refused is
+    dropped (it would judge the stand-in default, not the file).
+    """
     problems: list[Problem] = []
     fields = section_fields(cls)
     known = {f.name for f, _ in fields}
@@ -329,26 +341,48 @@ def parse_section(cls: type, raw: dict[str, Any], prefix: str) -> tuple[Any, lis
             problems.append(Problem(dotted(name), "unknown key", f"{hint}remove or rename it; keys allowed in {where}: {', '.join(sorted(known))}"))
 
     values: dict[str, Any] = {}
+    buildable = True
     for f, tp in fields:
         if f.name in raw:
-            conv, probs = _check_value(tp, raw[f.name], dotted(f.name), dict(f.metadata))
+            if _is_section(tp) and isinstance(raw[f.name], dict):
+                conv, probs = _build_section(_strip_optional(tp) if _is_optional(tp) else tp, raw[f.name], dotted(f.name))
+            else:
+                conv, probs = _check_value(tp, raw[f.name], dotted(f.name), dict(f.metadata))
             problems += probs
-            values[f.name] = conv
+            if not probs or (conv is not None and _is_section(tp)):
+                values[f.name] = conv
+            elif f.default is not _MISSING:
+                values[f.name] = f.default
+            elif f.default_factory is not _MISSING:
+                values[f.name] = f.default_factory()
+            else:
+                buildable = False
         elif f.default is _MISSING and f.default_factory is _MISSING:
             if isinstance(tp, type) and issubclass(tp, Section):
-                conv, probs = parse_section(tp, {}, dotted(f.name))
+                conv, probs = _build_section(tp, {}, dotted(f.name))
                 problems += probs
                 values[f.name] = conv
+                buildable = buildable and conv is not None
             else:
                 problems.append(Problem(dotted(f.name), "is required", f"add {f.name} = {describe_type(tp)} to [{prefix or 'top level'}]"))
+                buildable = False
 
-    if problems:
+    if not buildable:
         return None, problems
     instance = cls(**values)
     if isinstance(instance, Section):
+        refused = [p.key for p in problems]
         for p in instance.check():
-            problems.append(Problem(dotted(p.key), p.message, p.fix))
-    return (None, problems) if problems else (instance, [])
+            key = dotted(p.key)
+            if not any(key == r or key.startswith((r + ".", r + "[")) for r in refused):
+                problems.append(Problem(key, p.message, p.fix))
+    return instance, problems
+
+
+def _is_section(tp: Any) -> bool:
+    if _is_optional(tp):
+        tp = _strip_optional(tp)
+    return isinstance(tp, type) and issubclass(tp, Section)
 
 
 def to_plain(obj: Any) -> Any:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_py.liveness.presentations import Presentation, frames, read_manifest, select
+from firmware_py.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,11 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Run every presentation; the summary (plus timing) and the per-presentation outcomes."""
     timing = {"frontend_s": 0.0, "liveness_s": 0.0, "frames_seen": 0.0, "frames_fed": 0.0}
-    outcomes = [run_presentation(p, front, stage, fps, max_seconds, timing) for p in presentations]
+    outcomes = []
+    with Progress("presentations", total=len(presentations)) as bar:
+        for p in presentations:
+            outcomes.append(run_presentation(p, front, stage, fps, max_seconds, timing))
+            bar.advance()
     summary = summarise(outcomes)
     thresholds = {"passive": stage.params.threshold, "strict": stage.params.strict_threshold}
     summary["threshold"] = thresholds.get(stage.policy)

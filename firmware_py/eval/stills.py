@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from PIL import Image
 
 from firmware_py.config.schema import to_plain
 from firmware_py.gallery.enrol import load_photo
+from firmware_py.progress import Progress
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 if TYPE_CHECKING:
@@ -164,14 +164,16 @@ class StillDescriber:
                 todo.append(i)
             else:
                 out[i], det[i] = hit
-        for n, i in enumerate(todo):
-            chips, ok = self.chips(load_photo(paths[i]))
-            out[i] = describe_face(self.embedder, chips, self.mirror)
-            det[i] = ok
-            cache.put(paths[i], out[i], ok)
-            if progress and (n + 1) % 250 == 0:
-                print(f"  described {n + 1}/{len(todo)} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-                cache.save()
+        with Progress("describing images", total=len(todo)) as bar:
+            for n, i in enumerate(todo):
+                chips, ok = self.chips(load_photo(paths[i]))
+                out[i] = describe_face(self.embedder, chips, self.mirror)
+                det[i] = ok
+                cache.put(paths[i], out[i], ok)
+                if progress:
+                    bar.advance()
+                if (n + 1) % 250 == 0:
+                    cache.save()
         cache.save()
         return StillDescriptors(list(paths), out, det, time.perf_counter() - t0)
 

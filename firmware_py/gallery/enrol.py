@@ -29,8 +29,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from firmware_py.capture.still import ImageTooLarge, open_still
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.gallery.store import GalleryStore, Person, Template
+from firmware_py.progress import Progress
 from firmware_py.vision.embedding import ChipEmbedder, describe_face
 
 # dlib's own same-person bound: farther than this from the others is another person.
@@ -58,7 +59,7 @@ MESSAGES = {
 class EnrolmentRefused(KaoclockError):
     """At least one photo failed a gate; nothing was stored."""
 
-    exit_code = 5
+    exit_code = ExitCode.ENROL_REFUSED
 
     def __init__(self, report: EnrolmentReport) -> None:
         self.report = report
@@ -166,7 +167,11 @@ def check_photos(
     """Every photo through the gates, then the same-person check; the report, or :class:`EnrolmentRefused` naming each bad photo."""
     if not photos:
         raise KaoclockError("no photo given: name at least one photo of the person")
-    reports = [check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))) for p in photos]
+    reports = []
+    with Progress("checking photos", total=len(photos)) as bar:
+        for p in photos:
+            reports.append(check_photo(analyzer, embedder, Path(p), mirror, (images or {}).get(Path(p))))
+            bar.advance()
     report = EnrolmentReport(person_id, name, reports)
     good = [(r, r.descriptor) for r in reports if r.ok and r.descriptor is not None]
     if len(good) >= 2:

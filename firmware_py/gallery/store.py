@@ -35,7 +35,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.vision.embedder import DESCRIPTOR_DIM
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 class GalleryError(KaoclockError):
     """The gallery cannot be opened or changed (corrupt file, wrong key, bad input)."""
 
-    exit_code = 4
+    exit_code = ExitCode.STORAGE
 
 
 @dataclass(frozen=True)

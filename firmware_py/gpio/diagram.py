@@ -44,6 +44,60 @@ class Placement:
     side: str  # "left" / "right" of the header
 
 
+@dataclass(frozen=True)
+class Circuit:
+    """One output's circuit as the picture draws it: the source data a test checks against the config."""
+
+    role: str
+    gpio: int
+    level_on: str  # pin level that switches the part on: "high" / "low"
+    boot_pull: str  # the pin's pull before kaoclock runs: "up" (GPIO0-8) / "down" (GPIO9-27)
+    parts: tuple[str, ...]
+
+    @property
+    def off_at_boot(self) -> bool:
+        """Whether the pin's boot pull holds the part off (the relay must stay locked while the Pi boots)."""
+        return (self.boot_pull == "down") == (self.level_on == "high")
+
+
+def boot_pull(gpio: int) -> str:
+    """BCM2711 / RP1 reset pulls: GPIO0-8 up, GPIO9-27 down (hw/README.md, "Boot")."""
+    return "up" if gpio <= 8 else "down"
+
+
+RELAY_MODULE = {
+    "high": "relay module with a HIGH-level trigger input (opto-isolated module with its H/L jumper on H, or a transistor board / HAT)",
+    "low": "relay module with a LOW-level trigger input (the common opto-isolated module: IN low = relay on)",
+}
+
+
+def circuits(cfg: Config) -> list[Circuit]:
+    """The output circuits of ``cfg``, in the polarity the code drives them (gpio/devices.py)."""
+    pm = load_pinmap(cfg.gpio.pinmap)
+    pins, _ = resolve_pins(pm, cfg.gpio.pins, cfg.gpio.not_fitted, cfg.gpio.release)
+    out: list[Circuit] = []
+    if "relay" in pins:
+        level = cfg.door.relay_active
+        hold = "10 kohm from IN to GND holds it off while the pin floats" if level == "high" else "the module's own pull-up to VCC holds it off"
+        contact = "NO -> electric strike (fail-secure)" if cfg.door.lock == "fail-secure" else "NC -> maglock (fail-safe)"
+        out.append(
+            Circuit(
+                "relay",
+                pins["relay"],
+                level,
+                boot_pull(pins["relay"]),
+                (RELAY_MODULE[level], hold, f"lock supply + -> COM; {contact}; lock - -> supply -", "1N4007 across the lock coil, band to +"),
+            )
+        )
+    if "buzzer" in pins:
+        parts = ("1 kohm -> NPN base (S8050 / 2N2222)", "active 5 V buzzer: + to 5 V, - to collector", "emitter -> GND")
+        out.append(Circuit("buzzer", pins["buzzer"], "high", boot_pull(pins["buzzer"]), parts))
+    for role in ("led_green", "led_red", "led_amber"):
+        if role in pins:
+            out.append(Circuit(role, pins[role], "high", boot_pull(pins[role]), ("330 ohm -> LED anode", "LED cathode -> GND")))
+    return out
+
+
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
@@ -134,21 +188,28 @@ def render(cfg: Config) -> tuple[Image.Image, list[Placement]]:
         d.rectangle(d.textbbox(at, label, font=tiny, anchor=anchor), fill="white")
         d.text(at, label, fill="#222", font=tiny, anchor=anchor)
 
-    # Lock power, the console cable and what is not fitted.
-    y = H - 170
-    d.rounded_rectangle((40, y, W - 40, H - 30), 8, outline="#222", width=2)
-    notes = [
-        f"LOCK ({cfg.door.lock}): lock supply + -> relay COM; relay NO -> electric strike (fail-secure) or relay NC -> maglock (fail-safe); "
-        "lock - -> supply -. Flyback diode (1N4007) across the lock coil. Never power the lock from the Pi.",
-        f"RELAY INPUT: active {cfg.door.relay_active}. A pull resistor (10 kohm to GND for active-high) keeps the relay off while the pin "
-        "is released (boot, daemon stopped).",
+    # The output circuits (from circuits(), the data a test checks), the console cable and what is not fitted.
+    y = H - 190
+    d.rounded_rectangle((40, y, W - 40, H - 20), 8, outline="#222", width=2)
+    notes = []
+    for c in circuits(cfg):
+        boot = "" if c.off_at_boot else f"  WARNING: GPIO{c.gpio} is pulled {c.boot_pull} at boot: the part is ON until kaoclock starts; move it"
+        notes.append(f"{ROLES[c.role].label.upper()} GPIO{c.gpio}, ON = pin {c.level_on.upper()}: " + "; ".join(c.parts) + boot)
+    notes += [
         "CONSOLE: 3.3 V USB-TTL cable: cable RX <- pin 8 (GPIO14 TXD), cable TX -> pin 10 (GPIO15 RXD), GND <-> pin 6; 115200 8N1. "
-        "Never connect the cable's 5 V.",
-        "LONG RUNS (door contact, REX, tamper more than ~3 m): twisted pair, 4.7 kohm external pull-up to 3.3 V and 100 nF to GND at the Pi.",
+        "Never connect the cable's 5 V. Never power the lock from the Pi.",
+        "INPUTS: switch between GPIO and GND (internal pull-up). Runs over ~3 m: twisted pair, 4.7 kohm to 3.3 V and 100 nF to GND at the Pi.",
     ]
     absent = [r for r in ROLES if r not in pins]
     if absent:
         notes.append("NOT FITTED on this reader: " + ", ".join(absent))
-    for j, n in enumerate(notes):
-        d.text((60, y + 14 + j * 26), n, fill="#222", font=tiny)
+    leds = [n for n in notes if n.startswith(("GREEN", "RED", "AMBER"))]
+    if len(leds) > 1:  # the three LED circuits are alike: one line
+        notes = [n for n in notes if n not in leds[1:]]
+        notes[notes.index(leds[0])] = (
+            "LEDS " + ", ".join(n.split(",")[0].split()[-1] for n in leds) + ", ON = pin HIGH: 330 ohm -> LED anode; LED cathode -> GND"
+        )
+    lines = [ln for n in notes for ln in textwrap.wrap(n, 210, subsequent_indent="    ")]
+    for j, n in enumerate(lines):
+        d.text((60, y + 12 + j * 24), n, fill="#222", font=tiny)
     return img, placements

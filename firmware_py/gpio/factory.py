@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from firmware_py.config.pinmap import PinMap
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 # What a back end needs on the board, for the error message when it will not load.
 _NEEDS = {
@@ -26,7 +26,7 @@ _NEEDS = {
 class PinFactoryError(KaoclockError):
     """The configured pin back end cannot be started on this machine."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def make_pin_factory(name: str, pinmap: PinMap) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 MAX_JWK_FILE_BYTES = 64 * 1024
@@ -28,7 +28,7 @@ MAX_JWK_FILE_BYTES = 64 * 1024
 class KeyFileError(KaoclockError):
     """A key file is missing, unreadable, malformed or not an Ed25519 key."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 def b64url_encode(data: bytes) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 if TYPE_CHECKING:
     from firmware_py.config import Config
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class FrontEndMissing(KaoclockError):
     """The vision front-end (firmware_py.vision.analyzer) is not in this build."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class FrontEnd:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, cue_group
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class LivenessModelError(KaoclockError):
     """The liveness coefficient file is missing, corrupt or made for other features."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass(frozen=True)

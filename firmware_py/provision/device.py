@@ -32,7 +32,7 @@ from typing import Any
 from firmware_py import __version__
 from firmware_py.config import Config, ConfigError, validate, with_changes
 from firmware_py.config.loader import read_raw
-from firmware_py.errors import KaoclockError, UsageError
+from firmware_py.errors import ExitCode, KaoclockError, UsageError
 from firmware_py.fsutil import atomic_write_bytes
 from firmware_py.keys.jwk import KeyFileError, PublicKey, load_public_keys, public_jwk
 from firmware_py.keys.store import backend_public_path, device_key_path, init_private_key, keys_dir, load_private_key, write_private_file
@@ -47,7 +47,7 @@ CONFIG_HEADER = "# kaoclock reader configuration (written by `kaoclock provision
 class ProvisionError(KaoclockError):
     """Provisioning refused: something already in place conflicts with the request."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

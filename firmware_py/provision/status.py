@@ -146,7 +146,10 @@ def render(s: dict[str, Any]) -> str:
     u = s.get("update")
     if u:
         pend = f"; update in progress to {u['pending'].get('version')}" if u.get("pending") else ""
-        lines.append(f"slots    current {u.get('current')}, committed {u.get('committed')}{pend}")
+        if u.get("current") is None:
+            lines.append(f"slots    no release installed in the A/B slots (a development checkout; readers get one from device/install.sh){pend}")
+        else:
+            lines.append(f"slots    current {u.get('current')}, committed {u.get('committed')}{pend}")
     for k, why in sorted((s.get("unavailable") or {}).items()):
         lines.append(f"  ({k}: {why})")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from typing import Any
 
 import serial
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD, "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
 
@@ -14,7 +14,7 @@ PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_O
 class SerialPortError(KaoclockError):
     """A serial device cannot be opened."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def open_port(device: str, baudrate: int, framing: str = "8N1", timeout: float = 0.1, key: str = "device") -> Any:

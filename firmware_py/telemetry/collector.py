@@ -101,6 +101,9 @@ class TelemetryCollector:
             return None
         try:
             out = fn()
+        except FileNotFoundError as exc:  # not there yet (a fresh reader): say what, not how it failed
+            unavailable[name] = str(exc)[:300]
+            return None
         except Exception as exc:
             log.warning("telemetry provider %s failed: %s", name, exc)
             unavailable[name] = f"provider failed: {type(exc).__name__}: {exc}"[:300]

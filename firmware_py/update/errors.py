@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 
 class BundleError(KaoclockError):
@@ -11,10 +11,10 @@ class BundleError(KaoclockError):
     Raised before anything on the reader is changed.
     """
 
-    exit_code = 4
+    exit_code = ExitCode.BUNDLE_REFUSED
 
 
 class UpdateError(KaoclockError):
     """An update, rollback or slot operation could not be done as asked."""
 
-    exit_code = 5
+    exit_code = ExitCode.UPDATE_FAILED

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from firmware_py.errors import ExitCode
 from firmware_py.fsutil import fsync_tree
 from firmware_py.update.bundle import BundleManifest, Limits, copy_tree_files, extract_bundle, verify_bundle, version_tuple
 from firmware_py.update.control import NoControl, ServiceControl
@@ -169,7 +170,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.action in _SUCCESS else 6
+        return ExitCode.OK if self.action in _SUCCESS else ExitCode.ROLLED_BACK
 
     def as_json(self) -> dict[str, Any]:
         doc = {k: v for k, v in asdict(self).items() if k != "health"}
