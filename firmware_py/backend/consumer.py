@@ -176,6 +176,10 @@ class PunchConsumer:
             for _, _, settle in batch:
                 settle(True)
 
+    def _flush_receipts(self, _link: MqttLink) -> None:
+        if self.receipts is not None:
+            self.receipts.flush()
+
     def stop(self) -> None:
         """Stop the worker (a batch being stored is finished first), publish the receipts still buffered, then disconnect."""
         self._stop.set()
@@ -225,7 +229,7 @@ class PunchConsumer:
         if self.receipt_key is not None:
             self.receipts = ReceiptPublisher(link, self.receipt_key, prefix=self.prefix)
             self.receipts.start()
-            link.before_disconnect(lambda _l: self.receipts.flush() if self.receipts is not None else None)
+            link.before_disconnect(self._flush_receipts)
         link.start()
         self.link = link
         return link

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from firmware_py.config import load
 from firmware_py.errors import KaoclockError
@@ -48,7 +49,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     with open_from_config(cfg, create=False) as store:
         persons = store.list_persons()
         cal = store.calibration()
-        out = {
+        out: dict[str, Any] = {
             "version": store.version,
             "content_hash": store.content_hash,
             "persons": [

@@ -143,14 +143,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        lp = out.get("liveness_parity")
-        if lp and "problem" in lp:
-            print(f"liveness parity: not measured: {lp['problem']}")
-        elif lp:
+        shown: dict[str, Any] | None = out.get("liveness_parity")
+        if shown and "problem" in shown:
+            print(f"liveness parity: not measured: {shown['problem']}")
+        elif shown:
             print(
-                f"liveness parity over {lp['n']} dev faces: |dp_real| max/mean "
+                f"liveness parity over {shown['n']} dev faces: |dp_real| max/mean "
                 + ", ".join(
-                    f"{n} {lp[f'{n}_p_real']['max_abs_diff']}/{lp[f'{n}_p_real']['mean_abs_diff']}"
+                    f"{n} {shown[f'{n}_p_real']['max_abs_diff']}/{shown[f'{n}_p_real']['mean_abs_diff']}"
                     for n in ("minifasnet_v2", "minifasnet_v1se", "ensemble")
                 )
             )

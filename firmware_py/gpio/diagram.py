@@ -170,10 +170,10 @@ def render(cfg: Config) -> tuple[Image.Image, list[Placement]]:
     # (drawn after the wires, so the pins and their labels sit on top)
     for phys in range(1, 41):
         x, y = pin_xy(phys)
-        role = by_physical.get(phys)
-        name = power_at.get(phys) or (f"GPIO{gpio_at[phys]}" if phys in gpio_at else "?")
-        if role:
-            fill = COLOURS[role]
+        pin_role = by_physical.get(phys)
+        name: str = power_at.get(phys) or (f"GPIO{gpio_at[phys]}" if phys in gpio_at else "?")
+        if pin_role:
+            fill = COLOURS[pin_role]
         elif phys in power_at:
             fill = {"3V3": "#f4a300", "5V": "#e53935", "GND": "#111"}.get(power_at[phys], "#999")
         elif phys in gpio_at and gpio_at[phys] in pm.reserved and gpio_at[phys] not in cfg.gpio.release:

@@ -203,7 +203,7 @@ class DeviceLink:
 
     def publish_status(self, reason: str = "requested") -> bool:
         st = self.outbox.stats()
-        extra = {"unconfirmed_since": utc_ms(self._unconfirmed_since)} if self._unconfirmed_since is not None else {}
+        extra: dict[str, Any] = {"unconfirmed_since": utc_ms(self._unconfirmed_since)} if self._unconfirmed_since is not None else {}
         payload = status_payload(self.site, self.device, "online", reason, protocol=self.link.protocol, outbox_depth=st.depth, **extra)
         return self._publish_json(self.topics.status, payload, 1, True)
 

@@ -28,6 +28,7 @@ status flag), nothing deleted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -293,7 +294,7 @@ class OutboxDrainer:
         st.attempts += 1
         self._inflight += 1
         ok = self.transport.publish(
-            msg.topic, msg.payload, 1, False, content_type=msg.content_type, on_ack=lambda o, r, s=msg.seq: self._on_ack(gen, s, o, r)
+            msg.topic, msg.payload, 1, False, content_type=msg.content_type, on_ack=functools.partial(self._on_ack, gen, msg.seq)
         )
         if not ok:
             self._inflight -= 1

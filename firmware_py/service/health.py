@@ -24,6 +24,7 @@ retrying until its deadline.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import time
@@ -166,7 +167,7 @@ def run_health(config_path: Path | None = None, *, frames: int = 3, frame_timeou
             except Exception as exc:
                 checks.append(Check(module, "fail", f"cannot import {module}: {exc}", permanent=True))
         for name, fn in _HOOKS.items():
-            checks.append(_timed(name, lambda fn=fn: fn(cfg)))
+            checks.append(_timed(name, functools.partial(fn, cfg)))
         if "broker_or_outbox" not in _HOOKS:
             checks.append(Check("broker_or_outbox", "skip", "no punch outbox in this release yet (the punch package registers this check)"))
     ok = not any(c.status == "fail" for c in checks)
