@@ -19,7 +19,7 @@ PKG = Path(firmware_py.__file__).parent
 
 # Runtime layers, lowest first. A package may import packages of lower layers only.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("base", frozenset({"__init__", "errors", "events", "fsutil", "paths", "progress", "timefmt", "topics"})),
+    ("base", frozenset({"__init__", "errors", "events", "fsutil", "paths", "progress", "timefmt", "topics", "worker"})),
     ("configuration", frozenset({"config"})),
     ("keys, models, outbox", frozenset({"keys", "models", "outbox"})),
     ("capture and telemetry", frozenset({"capture", "telemetry"})),

@@ -22,25 +22,26 @@ from firmware_py.mqtt.link import MqttLink
 from firmware_py.mqtt.receipts import MAX_RECEIPT_IDS, receipt_claims
 from firmware_py.punch.ids import uuid7
 from firmware_py.topics import PREFIX, Topics
+from firmware_py.worker import Worker
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 100_000  # ids waiting for a connection; beyond this the oldest are forgotten (the reader resends them)
 
 
-class ReceiptPublisher:
+class ReceiptPublisher(Worker):
     """Batches confirmed punch ids per device and publishes signed receipts."""
 
+    thread_name = "receipts"
+
     def __init__(self, link: MqttLink, key: Ed25519PrivateKey, *, prefix: str = PREFIX, interval_s: float = 0.02, batch: int = 500) -> None:
+        super().__init__()
         self.link, self.key, self.prefix = link, key, prefix
         self.interval_s = interval_s
         self.batch = max(1, min(batch, MAX_RECEIPT_IDS))
         self._pending: dict[tuple[str, str], list[str]] = {}
         self._count = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.published = 0  # receipts handed to the broker
 
     def confirm(self, site: str, device: str, ids: Iterable[str]) -> None:
@@ -67,18 +68,7 @@ class ReceiptPublisher:
                 break
         log.warning("receipt buffer full while offline: the oldest confirmations are forgotten (readers resend those punches)")
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="receipts", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def _after_stop(self) -> None:
         self.flush()
 
     def flush(self) -> int:

@@ -33,17 +33,48 @@ class DeviceKey:
     key: PublicKey
 
 
-class DeviceRegistry:
-    """Device public keys by ``kid``, re-scanned (at most once a second) when an unknown kid shows up."""
+class _KeyIndex:
+    """The kid -> device index both registries keep, rescanned from their source when a kid is not found."""
 
-    def __init__(self, directory: Path, rescan_s: float = 1.0) -> None:
-        self.dir = Path(directory)
+    def __init__(self, rescan_s: float) -> None:
         self.rescan_s = rescan_s
         self._by_kid: dict[str, DeviceKey] = {}
         self._scanned = -1e9
         self._lock = threading.Lock()
         self.problems: list[str] = []
         self.scan()
+
+    def scan(self) -> None:
+        raise NotImplementedError
+
+    def lookup(self, kid: str) -> DeviceKey | None:
+        with self._lock:
+            found = self._by_kid.get(kid)
+            stale = time.monotonic() - self._scanned >= self.rescan_s
+        if found is None and stale:
+            self.scan()
+            with self._lock:
+                found = self._by_kid.get(kid)
+        return found
+
+    def devices(self) -> list[DeviceKey]:
+        with self._lock:
+            return sorted(self._by_kid.values(), key=lambda d: (d.site, d.device, d.key.kid))
+
+
+def _checked_key(site: str, device: str, jwk: dict[str, Any]) -> PublicKey:
+    for what, value in (("site", site), ("device", device)):
+        if not ID_RE.fullmatch(value):
+            raise KeyFileError(f"{what} {value!r} must be lowercase letters, digits and '-' (as in the device's config)")
+    return parse_public_jwk(jwk, f"key for {site}/{device}")
+
+
+class DeviceRegistry(_KeyIndex):
+    """Device public keys by ``kid``, re-scanned (at most once a second) when an unknown kid shows up."""
+
+    def __init__(self, directory: Path, rescan_s: float = 1.0) -> None:
+        self.dir = Path(directory)
+        super().__init__(rescan_s)
 
     def scan(self) -> None:
         by_kid: dict[str, DeviceKey] = {}
@@ -71,22 +102,9 @@ class DeviceRegistry:
             self.problems = problems
             self._scanned = time.monotonic()
 
-    def lookup(self, kid: str) -> DeviceKey | None:
-        with self._lock:
-            found = self._by_kid.get(kid)
-            stale = time.monotonic() - self._scanned >= self.rescan_s
-        if found is None and stale:
-            self.scan()
-            with self._lock:
-                found = self._by_kid.get(kid)
-        return found
-
     def add(self, site: str, device: str, jwk: dict[str, Any], *, replace: bool = False) -> Path:
         """Register ``jwk`` for site/device; refuses to overwrite another key unless ``replace``."""
-        for what, value in (("site", site), ("device", device)):
-            if not ID_RE.fullmatch(value):
-                raise KeyFileError(f"{what} {value!r} must be lowercase letters, digits and '-' (as in the device's config)")
-        key = parse_public_jwk(jwk, f"key for {site}/{device}")
+        key = _checked_key(site, device, jwk)
         existing = self.lookup(key.kid)
         if existing is not None and (existing.site, existing.device) != (site, device):
             raise KeyFileError(f"key {key.kid} is already registered for {existing.site}/{existing.device}")
@@ -104,12 +122,8 @@ class DeviceRegistry:
         self.scan()
         return path
 
-    def devices(self) -> list[DeviceKey]:
-        with self._lock:
-            return sorted(self._by_kid.values(), key=lambda d: (d.site, d.device, d.key.kid))
 
-
-class DbDeviceRegistry:
+class DbDeviceRegistry(_KeyIndex):
     """The device registry in the backend database (table ``devices``), shared by every consumer host.
 
     Same interface as :class:`DeviceRegistry`; a device's site is recorded in
@@ -120,12 +134,7 @@ class DbDeviceRegistry:
 
     def __init__(self, db: Database, rescan_s: float = 1.0) -> None:
         self.db = db
-        self.rescan_s = rescan_s
-        self._by_kid: dict[str, DeviceKey] = {}
-        self._scanned = -1e9
-        self._lock = threading.Lock()
-        self.problems: list[str] = []
-        self.scan()
+        super().__init__(rescan_s)
 
     def scan(self) -> None:
         by_kid: dict[str, DeviceKey] = {}
@@ -140,22 +149,9 @@ class DbDeviceRegistry:
         with self._lock:
             self._by_kid, self.problems, self._scanned = by_kid, problems, time.monotonic()
 
-    def lookup(self, kid: str) -> DeviceKey | None:
-        with self._lock:
-            found = self._by_kid.get(kid)
-            stale = time.monotonic() - self._scanned >= self.rescan_s
-        if found is None and stale:
-            self.scan()
-            with self._lock:
-                found = self._by_kid.get(kid)
-        return found
-
     def add(self, site: str, device: str, jwk: dict[str, Any], *, replace: bool = False) -> str:
         """Register ``jwk`` for site/device; refuses another device's key, or a second key unless ``replace`` (rotation)."""
-        for what, value in (("site", site), ("device", device)):
-            if not ID_RE.fullmatch(value):
-                raise KeyFileError(f"{what} {value!r} must be lowercase letters, digits and '-' (as in the device's config)")
-        key = parse_public_jwk(jwk, f"key for {site}/{device}")
+        key = _checked_key(site, device, jwk)
         public = {k: jwk[k] for k in ("kty", "crv", "x")} | {"kid": key.kid, "alg": "EdDSA", "use": "sig"}
         with self.db.tx() as cur:
             row = cur.execute("SELECT site, device FROM devices WHERE kid=?", (key.kid,)).fetchone()
@@ -187,7 +183,3 @@ class DbDeviceRegistry:
                 known.add((d.site, d.device))
                 added.append(f"{d.site}/{d.device}")
         return added
-
-    def devices(self) -> list[DeviceKey]:
-        with self._lock:
-            return sorted(self._by_kid.values(), key=lambda d: (d.site, d.device, d.key.kid))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -40,6 +39,7 @@ from typing import Protocol
 
 from firmware_py.events import EventBus
 from firmware_py.outbox.store import Outbox, Pending
+from firmware_py.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class _Sent:
     gen: int | None  # connection it is in flight on (None: its PUBACK came, or it waits to be published)
 
 
-class OutboxDrainer:
+class OutboxDrainer(Worker):
+    thread_name = "outbox-drain"
+
     """Moves messages from an :class:`Outbox` to a :class:`Transport` and deletes them on receipts."""
 
     def __init__(
@@ -106,11 +108,9 @@ class OutboxDrainer:
         self.retention_check_s = retention_check_s
         self.on_unconfirmed = on_unconfirmed
         self.bus = bus
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        super().__init__()
         self._acks: deque[tuple[int, int, bool, str]] = deque()
         self._confirms: deque[list[str]] = deque()
-        self._thread: threading.Thread | None = None
         self._sent: dict[int, _Sent] = {}  # seq -> state, for messages read and not yet confirmed
         self._by_id: dict[str, int] = {}
         self._cursor = 0  # highest seq read from the outbox
@@ -125,18 +125,7 @@ class OutboxDrainer:
         self.published = 0  # publishes handed to the transport (first sends and resends)
         outbox.add_listener(self._wake.set)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="outbox-drain", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def _after_stop(self) -> None:
         self._apply_confirms()
 
     def wake(self) -> None:

@@ -249,42 +249,24 @@ class Outbox:
 
     def mark_delivered(self, seqs: Iterable[int]) -> int:
         """Remove acknowledged messages; returns how many were removed."""
-        seqs = list(seqs)
-        if not seqs:
-            return 0
-        removed = 0
-        with self._rlock:
-            r = self._r
-            r.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(0, len(seqs), 500):
-                    chunk = seqs[i : i + 500]
-                    cur = r.execute(f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
-                    removed += cur.rowcount
-                r.execute("UPDATE counters SET value = value - ? WHERE name='depth'", (removed,))
-                r.execute("COMMIT")
-            except BaseException:
-                if r.in_transaction:
-                    r.execute("ROLLBACK")
-                raise
-        with self._wlock:
-            self._depth -= removed
-        self._check_levels()
-        return removed
+        return self._remove("seq", list(seqs))
 
     def remove_ids(self, ids: Iterable[str]) -> int:
         """Remove the messages with these ids (the backend's receipt confirmed them); unknown ids are ignored."""
-        ids = list(ids)
-        if not ids:
+        return self._remove("id", list(ids))
+
+    def _remove(self, column: str, keys: list[int] | list[str]) -> int:
+        """Delete the messages whose ``column`` (seq or id) is in ``keys``, in one transaction; keep the depth counter."""
+        if not keys:
             return 0
         removed = 0
         with self._rlock:
             r = self._r
             r.execute("BEGIN IMMEDIATE")
             try:
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    cur = r.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    cur = r.execute(f"DELETE FROM messages WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
                     removed += cur.rowcount
                 r.execute("UPDATE counters SET value = value - ? WHERE name='depth'", (removed,))
                 r.execute("COMMIT")
