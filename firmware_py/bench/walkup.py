@@ -148,7 +148,7 @@ def decode_until(path: Path, seconds: float) -> tuple[list[np.ndarray], list[flo
                 t = float(f.time) if f.time is not None else len(ts) / 25.0
                 if ts and t - ts[0] > seconds:
                     break
-                img = f.to_image().convert("RGB").resize(SIZE, Image.BILINEAR).convert("RGBX")
+                img = f.to_image().convert("RGB").resize(SIZE, Image.Resampling.BILINEAR).convert("RGBX")
                 frames.append(np.ascontiguousarray(np.asarray(img)))
                 ts.append(t)
     except (av.error.FFmpegError, OSError) as exc:
@@ -293,8 +293,8 @@ def run(sources: list[Path], cfg: Any, slowdown: float = 1.0, timed_s: float = 2
     times = [c["time_to_door_s"] for c in out_clips if c["time_to_door_s"] is not None]
     wrong = [c for c in out_clips if c["accepted_person"] not in (None, c["person"])]
     reasons: dict[str, int] = {}
-    for c in out_clips:
-        for rj in c["rejects"]:
+    for oc in out_clips:
+        for rj in oc["rejects"]:
             reasons[rj["reason"]] = reasons.get(rj["reason"], 0) + 1
     per_clip = {}
     for c in clips:

@@ -43,7 +43,7 @@ CLASSES = 3
 REAL_CLASS = 1  # softmax class 1 = real; 0 and 2 are two kinds of attack
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_DTYPES = {
+_DTYPES: dict[str, np.dtype[Any]] = {
     "FloatStorage": np.dtype("<f4"),
     "DoubleStorage": np.dtype("<f8"),
     "HalfStorage": np.dtype("<f2"),
@@ -250,8 +250,10 @@ def network(sd: dict[str, NDArray[Any]]) -> Network:
         head = Head(_f64(sd["linear.weight"]), bn("bn"), _f64(sd["prob.weight"]))
     except KeyError as exc:
         raise ModelError(f"not a MiniFASNet state dict: no tensor {exc.args[0]}") from None
-    if layers[0].weight.shape[1] != 3 or head.prob.shape[0] != CLASSES:
-        raise ModelError(f"not a MiniFASNet state dict: input {layers[0].weight.shape}, output {head.prob.shape}")
+    first = layers[0]
+    if not isinstance(first, Conv) or first.weight.shape[1] != 3 or head.prob.shape[0] != CLASSES:
+        shape = first.weight.shape if isinstance(first, Conv) else "not a convolution"
+        raise ModelError(f"not a MiniFASNet state dict: input {shape}, output {head.prob.shape}")
     return Network(tuple(layers), head)
 
 

@@ -96,7 +96,10 @@ def identity_folders(root: Path, people: Path | None, split: tuple[int, int] | N
 def build_protocol(ids: dict[str, list[Path]], max_gallery: int | None = None, templates: int = 1) -> Protocol:
     if templates < 1:
         raise UsageError(f"--templates {templates}: must be >= 1")
-    enrolled, tmpl, mated_by, nonmated = [], {}, {}, []
+    enrolled: list[Any] = []
+    tmpl: dict[Any, Any] = {}
+    mated_by: dict[Any, Any] = {}
+    nonmated: list[Any] = []
     multi = 0
     for name, imgs in ids.items():  # sorted by name
         if len(imgs) <= templates:

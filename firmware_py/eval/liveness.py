@@ -79,6 +79,7 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
             if track is not None:
                 stage.forget(track)  # that track ended without a verdict
             obs = largest(observations)
+            assert obs is not None  # observations is not empty here
             track = obs.track_id
             on_track = 0
         on_track += 1

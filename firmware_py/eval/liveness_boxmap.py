@@ -73,7 +73,8 @@ def collect(
         o = largest(obs)
         if o is None:
             continue
-        box = tuple(float(v) for v in o.detection.box)
+        x0, y0, x1, y1 = (float(v) for v in o.detection.box)
+        box = (x0, y0, x1, y1)
         row = []
         for sx, sy, dy in grid:
             m = BoxMap(sx, sy, dy)
@@ -97,7 +98,7 @@ def collect(
         "grid": np.asarray(grid),
     }
     if cache is not None:
-        np.savez_compressed(cache, **out)
+        np.savez_compressed(cache, **out)  # type: ignore[arg-type]  # numpy's stub types **kwds as one bool
     return out
 
 
@@ -140,7 +141,7 @@ def measure(d: dict[str, Any], k: int = 5) -> dict[str, Any]:
     all_losses = [logloss(real[:, j], attack) for j in range(len(grid))]
     order = np.argsort(all_losses)
     ident = grid.index((1.0, 1.0, 0.0)) if (1.0, 1.0, 0.0) in grid else None
-    oof = np.concatenate([real[fold == pf["fold"], grid.index(pf["chosen"])] for pf in per_fold])
+    oof = np.concatenate([real[fold == pf["fold"], grid.index(pf["chosen"])] for pf in per_fold])  # type: ignore[arg-type]
     oof_attack = np.concatenate([attack[fold == pf["fold"]] for pf in per_fold])
     return {
         "n": len(attack),

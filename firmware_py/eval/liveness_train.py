@@ -257,7 +257,7 @@ def cross_validate(
     fu = np.array([fold[v] for v in u])
     pooled_own = np.zeros(len(y))
     pooled_ship = np.zeros(len(y))
-    per_fold = []
+    per_fold: list[dict[str, Any]] = []
     for f in range(folds):
         te = fu == f
         if not te.any():
@@ -291,11 +291,11 @@ def cross_validate(
         )
     clip_margins = {c: m for f in per_fold for c, m in f["clip_margin_over_threshold"].items()}
     thresholds = [f["threshold"] for f in per_fold]
-    searched = [f["searched_threshold"] for f in per_fold]
+    searched_all = [f["searched_threshold"] for f in per_fold]
     return {
         "folds": folds,
         "fold_threshold_range": [min(thresholds), max(thresholds)],
-        "searched_threshold_range": [min(searched), max(searched)],
+        "searched_threshold_range": [min(searched_all), max(searched_all)],
         "shipped_threshold": shipped_threshold,
         "clips_accepted_at_fold_thresholds": f"{sum(m >= 0 for m in clip_margins.values())}/{len(clip_margins)}",
         "per_fold": per_fold,
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             front.reset()
             _, obs = front.analyze(image, 0.0, 0, p.id)
             o = largest(obs)
-            box = None if o is None else tuple(float(v) for v in o.detection.box)
+            box = None if o is None else _box4(o.detection.box)
         found.append((p.path, box))
         if box is None:
             fta += 1
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 o = largest(obs)
                 if o is None:
                     continue
-                feats.append(frame_features(image, tuple(float(v) for v in o.detection.box)))
+                feats.append(frame_features(image, _box4(o.detection.box)))
                 labels.append(1.0)
                 kinds.append(VIDEO_KIND)
                 unit_list.append(unit_of[p.id])
@@ -457,3 +457,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _box4(box: Any) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1

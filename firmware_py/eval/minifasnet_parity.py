@@ -53,7 +53,8 @@ def learned_parity(models_dir: Path, data: Path, faces: int = 600) -> dict[str, 
         if not found:
             skipped += 1
             continue
-        xywh = BOX_MAP.apply(tuple(float(v) for v in found[0].box))
+        x0, y0, x1, y1 = (float(v) for v in found[0].box)
+        xywh = BOX_MAP.apply((x0, y0, x1, y1))
         t = time.perf_counter()
         lite = model.probabilities(img, xywh)
         lite_s += time.perf_counter() - t
@@ -63,15 +64,15 @@ def learned_parity(models_dir: Path, data: Path, faces: int = 600) -> dict[str, 
         for n in SCALES:
             diffs[n].append(abs(float(lite[n][REAL_CLASS]) - float(ref[n][REAL_CLASS])))
         diffs["ensemble"].append(abs(np.mean([lite[n][REAL_CLASS] for n in SCALES]) - np.mean([ref[n][REAL_CLASS] for n in SCALES])))
-    n = len(diffs["ensemble"])
-    if n == 0:
+    count = len(diffs["ensemble"])
+    if count == 0:
         raise UsageError("no face found in any dev still: is --data the shared face data set?")
     return {
-        "n": n,
+        "n": count,
         "no_face": skipped,
         "source": f"{manifest_csv.name} stills (NUAA live/print, replay-crops real/fake), every {step}th; BlazeFace box mapped by {BOX_MAP}",
         "reference": "numpy float64 forward pass of the source .pth files (firmware_py.convert.minifasnet)",
         **{f"{k}_p_real": {"max_abs_diff": float(f"{max(v):.3g}"), "mean_abs_diff": float(f"{np.mean(v):.3g}")} for k, v in diffs.items()},
-        "ms_per_face_litert": round(1000 * lite_s / n, 3),
-        "ms_per_face_reference": round(1000 * ref_s / n, 3),
+        "ms_per_face_litert": round(1000 * lite_s / count, 3),
+        "ms_per_face_reference": round(1000 * ref_s / count, 3),
     }

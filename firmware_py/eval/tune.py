@@ -48,7 +48,7 @@ def fnir_at(d: Described, gamma: float, beta: float, k: int, fpir: float) -> tup
 
 def run(root: Path, cfg: Config, split: tuple[int, int] | None, sizes: list[int], target_fpir: float, k: int) -> dict[str, Any]:
     sets = {g: describe_protocol(root, cfg, None, g or None, split) for g in sizes}
-    grid = []
+    grid: list[dict[str, Any]] = []
     for gamma, beta in itertools.product(GAMMAS, BETAS):
         per = {str(len(d.proto.enrolled)): round(fnir_at(d, gamma, beta, k, OBJECTIVE_FPIR)[0], 4) for d in sets.values()}
         grid.append({"gamma": gamma, "beta": beta, "fnir_at_fpir_0.003": per, "mean": round(float(np.mean(list(per.values()))), 4)})
