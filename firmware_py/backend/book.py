@@ -416,6 +416,20 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
                 worked, breaks, scheduled, beyond, len(items), sum(p.corrected for p in items), tuple(k for k, _, _ in found),
             )
         )  # fmt: skip
+    # A corrected anomaly is gone from the pairing above; HR's list keeps it, marked corrected, with what was done.
+    seen = {a.id for a in anomalies}
+    done_sql = (
+        "SELECT c.anomaly, c.punch_id, c.person, c.site, c.ts_ms, c.tz, c.action, c.reason, c.by_whom, p.device"
+        " FROM corrections c LEFT JOIN punches p ON p.id = c.punch_id ORDER BY c.n DESC"
+    )
+    for aid, pid, who, csite, ts_ms, tz, action, reason, by, device in db.query(done_sql):
+        local = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(_zone(tz))
+        if aid in seen or (person and who != person) or (site and csite != site) or not first <= local.date() < nxt:
+            continue
+        seen.add(aid)
+        note = f"corrected ({action}) by {by}: {reason}"
+        anomalies.append(Anomaly(aid, aid.partition(":")[0], who, local.date(), csite, device or "", pid, local, note, "corrected"))
+    anomalies.sort(key=lambda a: (a.person, a.date, a.at, a.kind))
     return Month(first, days, anomalies)
 
 
@@ -490,6 +504,8 @@ def correct(
     if action not in ACTIONS:
         raise BookError(f"unknown correction {action!r}; one of {', '.join(ACTIONS)}")
     a = find_anomaly(db, anomaly_id)
+    if a.status == "corrected":
+        raise BookError(f"{anomaly_id} is already {a.reason}; nothing was changed")
     if a.punch_id.startswith("correction-"):
         raise BookError(f"{anomaly_id} concerns a punch added by a correction; acknowledge it instead")
     who, site, tz, ts_ms, old_dir = db.query("SELECT person, site, tz, ts_ms, direction FROM punches WHERE id = ?", (a.punch_id,))[0]
