@@ -164,6 +164,44 @@ CREATE INDEX corrections_ts ON corrections(ts_ms);
 CREATE INDEX punches_person_ts ON punches(person, ts_ms);
 """,
     ),
+    (
+        4,
+        "the fleet: each reader's retained status, telemetry and events",
+        """
+CREATE TABLE reader_status (
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    since_ms {int} NOT NULL,
+    firmware TEXT,
+    body TEXT NOT NULL,
+    received {real} NOT NULL,
+    PRIMARY KEY (site, device)
+);
+CREATE TABLE reader_telemetry (
+    n {id},
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    body TEXT NOT NULL,
+    received {real} NOT NULL
+);
+CREATE INDEX reader_telemetry_device ON reader_telemetry(site, device, ts_ms);
+CREATE TABLE reader_events (
+    n {id},
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received {real} NOT NULL
+);
+CREATE INDEX reader_events_device ON reader_events(site, device, ts_ms);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -20,6 +20,8 @@ from firmware_py.backend.book import parse_month
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.db import Database, is_url, redact
+from firmware_py.backend.fleet import FleetRecorder
+from firmware_py.backend.fleet import fleet as fleet_view
 from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.hr import HrMaster
 from firmware_py.backend.registry import DbDeviceRegistry
@@ -87,7 +89,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--count", type=int, default=0, help="exit after this many new punches are stored (0 = run until interrupted)")
     c.add_argument("--quiet", action="store_true", help="do not print a JSON line per message")
     c.add_argument("--batch-max", type=int, default=200, help="most punches stored in one transaction when they queue up (default 200)")
+    c.add_argument("--no-fleet", action="store_true", help="store only punches, not the readers' status, telemetry and events")
     c.set_defaults(func=cmd_consume)
+
+    fl = bsub.add_parser(
+        "fleet", parents=[home], help="every reader: online/offline since, versions, gallery, outbox, last punch, CPU temperature, alerts"
+    )
+    fl.add_argument("--site", default=None, help="only this site's readers")
+    fl.add_argument("--offline-after", type=float, default=10.0, metavar="MIN", help="alert when a reader is offline this long (default 10)")
+    fl.add_argument(
+        "--window", type=float, default=24.0, metavar="HOURS", help="alarm events (door, spoof, rollback, tamper) of this window (default 24)"
+    )
+    fl.add_argument("--json", action="store_true")
+    fl.set_defaults(func=cmd_fleet)
 
     a = bsub.add_parser("attendance", parents=[home], help="the attendance book of one day")
     a.add_argument("--date", required=True, help="the day, YYYY-MM-DD (local day of each punch's site time zone, see --tz)")
@@ -312,7 +326,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     if not 1 <= args.batch_max <= 5000:
         raise UsageError("--batch-max must be from 1 to 5000")
-    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max)
+    fleet = None if args.no_fleet else FleetRecorder(db, args.prefix)
+    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max, fleet=fleet)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]
@@ -427,6 +442,21 @@ def cmd_anomalies_correct(args: argparse.Namespace) -> int:
         action, at = next((a, v) for a, v in (("time", args.time), ("add_in", args.add_in), ("add_out", args.add_out)) if v)
     done = book_mod.correct(_book_db(args), args.anomaly, action, reason=args.reason, by=args.by, direction=args.direction, at=at)  # type: ignore[arg-type]
     print(json.dumps(done) if args.json else f"{args.anomaly}: corrected ({action}); the signed punch is kept as it was")
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    if args.offline_after <= 0 or args.window <= 0:
+        raise UsageError("--offline-after and --window must be positive")
+    readers = fleet_view(_book_db(args), offline_after_s=args.offline_after * 60, window_s=args.window * 3600, site=args.site)
+    if args.json:
+        print(json.dumps(readers))
+        return 0
+    for r in readers:
+        alerts = "; ".join(f"{a['alert']}: {a['detail']}" for a in r["alerts"]) or "-"
+        temp = "-" if r["cpu_temp_c"] is None else f"{r['cpu_temp_c']:.0f}C"
+        depth = "-" if not r["outbox"] else r["outbox"]["depth"]
+        print(f"{r['site']}/{r['device']}\t{r['state']} since {r['since'] or '-'}\t{r['firmware'] or '-'}\toutbox {depth}\t{temp}\t{alerts}")
     return 0
 
 
