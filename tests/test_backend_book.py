@@ -145,9 +145,23 @@ def test_hr_works_through_the_anomalies_and_the_signed_punch_stays(seeded: Datab
     assert main(["backend", "anomalies", "list", "--month", "2026-12", "--json", *db]) == 0
     still_open = {a["id"] for a in json.loads(capsys.readouterr().out)}
     assert missing_out not in still_open and unsynced not in still_open and open_[("double_in", "alice")]["id"] in still_open
+    # bob forgot his IN on 12-01; alice's double IN is voided
+    out_only = open_[("out_without_in", "bob")]["id"]
+    assert main(["backend", "anomalies", "correct", out_only, "--add-in", "09:00", "--reason", "badge forgotten", *db]) == 0
+    double = open_[("double_in", "alice")]["id"]
+    assert main(["backend", "anomalies", "correct", double, "--void", "--reason", "pressed twice", *db]) == 0
+    b1 = next(d for d in compute(seeded, "2026-12", person="bob").days if d.date.day == 1)
+    assert b1.worked.total_seconds() == 9 * 3600 and b1.beyond.total_seconds() == 3600 and b1.anomalies == ()
+    a1 = next(d for d in compute(seeded, "2026-12", person="alice").days if d.date.day == 1)
+    assert a1.punches == 4 and a1.anomalies == () and a1.worked.total_seconds() == 570 * 60
     assert _signed(seeded) == before  # every signed punch exactly as it was stored
     rows = seeded.query("SELECT reason, by_whom, action FROM corrections ORDER BY n")
-    assert [tuple(r) for r in rows] == [("forgot to punch out", "hr1", "add_out"), ("camera log", "hr2", "time")]
+    assert [tuple(r)[1:] for r in rows][:2] == [("hr1", "add_out"), ("hr2", "time")] and [r[0] for r in rows] == [
+        "forgot to punch out",
+        "camera log",
+        "badge forgotten",
+        "pressed twice",
+    ]
 
 
 def test_book_cli_csv_and_json(seeded: Database, target: str, capsys: pytest.CaptureFixture[str]) -> None:
