@@ -360,6 +360,7 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
             by_day.setdefault((p.person, d), []).append(p)
     days: list[BookDay] = []
     anomalies: list[Anomaly] = []
+    window_cache: dict[tuple[str | None, date], list[tuple[datetime, datetime]]] = {}
     for person_id, day in sorted(by_day):
         items = sorted(by_day[(person_id, day)], key=lambda p: (p.ts, p.id))
         sites_of = assigned.get(person_id, set())
@@ -397,10 +398,13 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
             found.append(("in_without_out", open_in, _no_out(open_in, None)))
         worked = sum((b - a for a, b in intervals), timedelta())
         breaks = sum((intervals[i + 1][0] - intervals[i][1] for i in range(len(intervals) - 1)), timedelta())
-        mine = shifts.get(person_id) or next((shifts[f"site:{s}"] for s in sorted(sites_of) if f"site:{s}" in shifts), None)
+        who = person_id if person_id in shifts else next((f"site:{s}" for s in sorted(sites_of) if f"site:{s}" in shifts), None)
+        mine = shifts[who] if who else None
         scheduled = beyond = None
         if mine is not None:
-            windows = _windows(mine, day)
+            windows = window_cache.get((who, day))
+            if windows is None:  # a group's windows are the same for all its people
+                windows = window_cache[(who, day)] = _windows(mine, day)
             scheduled = sum((b - a for a, b in windows), timedelta())
             inside = sum((max(timedelta(), min(b, wb) - max(a, wa)) for a, b in intervals for wa, wb in windows), timedelta())
             beyond = worked - inside
