@@ -31,7 +31,7 @@ def _progress(msg: str) -> None:
     print(f"bench book: {msg}", file=sys.stderr, flush=True)
 
 
-def seed(db_url: str, people: int, sites: int, month: str, seed_: int = 19) -> dict[str, int]:
+def seed(db_url: str, people: int, sites: int, month: str, seed_: int = 19) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from firmware_py.backend.book import import_schedules, parse_month
