@@ -301,16 +301,20 @@ def _load(db: Database, first: date, nxt: date, person: str | None, site: str | 
     if person:
         sql += " AND person = ?"
         params.append(person)
-    if site:
-        sql += " AND site = ?"
-        params.append(site)
+    if site:  # the site's people: assigned to it or punched there this month; all their punches, so their days pair up
+        sql += (
+            " AND person IN (SELECT person FROM punches WHERE site = ? AND ts_ms >= ? AND ts_ms < ?"
+            " UNION SELECT person_id FROM person_sites WHERE site = ?)"
+        )
+        params += [site, params[0], params[1], site]
     punches = {
         r[0]: Punch(r[0], r[1], r[2], r[3], r[4], datetime.fromtimestamp(r[5] / 1000, UTC), r[6], None if r[7] is None else bool(r[7]))
         for r in db.query(sql, params)
     }
     csql = "SELECT n, punch_id, action, person, site, direction, ts_ms, tz FROM corrections WHERE ts_ms IS NULL OR (ts_ms >= ? AND ts_ms < ?)"
+    people = {p.person for p in punches.values()}
     for n, pid, action, who, csite, direction, ts_ms, tz in db.query(csql + " ORDER BY n", params[:2]):
-        if (person and who != person) or (site and csite != site):
+        if who not in people:
             continue
         p = punches.get(pid)
         if action == "void":
@@ -344,7 +348,8 @@ def _windows(shifts: list[Shift], day: date) -> list[tuple[datetime, datetime]]:
 
 
 def compute(db: Database, month: str, person: str | None = None, site: str | None = None) -> Month:
-    """The book of ``month`` (YYYY-MM), optionally of one person or one site's punches."""
+    """The book of ``month`` (YYYY-MM), optionally of one person, or of one site's people (assigned to it or punched
+    there that month; every punch of theirs, so a day split between two sites still pairs up)."""
     first, nxt = parse_month(month)
     punches = _load(db, first, nxt, person, site)
     assigned: dict[str, set[str]] = {}
@@ -422,13 +427,14 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
         )  # fmt: skip
     # A corrected anomaly is gone from the pairing above; HR's list keeps it, marked corrected, with what was done.
     seen = {a.id for a in anomalies}
+    in_book = {d.person for d in days}
     done_sql = (
         "SELECT c.anomaly, c.punch_id, c.person, c.site, c.ts_ms, c.tz, c.action, c.reason, c.by_whom, p.device"
         " FROM corrections c LEFT JOIN punches p ON p.id = c.punch_id ORDER BY c.n DESC"
     )
     for aid, pid, who, csite, ts_ms, tz, action, reason, by, device in db.query(done_sql):
         local = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(_zone(tz))
-        if aid in seen or (person and who != person) or (site and csite != site) or not first <= local.date() < nxt:
+        if aid in seen or who not in in_book or not first <= local.date() < nxt:
             continue
         seen.add(aid)
         note = f"corrected ({action}) by {by}: {reason}"

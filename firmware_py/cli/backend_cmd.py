@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bk = bsub.add_parser("book", parents=[home], help="the monthly attendance book: first IN, last OUT, worked, breaks, beyond schedule, anomalies")
     bk.add_argument("--month", required=True, help="YYYY-MM (days are local days of each punch's site time zone)")
     bk.add_argument("--person", default=None, help="only this person")
-    bk.add_argument("--site", default=None, help="only punches at this site")
+    bk.add_argument("--site", default=None, help="only this site's people (assigned to it or punched there): all their punches")
     fmt = bk.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="one CSV row per person and day (the default)")
     fmt.add_argument("--json", action="store_true", help="JSON with the days and the anomalies")
