@@ -178,6 +178,9 @@ def test_book_cli_csv_and_json(seeded: Database, target: str, capsys: pytest.Cap
     out = json.loads(capsys.readouterr().out)
     assert [d["date"] for d in out["days"]] == ["2026-12-01", "2026-12-04"]
     assert sorted(a["kind"] for a in out["anomalies"]) == ["out_without_in", "wrong_site", "wrong_site"]
+    assert main(["backend", "anomalies", "list", "--month", "2026-12", "--person", "bob", *db]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert len(text) == 3 and text[0].startswith("out_without_in:") and "\tbob\t2026-12-01\topen\tOUT at 18:00 at site-a/gate-1 has no IN" in text[0]
     assert main(["backend", "book", "--month", "2027-01", *db]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("\n") == 1 and "no punches in 2027-01" in captured.err
