@@ -38,6 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.db import StoreUnavailable
+from firmware_py.backend.fleet import FleetRecorder
 from firmware_py.backend.receipts import ReceiptPublisher
 from firmware_py.backend.registry import DbDeviceRegistry, DeviceRegistry
 from firmware_py.backend.store import PunchStore
@@ -78,8 +79,10 @@ class PunchConsumer:
         after_commit: Callable[[list[Outcome]], None] | None = None,
         batch_max: int = 200,
         receipt_key: Ed25519PrivateKey | None = None,
+        fleet: FleetRecorder | None = None,
     ) -> None:
         self.store = store
+        self.fleet = fleet  # also stores the readers' status, telemetry and events when given
         self.registry = registry
         self.prefix = prefix
         self.on_outcome = on_outcome
@@ -223,6 +226,8 @@ class PunchConsumer:
         flt = fleet_filter("punch", self.prefix, site)
         link = MqttLink(settings)
         link.subscribe(f"$share/{group}/{flt}" if shared else flt, self._on_message, qos=1, deferred_ack=True)
+        if self.fleet is not None:
+            self.fleet.attach(link, group=group, shared=shared, site=site)
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="punch-store", daemon=True)
         self._worker.start()

@@ -126,6 +126,82 @@ CREATE TABLE command_log (
 CREATE INDEX command_log_device ON command_log(site, device, n);
 """,
     ),
+    (
+        3,
+        "work schedules, anomaly acknowledgements, corrections beside the signed punches",
+        """
+CREATE TABLE schedules (
+    who TEXT NOT NULL,
+    weekday {int} NOT NULL,
+    start_min {int} NOT NULL,
+    end_min {int} NOT NULL,
+    tz TEXT NOT NULL,
+    imported {real} NOT NULL
+);
+CREATE INDEX schedules_who ON schedules(who);
+CREATE TABLE anomaly_acks (
+    anomaly TEXT PRIMARY KEY,
+    by_whom TEXT NOT NULL,
+    note TEXT NOT NULL,
+    ts {real} NOT NULL
+);
+CREATE TABLE corrections (
+    n {id},
+    anomaly TEXT NOT NULL,
+    punch_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    person TEXT NOT NULL,
+    site TEXT NOT NULL,
+    direction TEXT,
+    ts_ms {int},
+    tz TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by_whom TEXT NOT NULL,
+    ts {real} NOT NULL
+);
+CREATE INDEX corrections_punch ON corrections(punch_id);
+CREATE INDEX corrections_ts ON corrections(ts_ms);
+CREATE INDEX punches_person_ts ON punches(person, ts_ms);
+""",
+    ),
+    (
+        4,
+        "the fleet: each reader's retained status, telemetry and events",
+        """
+CREATE TABLE reader_status (
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    since_ms {int} NOT NULL,
+    firmware TEXT,
+    body TEXT NOT NULL,
+    received {real} NOT NULL,
+    PRIMARY KEY (site, device)
+);
+CREATE TABLE reader_telemetry (
+    n {id},
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    body TEXT NOT NULL,
+    received {real} NOT NULL
+);
+CREATE INDEX reader_telemetry_device ON reader_telemetry(site, device, ts_ms);
+CREATE TABLE reader_events (
+    n {id},
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received {real} NOT NULL
+);
+CREATE INDEX reader_events_device ON reader_events(site, device, ts_ms);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

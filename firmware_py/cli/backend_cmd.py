@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from firmware_py.backend import book as book_mod
 from firmware_py.backend.attendance import HEADER, as_records, book, to_csv, to_table
+from firmware_py.backend.book import parse_month
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
 from firmware_py.backend.db import Database, is_url, redact
+from firmware_py.backend.fleet import FleetRecorder
+from firmware_py.backend.fleet import fleet as fleet_view
 from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.hr import HrMaster
 from firmware_py.backend.registry import DbDeviceRegistry
@@ -93,13 +97,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--count", type=int, default=0, help="exit after this many new punches are stored (0 = run until interrupted)")
     c.add_argument("--quiet", action="store_true", help="do not print a JSON line per message")
     c.add_argument("--batch-max", type=int, default=200, help="most punches stored in one transaction when they queue up (default 200)")
+    c.add_argument("--no-fleet", action="store_true", help="store only punches, not the readers' status, telemetry and events")
     c.set_defaults(func=cmd_consume)
+
+    fl = bsub.add_parser(
+        "fleet", parents=[home], help="every reader: online/offline since, versions, gallery, outbox, last punch, CPU temperature, alerts"
+    )
+    fl.add_argument("--site", default=None, help="only this site's readers")
+    fl.add_argument("--offline-after", type=float, default=10.0, metavar="MIN", help="alert when a reader is offline this long (default 10)")
+    fl.add_argument(
+        "--window", type=float, default=24.0, metavar="HOURS", help="alarm events (door, spoof, rollback, tamper) of this window (default 24)"
+    )
+    fl.add_argument("--json", action="store_true")
+    fl.set_defaults(func=cmd_fleet)
 
     a = bsub.add_parser("attendance", parents=[home, js], help="the attendance book of one day")
     a.add_argument("--date", required=True, help="the day, YYYY-MM-DD (local day of each punch's site time zone, see --tz)")
     a.add_argument("--csv", action="store_true", help="CSV instead of a table")
     a.add_argument("--tz", default=None, help="place every punch on this zone's calendar (default: each punch's own site zone)")
     a.set_defaults(func=cmd_attendance)
+
+    bk = bsub.add_parser("book", parents=[home], help="the monthly attendance book: first IN, last OUT, worked, breaks, beyond schedule, anomalies")
+    bk.add_argument("--month", required=True, help="YYYY-MM (days are local days of each punch's site time zone)")
+    bk.add_argument("--person", default=None, help="only this person")
+    bk.add_argument("--site", default=None, help="only this site's people (assigned to it or punched there): all their punches")
+    fmt = bk.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per person and day (the default)")
+    fmt.add_argument("--json", action="store_true", help="JSON with the days and the anomalies")
+    bk.set_defaults(func=cmd_book)
+
+    sc = bsub.add_parser("schedules", help="work schedules per person or per site group (time beyond them is reported in the book)")
+    scsub = sc.add_subparsers(dest="schedules_command", metavar="ACTION")
+    scsub.required = True
+    si = scsub.add_parser(
+        "import", parents=[home], help="replace the schedules by a CSV who,days,start,end,tz (who: person id or site:<site>); all or nothing"
+    )
+    si.add_argument("csv_file", type=Path)
+    si.set_defaults(func=cmd_schedules_import)
+
+    an = bsub.add_parser("anomalies", help="the book's anomalies for HR: list, acknowledge, correct with a reason")
+    ansub = an.add_subparsers(dest="anomalies_command", metavar="ACTION")
+    ansub.required = True
+    al = ansub.add_parser("list", parents=[home], help="the month's anomalies (open ones unless --all)")
+    al.add_argument("--month", required=True, help="YYYY-MM")
+    al.add_argument("--person", default=None)
+    al.add_argument("--site", default=None)
+    al.add_argument("--all", action="store_true", help="also acknowledged and corrected ones")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_anomalies_list)
+    aa = ansub.add_parser("ack", parents=[home], help="acknowledge an anomaly (seen, nothing to correct)")
+    aa.add_argument("anomaly", help="the anomaly id from `anomalies list` (<kind>:<punch id>)")
+    aa.add_argument("--by", default=os.environ.get("USER", "hr"), help="who acknowledges (default $USER)")
+    aa.add_argument("--note", default="")
+    aa.set_defaults(func=cmd_anomalies_ack)
+    ac = ansub.add_parser("correct", parents=[home], help="store a correction beside the punch (the signed punch is never changed)")
+    ac.add_argument("anomaly", help="the anomaly id from `anomalies list` (<kind>:<punch id>)")
+    ac.add_argument("--reason", default="", help="why (required)")
+    ac.add_argument("--by", default=os.environ.get("USER", "hr"), help="who corrects (default $USER)")
+    how = ac.add_mutually_exclusive_group(required=True)
+    how.add_argument("--void", action="store_true", help="do not count the punch")
+    how.add_argument("--direction", choices=("in", "out"), help="count the punch as this direction")
+    how.add_argument("--time", metavar="HH:MM", help="count the punch at this local time of its day")
+    how.add_argument("--add-in", metavar="HH:MM", help="add the missing IN at this local time of the punch's day")
+    how.add_argument("--add-out", metavar="HH:MM", help="add the missing OUT at this local time of the punch's day")
+    ac.add_argument("--json", action="store_true")
+    ac.set_defaults(func=cmd_anomalies_correct)
 
     r = bsub.add_parser("rejects", parents=[home, js], help="the latest rejected messages with their reasons")
     r.add_argument("--limit", type=int, default=20)
@@ -292,7 +354,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
             f"no backend key at {h.key_file}: it signs the receipts without which readers keep every punch. Create it with `kaoclock backend init`"
         )
     receipt_key = load_private_key(h.key_file)
-    consumer = PunchConsumer(store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max, receipt_key=receipt_key)
+    fleet = None if args.no_fleet else FleetRecorder(db, args.prefix)
+    consumer = PunchConsumer(
+        store, registry, prefix=args.prefix, on_outcome=on_outcome, batch_max=args.batch_max, receipt_key=receipt_key, fleet=fleet
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     client_id = args.client_id or f"kaoclock-backend-{args.group}-{os.uname().nodename}"[:64]
@@ -341,6 +406,90 @@ def cmd_attendance(args: argparse.Namespace) -> int:
         print(json.dumps({"date": str(day), "rows": [dict(zip(HEADER, rec, strict=True)) for rec in as_records(rows)]}, indent=2))
         return 0
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
+    return 0
+
+
+def _month(args: argparse.Namespace) -> str:
+    try:
+        parse_month(args.month)
+    except ValueError:
+        raise UsageError(f"--month {args.month!r} is not a month; write YYYY-MM") from None
+    return str(args.month)
+
+
+def _book_db(args: argparse.Namespace) -> Database:
+    target = _db_target(args)
+    if isinstance(target, Path) and not target.exists():
+        raise UsageError(f"no punch database at {target}; run `kaoclock backend consume` first (or give --home / --db)")
+    return Database.open(target)
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    month = book_mod.compute(_book_db(args), _month(args), args.person, args.site)
+    if not month.days:
+        print(
+            f"no punches in {args.month}" + (f" for {args.person}" if args.person else "") + (f" at {args.site}" if args.site else ""),
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(book_mod.to_json(month)))
+    else:
+        sys.stdout.write(book_mod.to_csv(month))
+    return 0
+
+
+def cmd_schedules_import(args: argparse.Namespace) -> int:
+    try:
+        data = args.csv_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.csv_file}: {exc.strerror}") from None
+    print(json.dumps(book_mod.import_schedules(_database(args), data, str(args.csv_file))))
+    return 0
+
+
+def cmd_anomalies_list(args: argparse.Namespace) -> int:
+    month = book_mod.compute(_book_db(args), _month(args), args.person, args.site)
+    shown = [a for a in month.anomalies if args.all or a.status == "open"]
+    if args.json:
+        print(json.dumps([a.as_dict() for a in shown]))
+        return 0
+    for a in shown:
+        print(f"{a.id}\t{a.person}\t{a.date}\t{a.status}\t{a.reason}")
+    if not month.days:
+        print(f"no punches in {args.month}", file=sys.stderr)
+    return 0
+
+
+def cmd_anomalies_ack(args: argparse.Namespace) -> int:
+    new = book_mod.acknowledge(_book_db(args), args.anomaly, args.by, args.note)
+    print(f"{args.anomaly}: {'acknowledged' if new else 'was already acknowledged'}")
+    return 0
+
+
+def cmd_anomalies_correct(args: argparse.Namespace) -> int:
+    if args.void:
+        action, at = "void", None
+    elif args.direction:
+        action, at = "direction", None
+    else:
+        action, at = next((a, v) for a, v in (("time", args.time), ("add_in", args.add_in), ("add_out", args.add_out)) if v)
+    done = book_mod.correct(_book_db(args), args.anomaly, action, reason=args.reason, by=args.by, direction=args.direction, at=at)  # type: ignore[arg-type]
+    print(json.dumps(done) if args.json else f"{args.anomaly}: corrected ({action}); the signed punch is kept as it was")
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    if args.offline_after <= 0 or args.window <= 0:
+        raise UsageError("--offline-after and --window must be positive")
+    readers = fleet_view(_book_db(args), offline_after_s=args.offline_after * 60, window_s=args.window * 3600, site=args.site)
+    if args.json:
+        print(json.dumps(readers))
+        return 0
+    for r in readers:
+        alerts = "; ".join(f"{a['alert']}: {a['detail']}" for a in r["alerts"]) or "-"
+        temp = "-" if r["cpu_temp_c"] is None else f"{r['cpu_temp_c']:.0f}C"
+        depth = "-" if not r["outbox"] else r["outbox"]["depth"]
+        print(f"{r['site']}/{r['device']}\t{r['state']} since {r['since'] or '-'}\t{r['firmware'] or '-'}\toutbox {depth}\t{temp}\t{alerts}")
     return 0
 
 

@@ -19,6 +19,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.bench.transfer",
     "firmware_py.bench.backend",
     "firmware_py.bench.walkup",
+    "firmware_py.bench.book",
 ]
 
 
