@@ -351,16 +351,13 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from firmware_py.devtools.broker import LocalBroker
-    from firmware_py.devtools.postgres import LocalPostgres
+    from firmware_py.devtools.postgres import LocalPostgres, database_or_throwaway
 
     tmp = Path(tempfile.mkdtemp(prefix="kaoclock-bench-backend-"))
-    pg = broker = None
+    pg: LocalPostgres | None = None
+    broker = None
     try:
-        if args.db:
-            db_url = args.db
-        else:
-            pg = LocalPostgres().start()
-            db_url = pg.new_database()
+        db_url, pg = database_or_throwaway(args.db)
         if args.broker:
             broker_url = args.broker
         else:

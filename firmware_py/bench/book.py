@@ -106,15 +106,11 @@ def seed(db_url: str, people: int, sites: int, month: str, seed_: int = 19) -> d
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from firmware_py.backend import book
     from firmware_py.backend.db import Database
-    from firmware_py.devtools.postgres import LocalPostgres
+    from firmware_py.devtools.postgres import LocalPostgres, database_or_throwaway
 
-    pg = None
+    pg: LocalPostgres | None = None
     try:
-        if args.db:
-            db_url = args.db
-        else:
-            pg = LocalPostgres().start()
-            db_url = pg.new_database()
+        db_url, pg = database_or_throwaway(args.db)
         _progress(f"seeding {args.month}: {args.people} people on {args.sites} sites")
         seeded = seed(db_url, args.people, args.sites, args.month)
         _progress(f"seeded {seeded['punches']} punches; timing `backend book --month {args.month} --csv`")

@@ -120,3 +120,11 @@ class LocalPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def database_or_throwaway(url: str | None) -> tuple[str, LocalPostgres | None]:
+    """``url`` when given, else a new database on a throw-away server (returned too, for the caller to stop)."""
+    if url:
+        return url, None
+    pg = LocalPostgres().start()
+    return pg.new_database(), pg
