@@ -209,25 +209,15 @@ class GallerySyncer:
             if held.get(pid) == person_digest(person):
                 res.unchanged += 1
                 continue
-            out = call("gallery.update", person_args(person))
-            if out is None:
-                res.status = "offline"
+            done = _send(res, call, "gallery.update", pid, person_args(person))
+            if done is None:
                 return
-            if out.get("status") == "done":
-                res.updated += 1
-            else:
-                res.status = "failed"
-                res.problems.append(f"gallery.update {pid}: {out.get('reason')}: {out.get('detail')}")
+            res.updated += done
         for pid in sorted(set(held) - set(target) - keep):
-            out = call("gallery.remove", {"person_id": pid})
-            if out is None:
-                res.status = "offline"
+            done = _send(res, call, "gallery.remove", pid, {"person_id": pid})
+            if done is None:
                 return
-            if out.get("status") == "done":
-                res.removed += 1
-            else:
-                res.status = "failed"
-                res.problems.append(f"gallery.remove {pid}: {out.get('reason')}: {out.get('detail')}")
+            res.removed += done
         if res.status == "synced":
             self._record(res, {pid: person_digest(p) for pid, p in target.items()})
 
@@ -266,3 +256,16 @@ def person_args(person: Person) -> dict[str, Any]:
         "sites": sorted(person.sites),
         "templates": [encode_template(t.descriptor, t.embedder_version) for t in person.templates],
     }
+
+
+def _send(res: DeviceResult, call: Callable[[str, dict[str, Any]], dict[str, Any] | None], cmd: str, pid: str, args: dict[str, Any]) -> bool | None:
+    """One gallery command for ``pid``: True when done, False when refused (noted in ``res``), None when the reader went offline."""
+    out = call(cmd, args)
+    if out is None:
+        res.status = "offline"
+        return None
+    if out.get("status") == "done":
+        return True
+    res.status = "failed"
+    res.problems.append(f"{cmd} {pid}: {out.get('reason')}: {out.get('detail')}")
+    return False
