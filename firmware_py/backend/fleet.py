@@ -153,7 +153,7 @@ def fleet(
             telemetry_ts=t.get("ts"),
             last_punch=(t.get("last_punch") or {}).get("ts"),
         )
-    for s, d, ts_ms in db.query("SELECT site, device, max(ts_ms) FROM punches GROUP BY site, device"):
+    for s, d, ts_ms in db.query("SELECT site, device, ts_ms FROM reader_last_punch"):  # kept on insert (store.py): no scan of the punches
         entry(s, d)["last_punch_stored"] = _iso(int(ts_ms))
     events: dict[tuple[str, str], list[tuple[str, int, dict[str, Any]]]] = {}
     for s, d, typ, ts_ms, data in db.query(
@@ -188,3 +188,23 @@ def fleet(
         e.pop("_since_ms", None)
     out = [e for (s, _d), e in sorted(readers.items()) if site is None or s == site]
     return out
+
+
+def prune(db: Database, keep_days: float, *, now: float | None = None) -> dict[str, int]:
+    """Delete telemetry and events received more than ``keep_days`` ago; returns the rows deleted per table.
+
+    By the backend's receive time, not the reader's clock (a reader whose
+    clock is wrong must not lose its rows at once). Each reader's newest
+    telemetry is kept whatever its age: the fleet view shows a long-offline
+    reader's versions, gallery and outbox from it. Punches are never pruned.
+    """
+    if not keep_days > 0:
+        raise ValueError("keep_days must be positive")
+    cutoff = (time.time() if now is None else now) - keep_days * 86400
+    with db.tx() as cur:
+        events = cur.execute("DELETE FROM reader_events WHERE received < ?", (cutoff,)).rowcount
+        telemetry = cur.execute(
+            "DELETE FROM reader_telemetry WHERE received < ? AND n NOT IN (SELECT max(n) FROM reader_telemetry GROUP BY site, device)",
+            (cutoff,),
+        ).rowcount
+    return {"telemetry": telemetry, "events": events}

@@ -202,6 +202,48 @@ CREATE TABLE reader_events (
 CREATE INDEX reader_events_device ON reader_events(site, device, ts_ms);
 """,
     ),
+    (
+        5,
+        "firmware rollouts in waves; the last punch per reader; retention indexes on the fleet tables",
+        """
+CREATE TABLE rollouts (
+    id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    bundle_name TEXT NOT NULL,
+    site TEXT,
+    state TEXT NOT NULL,
+    canary {int} NOT NULL,
+    wave_size {int} NOT NULL,
+    halt_on {int} NOT NULL,
+    runs {int} NOT NULL,
+    detail TEXT NOT NULL,
+    created {real} NOT NULL,
+    updated {real} NOT NULL
+);
+CREATE TABLE rollout_readers (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    wave {int} NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    attempts {int} NOT NULL,
+    updated {real} NOT NULL,
+    PRIMARY KEY (rollout_id, site, device)
+);
+CREATE TABLE reader_last_punch (
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms {int} NOT NULL,
+    PRIMARY KEY (site, device)
+);
+INSERT INTO reader_last_punch(site, device, ts_ms) SELECT site, device, max(ts_ms) FROM punches GROUP BY site, device;
+CREATE INDEX reader_telemetry_received ON reader_telemetry(received);
+CREATE INDEX reader_events_received ON reader_events(received);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -78,6 +78,7 @@ class PunchStore:
                     flat,
                 ).fetchall()
                 inserted |= {r[0] for r in found}
+            _note_last_punches(cur, [(r[1], r[2], r[7]) for r in rows if r[0] in inserted])
             others = sorted({p.claims["id"] for p, _ in punches} - inserted)
             stored_jws: dict[str, str] = {}
             for k in range(0, len(others), 500):
@@ -128,6 +129,19 @@ class PunchStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _note_last_punches(cur: Cursor, punches: list[tuple[str, str, int]]) -> None:
+    """Keep ``reader_last_punch`` (the fleet view's last punch per reader) in step, in the insert's transaction."""
+    latest: dict[tuple[str, str], int] = {}
+    for site, device, ts_ms in punches:
+        latest[(site, device)] = max(ts_ms, latest.get((site, device), ts_ms))
+    for (site, device), ts_ms in sorted(latest.items()):  # a fixed order: two consumers never wait on each other's rows crosswise
+        cur.execute(
+            "INSERT INTO reader_last_punch(site, device, ts_ms) VALUES(?,?,?)"
+            " ON CONFLICT (site, device) DO UPDATE SET ts_ms = excluded.ts_ms WHERE excluded.ts_ms > reader_last_punch.ts_ms",
+            (site, device, ts_ms),
+        )
 
 
 def _bump(cur: Cursor, name: str) -> None:

@@ -19,9 +19,10 @@ from firmware_py.backend.attendance import HEADER, as_records, book, to_csv, to_
 from firmware_py.backend.book import parse_month
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
 from firmware_py.backend.consumer import Outcome, PunchConsumer
-from firmware_py.backend.db import Database, is_url, redact
+from firmware_py.backend.db import Database, StoreUnavailable, is_url, redact
 from firmware_py.backend.fleet import FleetRecorder
 from firmware_py.backend.fleet import fleet as fleet_view
+from firmware_py.backend.fleet import prune as fleet_prune
 from firmware_py.backend.home import BackendHome, default_home
 from firmware_py.backend.hr import HrMaster
 from firmware_py.backend.registry import DbDeviceRegistry
@@ -32,6 +33,8 @@ from firmware_py.keys.store import init_private_key, load_private_key
 from firmware_py.mqtt.commands.registry import NAME_PATTERN
 from firmware_py.mqtt.link import BrokerUrl, BrokerUrlError, TlsFiles
 from firmware_py.progress import Progress
+
+PRUNE_EVERY_S = 3600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--quiet", action="store_true", help="do not print a JSON line per message")
     c.add_argument("--batch-max", type=int, default=200, help="most punches stored in one transaction when they queue up (default 200)")
     c.add_argument("--no-fleet", action="store_true", help="store only punches, not the readers' status, telemetry and events")
+    c.add_argument("--keep-days", type=float, default=None, help="prune reader telemetry and events older than this many days, at start and hourly")
     c.set_defaults(func=cmd_consume)
 
     fl = bsub.add_parser(
@@ -237,6 +241,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each answer")
     x.set_defaults(func=cmd_send)
 
+    ro = bsub.add_parser(
+        "rollout",
+        parents=[home, mqtt],
+        help="update readers a wave at a time (canary first), halting at the K-th failure; `rollout status ID` shows a rollout",
+        description="kaoclock backend rollout BUNDLE (--site S | --all) --canary N --wave-size M --halt-on-failures K, "
+        "or: kaoclock backend rollout status ID. Running the same rollout again resumes it (committed readers are skipped).",
+    )
+    ro.add_argument("bundle", metavar="BUNDLE|status", help="the signed release bundle, or the word status")
+    ro.add_argument("rollout_id", nargs="?", metavar="ID", help="with status: the rollout's id")
+    which = ro.add_mutually_exclusive_group()
+    which.add_argument("--site", default=None, help="the readers of this site")
+    which.add_argument("--all", action="store_true", help="every registered reader")
+    ro.add_argument("--canary", type=int, default=1, help="readers in the first (canary) wave (default 1)")
+    ro.add_argument("--wave-size", type=int, default=10, help="readers in each later wave (default 10)")
+    ro.add_argument("--halt-on-failures", type=int, default=1, metavar="K", help="halt after the wave in which the K-th reader fails (default 1)")
+    ro.add_argument(
+        "--release-key", type=Path, default=None, help="the vendor's release public key, to check the bundle first (default <home>/release.pub)"
+    )
+    ro.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each transfer step's answer (default 30)")
+    ro.add_argument(
+        "--commit-timeout", type=float, default=600.0, help="seconds a reader has, once the bundle is staged, to report its outcome (default 600)"
+    )
+    ro.add_argument("--parallel", type=int, default=8, help="transfers at once within a wave (default 8)")
+    ro.add_argument("--chunk-kib", type=int, default=128, help="chunk size in KiB (default 128)")
+    ro.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ro.set_defaults(func=cmd_rollout)
+
+    pr = bsub.add_parser("prune", parents=[home, js], help="delete reader telemetry and events older than --keep-days (punches are kept)")
+    pr.add_argument("--keep-days", type=float, required=True, help="keep this many days (each reader's newest telemetry is always kept)")
+    pr.set_defaults(func=cmd_prune)
+
 
 def _home(args: argparse.Namespace) -> BackendHome:
     return BackendHome(args.home or default_home())
@@ -353,6 +388,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no backend key at {h.key_file}: it signs the receipts without which readers keep every punch. Create it with `kaoclock backend init`"
         )
+    if args.keep_days is not None and not args.keep_days > 0:
+        raise UsageError("--keep-days must be positive")
     receipt_key = load_private_key(h.key_file)
     fleet = None if args.no_fleet else FleetRecorder(db, args.prefix)
     consumer = PunchConsumer(
@@ -377,8 +414,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
                 break
         else:
             print(f"consuming punches from {', '.join(brokers)} (group {args.group})", file=sys.stderr, flush=True)
+        pruned_at = 0.0
         while not stop.wait(0.5):
-            pass
+            if args.keep_days and time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                pruned_at = time.monotonic()
+                try:
+                    print(json.dumps({"pruned": fleet_prune(db, args.keep_days)}), file=sys.stderr, flush=True)
+                except StoreUnavailable as exc:
+                    print(f"pruning skipped: {exc}", file=sys.stderr)
     finally:
         consumer.stop()
         store.close()
@@ -491,6 +534,91 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         depth = "-" if not r["outbox"] else r["outbox"]["depth"]
         print(f"{r['site']}/{r['device']}\t{r['state']} since {r['since'] or '-'}\t{r['firmware'] or '-'}\toutbox {depth}\t{temp}\t{alerts}")
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.keep_days > 0:
+        raise UsageError("--keep-days must be positive")
+    deleted = fleet_prune(_book_db(args), args.keep_days)
+    if args.json:
+        print(json.dumps({"keep_days": args.keep_days, "deleted": deleted}))
+    else:
+        print(f"deleted {deleted['telemetry']} telemetry and {deleted['events']} event row(s) older than {args.keep_days:g} day(s)")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from firmware_py.backend.rollout import Rollout, RolloutIncomplete, RolloutStore
+    from firmware_py.backend.sync import Brokers
+    from firmware_py.update.bundle import Limits, verify_bundle
+    from firmware_py.update.signing import TrustedKeys
+
+    if args.bundle == "status":
+        if not args.rollout_id:
+            raise UsageError("give the rollout's id: kaoclock backend rollout status ID")
+        doc = RolloutStore(_book_db(args)).status(args.rollout_id)
+        _print_rollout(doc, args.json)
+        return 0 if doc["state"] == "done" else int(RolloutIncomplete.exit_code)
+    if args.rollout_id:
+        raise UsageError(f"unexpected argument {args.rollout_id!r}: kaoclock backend rollout BUNDLE (--site S | --all) ...")
+    if not (args.site or args.all):
+        raise UsageError("choose the readers: --site SITE, or --all for every registered reader")
+    for name, value in (("--canary", args.canary), ("--wave-size", args.wave_size), ("--halt-on-failures", args.halt_on_failures)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1 (got {value})")
+    if not 1 <= args.parallel <= 64:
+        raise UsageError("--parallel must be from 1 to 64")
+    if not 1 <= args.chunk_kib <= 4096:
+        raise UsageError("--chunk-kib must be from 1 to 4096")
+    if args.wait <= 0 or args.commit_timeout <= 0:
+        raise UsageError("--wait and --commit-timeout must be positive")
+    release_key = args.release_key or _home(args).root / "release.pub"
+    if not release_key.exists():
+        raise UsageError(
+            f"no release public key at {release_key}: give --release-key (the vendor's release.pub) to check the bundle before any reader gets it"
+        )
+    if not args.bundle or not Path(args.bundle).is_file():
+        raise UsageError(f"{args.bundle}: no such bundle file")
+    bundle = Path(args.bundle)
+    checked = verify_bundle(bundle, TrustedKeys.load(release_key), Limits())  # BundleError: refused before anything is sent
+    brokers = Brokers(_brokers(args), _tls(args), args.username, os.environ.get("KAOCLOCK_MQTT_PASSWORD"), args.prefix)
+    db = _database(args)
+    _registry(db, args)
+    rollout = Rollout(
+        db,
+        load_private_key(_home(args).key_file),
+        brokers,
+        bundle,
+        bundle.read_bytes(),
+        checked.manifest.version,
+        None if args.all else args.site,
+        canary=args.canary,
+        wave_size=args.wave_size,
+        halt_on=args.halt_on_failures,
+        send_wait_s=args.wait,
+        commit_timeout_s=args.commit_timeout,
+        parallel=args.parallel,
+        chunk_size=args.chunk_kib << 10,
+        say=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    doc = rollout.run()
+    _print_rollout(doc, args.json)
+    if doc["state"] != "done":
+        failed = ", ".join(f"{r['site']}/{r['device']} ({r['reason']})" for r in doc["failed"]) or "none"
+        print(f"rollout {doc['id']} {doc['state']}: failed: {failed}; fix them and run the same command again to resume", file=sys.stderr)
+        return int(RolloutIncomplete.exit_code)
+    return 0
+
+
+def _print_rollout(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(doc))
+        return
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(doc["counts"].items()))
+    print(f"rollout {doc['id']}: {doc['state']} ({doc['detail']}); release {doc['version']}; {counts}")
+    for r in doc["readers"]:
+        why = f" ({r['reason']}): {r['detail']}" if r["state"] in ("failed", "not_reached") else ""
+        print(f"  wave {r['wave']}\t{r['site']}/{r['device']}\t{r['state']}{why}")
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
