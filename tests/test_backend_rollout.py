@@ -9,6 +9,7 @@ script: it passes, unless a file `health-fails` lies beside the reader's config 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -112,10 +113,8 @@ class SimReader:
         t.start()
 
     def _update_service(self) -> None:
-        try:
+        with contextlib.suppress(BundleError, UpdateError):  # a refusal is in the history as staged-refused: reported below
             self.updater.apply_staged(self.staging.dir)
-        except (BundleError, UpdateError):
-            pass  # recorded in the history as staged-refused: reported below
         self.reporter.report()
 
     def start(self) -> None:
@@ -138,9 +137,8 @@ class SimReader:
         return sum(e.type == "transfer.started" for e in self.events)
 
 
-@pytest.fixture
-def city(tmp_path: Path, mosquitto: LocalBroker) -> Any:
-    """20 readers at site hq (plus one registered at another site), a backend home and its database, a signed release 0.2.0."""
+def make_city(tmp_path: Path, broker: str, n: int, db: str) -> dict[str, Any]:
+    """``n`` readers at site hq (plus one registered at another site), a backend home and its database, a signed release 0.2.0."""
     release_key, backend_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     home = tmp_path / "backend"
     home.mkdir()
@@ -152,20 +150,25 @@ def city(tmp_path: Path, mosquitto: LocalBroker) -> Any:
     first = tiny_tree(tmp_path / "tree-0.1.0", "0.1.0")
     bundle = tmp_path / "kaoclock-0.2.0.bundle"
     build_bundle(tiny_tree(tmp_path / "tree-0.2.0", "0.2.0"), bundle, release_key, source="test")
-    db_file = tmp_path / "backend.sqlite"
-    registry = DbDeviceRegistry(Database.open(db_file))
+    registry = DbDeviceRegistry(Database.open(db))
     readers = {}
-    for i in range(1, 21):
+    for i in range(1, n + 1):
         name = f"gate-{i:02d}"
-        r = SimReader(tmp_path / name, name, mosquitto.url, public_pem(release_key.public_key()), public_jwk(backend_key), first)
+        r = SimReader(tmp_path / name, name, broker, public_pem(release_key.public_key()), public_jwk(backend_key), first)
         registry.add(SITE, name, r.jwk)
         readers[name] = r
     registry.add("depot", "gate-01", public_jwk(Ed25519PrivateKey.generate()))  # another site: never part of --site hq
-    for r in readers.values():
+    return {"readers": readers, "bundle": bundle, "args": ["--broker", broker, "--home", str(home), "--db", db], "db": db}
+
+
+@pytest.fixture
+def city(tmp_path: Path, mosquitto: LocalBroker) -> Any:
+    """20 readers on SQLite."""
+    c = make_city(tmp_path, mosquitto.url, 20, str(tmp_path / "backend.sqlite"))
+    for r in c["readers"].values():
         r.start()
-    args = ["--broker", mosquitto.url, "--home", str(home), "--db", str(db_file)]
-    yield {"readers": readers, "bundle": bundle, "args": args, "db": db_file, "home": home, "release_key": release_key}
-    for r in readers.values():
+    yield c
+    for r in c["readers"].values():
         r.stop()
 
 
@@ -177,9 +180,7 @@ def rollout(city: Any, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple
     return rc, json.loads(out.out), out.err
 
 
-def test_a_rollout_to_20_readers_halts_after_the_wave_with_the_second_failure_and_resumes(
-    city: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_rollout_to_20_readers_halts_after_the_wave_with_the_second_failure_and_resumes(city: Any, capsys: pytest.CaptureFixture[str]) -> None:
     readers = city["readers"]
     for broken in ("gate-04", "gate-07"):  # both in wave 2 (canary: gate-01, gate-02; wave 2: gate-03 .. gate-08)
         (readers[broken].root / "health-fails").touch()
@@ -222,6 +223,37 @@ def test_a_rollout_to_20_readers_halts_after_the_wave_with_the_second_failure_an
         assert r.sent() == (2 if name in ("gate-04", "gate-07") else 1), name
     attempts = {r["device"]: r["attempts"] for r in again["readers"]}
     assert attempts["gate-04"] == attempts["gate-07"] == 2 and attempts["gate-01"] == attempts["gate-20"] == 1
+
+
+def test_an_unanswering_and_a_refusing_reader_halt_a_rollout_kept_in_postgresql(
+    tmp_path: Path, mosquitto: LocalBroker, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = make_city(tmp_path, mosquitto.url, 3, pg_url)
+    readers = c["readers"]
+    # gate-01 (the canary) is switched off; gate-02 has a staged release waiting for its updater, so it refuses another.
+    (readers["gate-02"].staging.dir).mkdir(parents=True, exist_ok=True)
+    (readers["gate-02"].staging.dir / "READY").write_text("other.bundle\n")
+    for name in ("gate-02", "gate-03"):
+        readers[name].start()
+    try:
+        capsys.readouterr()
+        rc = main(["backend", "rollout", str(c["bundle"]), "--site", SITE, "--canary", "1", "--wave-size", "1", "--halt-on-failures", "2",
+                   "--wait", "1", "--json", *c["args"]])  # fmt: skip
+        out = capsys.readouterr()
+    finally:
+        for name in ("gate-02", "gate-03"):
+            readers[name].stop()
+        readers["gate-01"].outbox.close()
+    assert rc == ExitCode.UPDATE_FAILED, out.err
+    doc = json.loads(out.out)
+    assert doc["state"] == "halted" and doc["counts"] == {"failed": 2, "not_reached": 1}
+    failed = {r["device"]: r for r in doc["failed"]}
+    assert failed["gate-01"]["reason"] == "no_answer" and "no answer from the reader" in failed["gate-01"]["detail"]
+    assert failed["gate-02"]["reason"] == "busy" and "a staged release is waiting" in failed["gate-02"]["detail"]
+    assert readers["gate-03"].sent() == 0 and readers["gate-03"].slots() == ("a", "a", "0.1.0")
+    assert all(r.slots() == ("a", "a", "0.1.0") for r in readers.values())
+    rows = Database.open(pg_url).query("SELECT device, state, wave FROM rollout_readers ORDER BY device")
+    assert rows == [("gate-01", "failed", 1), ("gate-02", "failed", 2), ("gate-03", "not_reached", 3)]
 
 
 def test_plan_waves() -> None:
