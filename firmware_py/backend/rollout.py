@@ -58,6 +58,12 @@ Key = tuple[str, str]
 PENDING, SENDING, STAGED, COMMITTED, FAILED, NOT_REACHED = "pending", "sending", "staged", "committed", "failed", "not_reached"
 
 
+class BrokerDown(KaoclockError):
+    """The rollout could not reach any broker: nothing was sent."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class RolloutIncomplete(KaoclockError):
     """The rollout halted, or ended with readers that did not commit the release."""
 
@@ -356,9 +362,9 @@ class Rollout:
         watcher = OutcomeWatcher(self.brokers, self.version, self.site)
         try:
             watcher.start()
-        except BrokerUnreachable:
+        except BrokerUnreachable as exc:
             self.store.finish(self.id, "interrupted", "the broker could not be reached; nothing was sent")
-            raise
+            raise BrokerDown(f"{exc}; nothing was sent. Check --broker and run the same command again") from None
         try:
             return self._waves(targets, before, watcher, run)
         except BaseException as exc:
