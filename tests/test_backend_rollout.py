@@ -101,28 +101,28 @@ class SimReader:
         TransferCommands(self.staging, [receiver], bus=self.bus, command_max_bytes=self.cfg.mqtt.command_max_bytes).register(registry)
         self.outbox = Outbox.from_config(self.cfg, self.bus)
         self.link = DeviceLink(self.cfg, self.bus, outbox=self.outbox, registry=registry)
-        self.reporter = UpdateReporter.from_config(self.cfg, self.bus)
-        self.reporter.report()  # the first start: the history so far is not news
+        self.reporter = UpdateReporter(data / "update", data / "update_reported.json", self.bus, poll_s=0.1)
         self.updates: list[threading.Thread] = []
         self.bus.subscribe(self._staged, "update.staged")
 
     def _staged(self, _event: Event) -> None:
-        # What kaoclock-update.path starts (kaoclock update --staged), then the restarted daemon reports the outcome.
+        # What kaoclock-update.path starts: kaoclock-update.service runs `kaoclock update --staged` (the reporter tells the outcome).
         t = threading.Thread(target=self._update_service, daemon=True)
         self.updates.append(t)
         t.start()
 
     def _update_service(self) -> None:
-        with contextlib.suppress(BundleError, UpdateError):  # a refusal is in the history as staged-refused: reported below
+        with contextlib.suppress(BundleError, UpdateError):  # a refusal is recorded in the history as staged-refused
             self.updater.apply_staged(self.staging.dir)
-        self.reporter.report()
 
     def start(self) -> None:
         self.link.start()
+        self.reporter.start()  # the first start: the history so far is not news
 
     def stop(self) -> None:
         for t in self.updates:
             t.join(30)
+        self.reporter.stop()
         self.link.stop()
         self.outbox.close()
 

@@ -14,8 +14,9 @@
    against the device's registered key. The reader's updater installs it into
    the inactive slot, switches, checks its health and commits or rolls back;
    the reader reports ``update.committed`` / ``update.rolled_back`` /
-   ``update.failed`` on its events topic after the restart, and its birth
-   status carries the running version. This module listens to both.
+   ``update.failed`` on its events topic (its UpdateReporter), which this
+   module listens to. (The birth status is no outcome: a release on trial
+   runs, and says so, before its health check has decided.)
 4. A reader counts as failed when it refuses the transfer (bad bundle, older
    release, an update already waiting, no space), does not answer a transfer
    step within ``send_wait_s``, rolls back or fails the install, or reports no
@@ -239,12 +240,9 @@ class OutcomeWatcher:
         key = (where[0], where[1])
         with self._cond:
             if where[2] == "status":
+                # Not an outcome: a release on trial is already running (and says so) before its health check decides.
                 if msg.get("state") == "online" and isinstance(msg.get("firmware"), str):
                     self.firmware[key] = msg["firmware"]
-                    w = self._watch.get(key)
-                    if w is not None and w.outcome is None and msg["firmware"] == self.version:
-                        w.outcome = (COMMITTED, None, f"the reader came back online running {self.version}")
-                        self._cond.notify_all()
                 return
             w = self._watch.get(key)
             if w is None or w.outcome is not None:

@@ -11,15 +11,17 @@ staged. A good one is renamed ``incoming/<id>.bundle`` and ``READY`` written:
 ``kaoclock update --staged``: install into the inactive slot, switch, restart,
 health check, commit or roll back. The daemon never writes code itself.
 
-The outcome arrives after the restart: :class:`UpdateReporter` (a service the
-reader starts) reads the updater's history and emits ``update.committed``,
-``update.rolled_back`` or ``update.failed`` once for each new entry.
+The outcome: :class:`UpdateReporter` (a service the reader starts) reads the
+updater's history at start and whenever it changes, and emits
+``update.committed``, ``update.rolled_back`` or ``update.failed`` once for
+each new entry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,35 +120,72 @@ REPORTED = {
 
 
 class UpdateReporter:
-    """At start, emits the update outcomes recorded since the last start (``start()`` / ``stop()``).
+    """Emits the update outcomes recorded since the last start, at start and then as they are recorded (``start()`` / ``stop()``).
 
     The updater (root) writes ``<data dir>/update/state.json``; the daemon
     keeps the last entry it reported in ``<data dir>/update_reported.json``.
-    On the very first start nothing old is reported.
+    On the very first start nothing old is reported. A rollback restarts the
+    old release, whose start reports it; but a commit is decided while the
+    new release already runs (the updater commits once its health check
+    passed), and a staged bundle the updater refuses changes nothing that
+    runs: so the state file is also looked at every ``poll_s`` seconds (a
+    stat; read only when it changed), and the backend's rollout hears of
+    the commit within that time.
     """
 
-    def __init__(self, state_dir: Path, marker: Path, bus: EventBus) -> None:
+    def __init__(self, state_dir: Path, marker: Path, bus: EventBus, *, poll_s: float = 5.0) -> None:
         self.statefile = StateFile(state_dir)
         self.marker = marker
         self.bus = bus
+        self.poll_s = poll_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of state.json when last read
 
     @classmethod
     def from_config(cls, cfg: Config, bus: EventBus) -> UpdateReporter:
         return cls(cfg.device.data_dir / "update", cfg.device.data_dir / "update_reported.json", bus)
 
     def start(self) -> None:
+        self._safe_report()
+        if self.poll_s > 0 and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, name="update-reporter", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _safe_report(self) -> None:
         try:
             self.report()
         except Exception:  # never stop the reader for a report
             log.exception("reporting update outcomes failed")
 
-    def stop(self) -> None:
-        pass
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                st = self.statefile.path.stat()
+            except OSError:
+                continue
+            if (st.st_mtime_ns, st.st_size) != self._seen:
+                self._safe_report()
 
     def report(self) -> list[dict[str, Any]]:
         """Emit the new entries; returns them."""
-        if not self.statefile.path.exists():
+        with self._lock:
+            return self._report()
+
+    def _report(self) -> list[dict[str, Any]]:
+        try:
+            st = self.statefile.path.stat()
+        except OSError:
             return []
+        self._seen = (st.st_mtime_ns, st.st_size)  # before the read: a write after it is seen by the next poll
         history = self.statefile.load().history
         try:
             last = json.loads(self.marker.read_text())
