@@ -5,11 +5,16 @@ reader's newest telemetry, never punches), and the last punch per reader is kept
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from backend_support import Reader
+from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_py.backend import migrations
 from firmware_py.backend import store as store_mod
@@ -19,6 +24,7 @@ from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.backend.verify import verify_punch
 from firmware_py.cli.main import main
+from firmware_py.devtools.broker import LocalBroker
 from firmware_py.errors import ExitCode
 from firmware_py.keys.jwk import public_jwk
 from firmware_py.timefmt import utc_ms
@@ -108,3 +114,36 @@ def test_prune_deletes_old_telemetry_and_events_but_keeps_each_readers_newest_te
     assert main(["backend", "prune", "--keep-days", "0", "--db", target]) == ExitCode.USAGE
     assert "--keep-days must be positive" in capsys.readouterr().err
     assert db.query("SELECT count(*) FROM reader_telemetry")[0][0] == 2
+
+
+def test_consume_with_keep_days_prunes_at_start(tmp_path: Path, mosquitto: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "backend"
+    assert main(["backend", "init", "--home", str(home)]) == 0
+    reader = Reader(tmp_path)
+    db = Database.open(home / "punches.sqlite")
+    DbDeviceRegistry(db).add(reader.site, reader.device, public_jwk(reader.key))
+    rec, now = FleetRecorder(db), time.time()
+    for age in (30, 1):
+        msg = {"site": reader.site, "device": reader.device, "ts": utc_ms(now - age * DAY)}
+        rec.handle(f"kaoclock/v1/{reader.site}/{reader.device}/events", json.dumps(msg | {"type": "tamper"}).encode(), received=now - age * DAY)
+    argv = ["backend", "consume", "--home", str(home), "--broker", mosquitto.url, "--keep-days", "7", "--count", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # this checkout's firmware_py
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_py", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    deadline = time.monotonic() + 30
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:  # the consumer stops after one stored punch
+            pub.publish(reader.topic, reader.punch(), qos=1).wait_for_publish(5)
+            time.sleep(0.5)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        if proc.poll() is None:
+            proc.kill()
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert '{"pruned": {"telemetry": 0, "events": 1}}' in err
+    assert db.query("SELECT count(*) FROM reader_events")[0][0] == 1
+    assert main(["backend", "consume", "--home", str(home), "--broker", mosquitto.url, "--keep-days", "-1"]) == ExitCode.USAGE

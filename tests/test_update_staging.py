@@ -122,3 +122,35 @@ def test_a_staged_bundle_the_updater_refuses_is_recorded_and_reported_by_the_dae
     (reader.data / "update" / "state.json").write_text(json.dumps(state))
     (entry,) = reporter.report()
     assert entry["event"] == "rolled-back" and events[-1].type == "update.rolled_back" and events[-1].data["reason"] == "camera"
+
+
+def test_the_reporter_reports_an_outcome_recorded_while_the_daemon_runs(tmp_path: Path) -> None:
+    # A trial's commit is recorded after the new release started (its health check passed): the running daemon reports it.
+    import time
+
+    from firmware_py.events import EventBus
+    from firmware_py.update.remote import UpdateReporter
+    from firmware_py.update.state import StateFile
+
+    statefile = StateFile(tmp_path / "update")
+    st = statefile.load()
+    st.note("switched", slot="b", version="0.2.0")
+    statefile.save(st)
+    bus = EventBus()
+    events: list = []
+    bus.subscribe(events.append)
+    reporter = UpdateReporter(tmp_path / "update", tmp_path / "update_reported.json", bus, poll_s=0.05)
+    reporter.start()
+    try:
+        time.sleep(0.2)
+        assert events == []  # nothing new since the start
+        st.note("committed", slot="b", version="0.2.0")
+        statefile.save(st)
+        deadline = time.monotonic() + 5
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        reporter.stop()
+    assert [(e.type, e.data["version"]) for e in events] == [("update.committed", "0.2.0")]  # once
+    assert reporter._thread is None

@@ -414,14 +414,12 @@ def cmd_consume(args: argparse.Namespace) -> int:
                 break
         else:
             print(f"consuming punches from {', '.join(brokers)} (group {args.group})", file=sys.stderr, flush=True)
-        pruned_at = 0.0
+        pruned_at = time.monotonic()
+        _prune_now(db, args.keep_days)
         while not stop.wait(0.5):
-            if args.keep_days and time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+            if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
                 pruned_at = time.monotonic()
-                try:
-                    print(json.dumps({"pruned": fleet_prune(db, args.keep_days)}), file=sys.stderr, flush=True)
-                except StoreUnavailable as exc:
-                    print(f"pruning skipped: {exc}", file=sys.stderr)
+                _prune_now(db, args.keep_days)
     finally:
         consumer.stop()
         store.close()
@@ -429,6 +427,15 @@ def cmd_consume(args: argparse.Namespace) -> int:
     batches = {"transactions": sum(sizes.values()), "largest": max(sizes, default=0)}
     print(json.dumps({"summary": dict(consumer.counts), "batches": batches}), file=sys.stderr)
     return 0
+
+
+def _prune_now(db: Database, keep_days: float | None) -> None:
+    """consume --keep-days: prune the fleet tables (a database that is down is tried again at the next hour)."""
+    if keep_days:
+        try:
+            print(json.dumps({"pruned": fleet_prune(db, keep_days)}), file=sys.stderr, flush=True)
+        except StoreUnavailable as exc:
+            print(f"pruning skipped: {exc}", file=sys.stderr, flush=True)
 
 
 def cmd_attendance(args: argparse.Namespace) -> int:

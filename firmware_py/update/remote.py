@@ -141,7 +141,7 @@ class UpdateReporter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of state.json when last read
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of state.json when last read (it is replaced on every save)
 
     @classmethod
     def from_config(cls, cfg: Config, bus: EventBus) -> UpdateReporter:
@@ -172,7 +172,7 @@ class UpdateReporter:
                 st = self.statefile.path.stat()
             except OSError:
                 continue
-            if (st.st_mtime_ns, st.st_size) != self._seen:
+            if (st.st_ino, st.st_mtime_ns, st.st_size) != self._seen:
                 self._safe_report()
 
     def report(self) -> list[dict[str, Any]]:
@@ -185,7 +185,7 @@ class UpdateReporter:
             st = self.statefile.path.stat()
         except OSError:
             return []
-        self._seen = (st.st_mtime_ns, st.st_size)  # before the read: a write after it is seen by the next poll
+        self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # before the read: a write after it is seen by the next poll
         history = self.statefile.load().history
         try:
             last = json.loads(self.marker.read_text())
