@@ -170,7 +170,10 @@ CATALOGUE: dict[str, EventType] = {
         "info", "update", "transfer_id, version, from_version, signer", "a verified release is handed to the updater (kaoclock-update.path)"
     ),
     "update.committed": EventType(
-        "info", "update", "time, slot, version", "after the restart: the new release passed its health check and is committed"
+        "info",
+        "update",
+        "time, slot, version",
+        "the new release passed its health check and is committed (reported by the running release within seconds)",
     ),
     "update.rolled_back": EventType(
         "fault",
