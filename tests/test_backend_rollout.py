@@ -10,6 +10,7 @@ script: it passes, unless a file `health-fails` lies beside the reader's config 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_py.backend.db import Database
 from firmware_py.backend.registry import DbDeviceRegistry
-from firmware_py.backend.rollout import plan_waves
+from firmware_py.backend.rollout import RolloutStore, plan_waves, rollout_id
 from firmware_py.cli.main import main
 from firmware_py.config import load
 from firmware_py.devtools.broker import LocalBroker
@@ -328,3 +329,17 @@ def test_unsigned_or_foreign_bundles_and_no_readers_are_refused(backend: Any, ca
     assert main(["backend", "rollout", "status", "0.2.0-hq-12345678", *backend["args"]]) == ExitCode.USAGE
     assert "no rollout '0.2.0-hq-12345678'; none has been started" in capsys.readouterr().err
     assert db.query("SELECT count(*) FROM rollouts")[0][0] == 0
+
+
+def test_a_rollout_another_process_is_running_is_not_run_twice(backend: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    good = backend["good"]
+    rid = rollout_id("0.2.0", SITE, hashlib.sha256(good.read_bytes()).hexdigest())
+    RolloutStore(Database.open(backend["db"])).begin(rid, "0.2.0", "x", good.name, SITE, 1, 1, 1)  # someone else's live run
+    capsys.readouterr()
+    assert main(["backend", "rollout", str(good), "--site", SITE, *backend["args"]]) == ExitCode.USAGE
+    assert f"rollout {rid} is being run by another process" in capsys.readouterr().err
+    # --takeover runs it anyway; here the broker is down: exit 3, nothing sent, the rollout marked interrupted.
+    assert main(["backend", "rollout", str(good), "--site", SITE, "--takeover", "--wait", "1", *backend["args"]]) == ExitCode.UNAVAILABLE
+    assert "nothing was sent" in capsys.readouterr().err
+    status = RolloutStore(Database.open(backend["db"])).status(rid)
+    assert status["state"] == "interrupted" and status["runs"] == 2 and status["readers"] == []

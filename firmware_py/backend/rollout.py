@@ -95,11 +95,22 @@ class RolloutStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def begin(self, rid: str, version: str, sha256: str, name: str, site: str | None, canary: int, wave_size: int, halt_on: int) -> int:
-        """Create the rollout, or start another run of it; returns the run number (1 for a new rollout)."""
+    def begin(
+        self, rid: str, version: str, sha256: str, name: str, site: str | None, canary: int, wave_size: int, halt_on: int, busy_s: float = 0.0
+    ) -> int:
+        """Create the rollout, or start another run of it; returns the run number (1 for a new rollout).
+
+        A run of it that was active less than ``busy_s`` seconds ago (another
+        technician's, another host's) is not run twice: UsageError.
+        """
         now = time.time()
         with self.db.tx() as cur:
-            row = cur.execute("SELECT runs FROM rollouts WHERE id=?", (rid,)).fetchone()
+            row = cur.execute("SELECT runs, state, updated FROM rollouts WHERE id=?", (rid,)).fetchone()
+            if row is not None and row[1] == "running" and now - float(row[2]) < busy_s:
+                raise UsageError(
+                    f"rollout {rid} is being run by another process (last activity {now - float(row[2]):.0f} s ago); wait for it "
+                    f"(`kaoclock backend rollout status {rid}`), or add --takeover if that process is gone"
+                )
             if row is None:
                 cur.execute(
                     "INSERT INTO rollouts(id, version, bundle_sha256, bundle_name, site, state, canary, wave_size, halt_on, runs, detail,"
@@ -131,6 +142,11 @@ class RolloutStore:
                 " attempts=rollout_readers.attempts + ?, updated=excluded.updated",
                 (rid, key[0], key[1], wave or 0, state, reason, (detail or "")[:1000], int(attempt), time.time(), wave is not None, int(attempt)),
             )
+            cur.execute("UPDATE rollouts SET updated=? WHERE id=?", (time.time(), rid))  # the run's heartbeat (see begin)
+
+    def heartbeat(self, rid: str) -> None:
+        with self.db.tx() as cur:
+            cur.execute("UPDATE rollouts SET updated=? WHERE id=?", (time.time(), rid))
 
     def status(self, rid: str) -> dict[str, Any]:
         """The rollout and each reader's state; UsageError naming the known ids when there is no such rollout."""
@@ -293,6 +309,7 @@ class Rollout:
     commit_timeout_s: float = 600.0
     parallel: int = 8
     chunk_size: int = DEFAULT_CHUNK
+    takeover: bool = False
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -300,6 +317,7 @@ class Rollout:
         self.registry = DbDeviceRegistry(self.db)
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self.id = rollout_id(self.version, self.site, self.sha256)
+        self._last_beat = 0.0
 
     def readers(self) -> list[Key]:
         """The registered readers of the selection; UsageError for an unknown site or none at all."""
@@ -332,6 +350,13 @@ class Rollout:
 
         return Verified(b.urls, key[0], key[1], self.key, tls=b.tls, username=b.username, password=b.password, prefix=b.prefix)
 
+    def _beat(self, _received: int, _chunks: int) -> None:
+        """A long transfer keeps the run's heartbeat fresh (at most every 10 s), so no other process takes it for dead."""
+        now = time.monotonic()
+        if now - self._last_beat >= 10.0:
+            self._last_beat = now
+            self.store.heartbeat(self.id)
+
     def _send(self, key: Key, wave: int) -> tuple[str, str | None, str]:
         """Transfer and stage the bundle on one reader: (staged | failed, reason, detail)."""
         self.store.set_reader(self.id, key, SENDING, wave=wave, attempt=True)
@@ -345,6 +370,7 @@ class Rollout:
                     chunk_size=self.chunk_size,
                     meta={"version": self.version},
                     wait_s=self.send_wait_s,
+                    progress=self._beat,
                 )
         except TransferFailed as exc:
             reason = (exc.result or {}).get("reason") or ("no_answer" if "no answer" in str(exc) else "refused")
@@ -355,11 +381,13 @@ class Rollout:
 
     def run(self) -> dict[str, Any]:
         targets = self.readers()
-        run = self.store.begin(self.id, self.version, self.sha256, self.bundle.name, self.site, self.canary, self.wave_size, self.halt_on)
+        # The longest a live run stays silent: waiting for a wave's outcomes, or for a transfer step's answers.
+        busy_s = 0.0 if self.takeover else self.commit_timeout_s + 8 * self.send_wait_s + 60
+        run = self.store.begin(self.id, self.version, self.sha256, self.bundle.name, self.site, self.canary, self.wave_size, self.halt_on, busy_s)
         before = self.store.reader_states(self.id)
         watcher = OutcomeWatcher(self.brokers, self.version, self.site)
         try:
-            watcher.start()
+            watcher.start(connect_s=min(10.0, self.send_wait_s))
         except BrokerUnreachable as exc:
             self.store.finish(self.id, "interrupted", "the broker could not be reached; nothing was sent")
             raise BrokerDown(f"{exc}; nothing was sent. Check --broker and run the same command again") from None

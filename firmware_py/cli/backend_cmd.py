@@ -265,6 +265,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ro.add_argument("--parallel", type=int, default=8, help="transfers at once within a wave (default 8)")
     ro.add_argument("--chunk-kib", type=int, default=128, help="chunk size in KiB (default 128)")
+    ro.add_argument("--takeover", action="store_true", help="run a rollout that the database says another process is running (it died)")
     ro.add_argument("--json", action="store_true", help="print the summary as JSON")
     ro.set_defaults(func=cmd_rollout)
 
@@ -606,6 +607,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         commit_timeout_s=args.commit_timeout,
         parallel=args.parallel,
         chunk_size=args.chunk_kib << 10,
+        takeover=args.takeover,
         say=lambda line: print(line, file=sys.stderr, flush=True),
     )
     doc = rollout.run()
