@@ -258,8 +258,18 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
     assert rows["live"]["cues"]["learned"] == rows["live"]["score"] and rows["live"]["subject"] == "a"
     assert "screen or halftone" in rows["screen"]["reason"]
-    assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    # The photo scores far above the early threshold: passed on its 2nd frame, not at the 0.8 s window (9th frame).
+    assert rows["seq"]["frames"] == 2 and rows["seq"]["reason"].startswith("live (early)") and rows["seq"]["cues"]["early"] == 1.0
     assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
+    assert set(out["ms_per_frame_by_kind"]) == {"image", "frames"} and min(out["ms_per_frame_by_kind"].values()) > 0
+    # --trace: the early rule off for the run, every frame's running cues up to the full window.
+    r = subprocess.run([*cmd, "--kinds", "frames", "--trace"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    trace = rows["seq"]["trace"]
+    assert rows["seq"]["frames"] == 9 and rows["seq"]["reason"].startswith("live:") and len(trace) == 9
+    assert [s["n"] for s in trace] == list(range(1, 10)) and trace[-1]["t"] == pytest.approx(0.8)
+    assert trace[-1]["learned"] == rows["seq"]["cues"]["learned"]
     b = subprocess.run(
         [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
         capture_output=True,
