@@ -197,18 +197,16 @@ def choose_early(rows: list[Row], t: float, tt: float, window: float) -> tuple[f
     # An attack's frames look alike, so a mean over a few of them scores like one still: an attack still
     # at or above the early threshold stands for an attack sequence that could pass early.
     still_attacks = [r for r in rows if r.attack and r.kind == "image"]
-    for nmin in EARLY_MIN_FRAMES:
-        for et in EARLY_THRESHOLDS:
-            if et < t:
-                continue
-            f = figures(rows, lambda r, et=et, nmin=nmin: decide_early(r, t, tt, et, nmin, window)[0])
-            near = sum(1 for r in rows if r.attack and early_step(r, et - EARLY_MARGIN, nmin, tt, window) is not None)
-            still = sum(1 for r in still_attacks if r.learned is not None and r.learned >= et)
-            times = live_times(rows, t, tt, et, nmin, window)
-            mean = round(sum(times) / len(times), 6) if times else 0.0
-            key = (*badness(f), 10.0 * near, float(still), mean, -et, -nmin)
-            if best is None or key < best:
-                best, pick = key, (et, nmin)
+    candidates = [(0, 1.0), *((n, e) for n in EARLY_MIN_FRAMES for e in EARLY_THRESHOLDS if e >= t)]  # (0, 1.0): none
+    for nmin, et in candidates:
+        f = figures(rows, lambda r, et=et, nmin=nmin: decide_early(r, t, tt, et, nmin, window)[0])
+        near = sum(1 for r in rows if r.attack and early_step(r, et - EARLY_MARGIN, nmin, tt, window) is not None)
+        still = sum(1 for r in still_attacks if r.learned is not None and r.learned >= et)
+        times = live_times(rows, t, tt, et, nmin, window)
+        mean = round(sum(times) / len(times), 6) if times else 0.0
+        key = (*badness(f), 10.0 * near, float(still), mean, -et, -nmin)
+        if best is None or key < best:
+            best, pick = key, (et, nmin)
     return pick
 
 
@@ -316,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.early:
         if not any(r.trace for r in rows):
             raise SystemExit("--early needs traces: write the details with `kaoclock eval liveness ... --details FILE --trace`")
-        chosen = {u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in out["per_unit_choice"].items()}
+        chosen = {
+            u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in out["per_unit_choice"].items()
+        }
         out["early"] = cross_validate_early(rows, chosen, c.passive_window_s)
     out["rows"] = len(rows)
     print(json.dumps(out, indent=1))
