@@ -238,10 +238,10 @@ def cross_validate_early(rows: list[Row], chosen: dict[str, tuple[float, float]]
             1 for r in rows if r.attack and early_step(r, early[r.unit][0], early[r.unit][1], chosen[r.unit][1], window) is not None
         ),
         "out_of_fold_live_passed_early": f"{len(early_live)}/{len(seq_live)}",
-        "out_of_fold_live_verdict_s": _dist([out[r.id][1] for r in seq_live if out[r.id][1] is not None]),
-        "out_of_fold_live_verdict_frames": _dist([float(out[r.id][2]) for r in seq_live if out[r.id][2] is not None]),
+        "out_of_fold_live_verdict_s": _dist([x for r in seq_live if (x := out[r.id][1]) is not None]),
+        "out_of_fold_live_verdict_frames": _dist([float(n) for r in seq_live if (n := out[r.id][2]) is not None]),
         "out_of_fold_live_verdict_s_by_kind": {
-            k: _dist([out[r.id][1] for r in seq_live if r.kind == k and out[r.id][1] is not None]) for k in sorted({r.kind for r in seq_live})
+            k: _dist([x for r in seq_live if r.kind == k and (x := out[r.id][1]) is not None]) for k in sorted({r.kind for r in seq_live})
         },
         "out_of_fold_replay_stills_at_or_above_early_threshold": _r(
             sum(1 for r in replay if r.learned is not None and r.learned >= early[r.unit][0]) / len(replay) if replay else None
