@@ -266,6 +266,12 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     assert rows["seq"]["frames"] == 9 and rows["seq"]["reason"].startswith("live:") and seq_cues["early"] == 0.0
     assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
     assert set(out["ms_per_frame_by_kind"]) == {"image", "frames"} and min(out["ms_per_frame_by_kind"].values()) > 0
+    assert out["live_verdict"] == {
+        "n": 1,
+        "early": 0,
+        "frames": {"p50": 9.0, "p90": 9.0, "max": 9.0},
+        "seconds": {"p50": 0.8, "p90": 0.8, "max": 0.8},
+    }
     # --trace: the early rule off for the run, every frame's running cues up to the full window.
     r = subprocess.run([*cmd, "--kinds", "frames", "--trace"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

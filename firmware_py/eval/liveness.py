@@ -24,6 +24,9 @@ Reported (JSON on stdout):
   ``worst_subject_apcer`` (the highest APCER of any subject and attack type),
   ``worst_subject_bpcer``, and ``worst_subjects`` naming them: a mean can
   hide one person whose photo always passes;
+* ``live_verdict``: for the live sequences and clips, how many passed early
+  and when their verdict came (``frames`` fed and ``seconds`` watched: p50,
+  p90, max);
 * failures to acquire (no face in any frame) counted apart in ``fta`` and
   left out of the rates;
 * ``ms_per_frame``: what the liveness stage adds per frame (the front-end's
@@ -130,6 +133,13 @@ def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
+def _spread(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return {"p50": round(xs[len(xs) // 2], 3), "p90": round(xs[min(len(xs) - 1, int(0.9 * len(xs)))], 3), "max": round(xs[-1], 3)}
+
+
 def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     """The ISO/IEC 30107-3 figures of a set of outcomes."""
     outs = list(outcomes)
@@ -182,6 +192,14 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     apcer_max = max((_rate(*v) or 0.0 for v in apcers), default=None)
     bpcer = _rate(*overall.get("live", [0, 0]))
     acer = round((apcer_max + bpcer) / 2, 4) if apcer_max is not None and bpcer is not None else None
+    # When the verdict came for live sequences and clips (stills have one frame): the early pass shows here.
+    seq_live = [o for o in outs if o.acquired and not o.presentation.is_attack and o.presentation.kind != "image" and o.cues]
+    live_verdict = {
+        "n": len(seq_live),
+        "early": sum(1 for o in seq_live if (o.cues or {}).get("early") == 1.0),
+        "frames": _spread([float(o.frames_used) for o in seq_live]),
+        "seconds": _spread([float((o.cues or {}).get("window_s", 0.0)) for o in seq_live]),
+    }
     return {
         "n": len(outs),
         "fta": fta,
@@ -193,6 +211,7 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
         "by_subject": by_subject,
         "worst_subject_apcer": worst_apcer[0] if worst_apcer else None,
         "worst_subject_bpcer": worst_bpcer[0] if worst_bpcer else None,
+        "live_verdict": live_verdict,
         "worst_subjects": {
             "apcer": {"subject": worst_apcer[1], "attack_type": worst_apcer[2]} if worst_apcer else None,
             "bpcer": {"subject": worst_bpcer[1]} if worst_bpcer else None,
