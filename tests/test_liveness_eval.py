@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -258,10 +259,29 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
     assert rows["live"]["cues"]["learned"] == rows["live"]["score"] and rows["live"]["subject"] == "a"
     assert "screen or halftone" in rows["screen"]["reason"]
-    assert rows["seq"]["frames"] == 9  # 0.8 s passive window at 10 fps: decided on the 9th frame
+    # Through the front-end this photo scores between the threshold and the early threshold: no early pass,
+    # the 0.8 s window decides (10 fps: the 9th frame).
+    seq_cues = rows["seq"]["cues"]
+    assert load(None).liveness.threshold <= seq_cues["learned"] < load(None).liveness.early_threshold
+    assert rows["seq"]["frames"] == 9 and rows["seq"]["reason"].startswith("live:") and seq_cues["early"] == 0.0
     assert not rows["jumpy"]["passed"] and rows["jumpy"]["reason"].startswith("no verdict: the face's last track lasted 1 frame(s)")
+    assert set(out["ms_per_frame_by_kind"]) == {"image", "frames"} and min(out["ms_per_frame_by_kind"].values()) > 0
+    assert out["live_verdict"] == {
+        "n": 1,
+        "early": 0,
+        "frames": {"p50": 9.0, "p90": 9.0, "max": 9.0},
+        "seconds": {"p50": 0.8, "p90": 0.8, "max": 0.8},
+    }
+    # --trace: the early rule off for the run, every frame's running cues up to the full window.
+    r = subprocess.run([*cmd, "--kinds", "frames", "--trace"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    trace = rows["seq"]["trace"]
+    assert rows["seq"]["frames"] == 9 and rows["seq"]["reason"].startswith("live:") and len(trace) == 9
+    assert [s["n"] for s in trace] == list(range(1, 10)) and trace[-1]["t"] == pytest.approx(0.8)
+    assert trace[-1]["learned"] == rows["seq"]["cues"]["learned"]
     b = subprocess.run(
-        [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30"],
+        [sys.executable, "-m", "firmware_py", "bench", "liveness", "--image", str(grace_hopper_path), "--frames", "30", "--parts", "--rounds", "2"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -269,6 +289,16 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     assert b.returncode == 0, b.stderr
     bench = json.loads(b.stdout)
     assert bench["frames"] == 30 and bench["verdicts"] >= 1 and bench["ms_per_frame"]["p50"] > 0
+    parts = bench["parts_ms"]
+    assert set(parts) == {
+        "input_problem",
+        "crop.minifasnet_v2",
+        "crop.minifasnet_v1se",
+        "invoke.minifasnet_v2",
+        "invoke.minifasnet_v1se",
+        "texture_cues",
+    }
+    assert min(parts.values()) > 0
 
 
 def test_summary_reports_every_subject_and_the_worst_one() -> None:
@@ -308,3 +338,36 @@ def test_leave_one_unit_out_never_lets_a_unit_choose_its_own_threshold() -> None
     assert cv["per_unit_choice"]["s5"]["threshold"] < 0.6  # s5 held out: the others never saw such prints
     assert cv["out_of_fold_by_subject"]["s5"]["apcer_stills"]["print"] == 1.0  # and the out-of-fold figure says so
     assert cv["out_of_fold"]["print"] == round(50 / 300, 4)
+
+
+def test_early_rule_is_chosen_without_the_held_out_unit_and_never_passes_a_training_print() -> None:
+    from firmware_py.eval.liveness_cv import Row, Step, choose_early, cross_validate, cross_validate_early, decide_early
+
+    def seq(rid: str, unit: str, attack: bool, scores: list[float], veto_at_window: bool = False) -> Row:
+        steps, total = [], 0.0
+        for i, x in enumerate(scores):
+            total += x
+            steps.append(Step(i / 10, i + 1, total / (i + 1), 0.0, False))
+        return Row(rid, unit, unit, "frames", attack, "print" if attack else "", steps[-1].learned, 0.0, veto_at_window, tuple(steps))
+
+    rows = []
+    for u in range(5):  # five subjects: live sequences score 0.99, prints 0.05, one still each way
+        rows.append(seq(f"l{u}", f"s{u}", False, [0.99] * 9))
+        rows.append(seq(f"a{u}", f"s{u}", True, [0.05] * 9))
+        rows.append(Row(f"li{u}", f"s{u}", f"s{u}", "image", False, "", 0.9, 0.0, False))
+        rows.append(Row(f"ai{u}", f"s{u}", f"s{u}", "image", True, "print", 0.1, 0.0, False))
+    # subject s4's print scores like a live face; only the window's (planar) veto rejects it, late
+    rows[-3] = seq("a4", "s4", True, [0.995] * 9, veto_at_window=True)
+    assert choose_early(rows, 0.5, -math.inf, 0.8) == (1.0, 0)  # all units in view: no early pass at all
+    et, nmin = choose_early(rows[:-4], 0.5, -math.inf, 0.8)
+    assert (et, nmin) == (0.99, 2)  # without s4: the highest threshold that passes every live sequence on its 2nd frame
+    assert decide_early(rows[-3], 0.5, -math.inf, et, nmin, 0.8)[0] and not decide_early(rows[1], 0.5, -math.inf, et, nmin, 0.8)[0]
+    live = decide_early(rows[0], 0.5, -math.inf, et, nmin, 0.8)
+    assert live[0] and live[2] == 2 and live[1] < 0.8  # live passes early, in fewer frames than the window
+    cv = cross_validate(rows)
+    chosen = {u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in cv["per_unit_choice"].items()}
+    early = cross_validate_early(rows, chosen, 0.8)
+    assert early["per_unit_choice"]["s4"] == {"early_threshold": 0.99, "early_min_frames": 2}  # s4 held out: never saw such a print
+    assert early["per_unit_choice"]["s0"] == {"early_threshold": 1.0, "early_min_frames": 0}  # s4 in view: no early pass
+    assert early["out_of_fold_attack_sequences_passed_early"] == 1 and early["out_of_fold"]["print_accepted"] == 1  # ... and it says so
+    assert early["out_of_fold_live_passed_early"] == "1/5" and early["shipped"] == {"early_threshold": 1.0, "early_min_frames": 0}

@@ -175,8 +175,9 @@ def _stage(**changes: object):  # type: ignore[no-untyped-def]
     return LivenessDetector.from_config(with_changes(load(None), {f"liveness.{k}": v for k, v in changes.items()}))
 
 
-def test_nets_run_only_until_the_verdict(astronaut: np.ndarray) -> None:
-    st = _stage(policy="passive")
+@pytest.mark.parametrize("early_min_frames, decided_at", [(0, (8, 9)), (2, (1,))])
+def test_nets_run_only_until_the_verdict(astronaut: np.ndarray, early_min_frames: int, decided_at: tuple[int, ...]) -> None:
+    st = _stage(policy="passive", early_min_frames=early_min_frames)
     box = (175.0, 76.0, 265.0, 196.0)
     assert st.learned is not None
     done = None
@@ -184,7 +185,8 @@ def test_nets_run_only_until_the_verdict(astronaut: np.ndarray) -> None:
         st.observe_face(1, astronaut, box, None, 100 + i * 0.1)
         if done is None and st.verdict(1) is not None:  # the daemon asks after every frame
             done = st.learned.invokes
-            assert done == 2 * (i + 1) and i in (8, 9)  # two 80x80 invokes per frame; the 0.8 s window
+            # two 80x80 invokes per frame; the 0.8 s window, or the early pass on the 2nd frame
+            assert done == 2 * (i + 1) and i in decided_at
     assert done is not None and st.learned.invokes == done  # later frames of a decided track cost nothing
 
 
@@ -241,3 +243,33 @@ def test_models_build_liveness_refuses_a_wrong_source(tmp_path: Path) -> None:
     (d / V1SE).write_bytes(b"y")
     with pytest.raises(ModelError, match="sha256 mismatch"):
         check_sources(tmp_path)
+
+
+def test_early_pass_on_real_sequences_never_on_a_print(data_root: Path) -> None:
+    """Real NUAA print sequences (3 subjects) and live sequences / a clip through the daemon's front-end and stage."""
+    from firmware_py.config import load
+    from firmware_py.eval.liveness import evaluate
+    from firmware_py.liveness.frontend import FrontEnd
+    from firmware_py.liveness.presentations import read_manifest
+
+    ids = {
+        "nuaa-ImposterRaw-0001_00_00_01-seq",
+        "nuaa-ImposterRaw-0004_01_00_01-seq",
+        "nuaa-ImposterRaw-0007_01_00_01-seq",
+        "nuaa-ClientRaw-0002_01_00_01-seq",
+        "nuaa-ClientRaw-0007_00_00_01-seq",
+        "clip-liveportrait_d3",
+    }
+    pres = [p for p in read_manifest(data_root / "liveness-dev.csv") if p.id in ids]
+    assert len(pres) == len(ids)
+    cfg = load(None)
+    stage = _stage(policy="passive")
+    _, outcomes = evaluate(pres, FrontEnd(cfg), stage, max_seconds=2.0)
+    for o in outcomes:
+        assert o.cues is not None, o.presentation.id
+        if o.presentation.is_attack:  # never early; rejected by the learned score (at the window, or when the sequence ends)
+            assert not o.passed and o.cues["early"] == 0.0 and "learned liveness score" in o.reason, o.reason
+        else:  # passed early, in fewer frames than the window, the verdict still explained cue by cue
+            assert o.passed and o.reason.startswith("live (early)") and o.cues["early"] == 1.0, o.reason
+            assert o.frames_used < 9 and o.cues["window_s"] < cfg.liveness.passive_window_s
+            assert {"texture", "moire_peak", "learned.minifasnet_v2", "learned.minifasnet_v1se"} <= set(o.cues)

@@ -70,7 +70,7 @@ def test_policy_off_passes_everything_and_says_so(astronaut: np.ndarray) -> None
 
 
 def test_passive_waits_for_its_window_then_accepts_a_live_photo(astronaut: np.ndarray) -> None:
-    st = stage("passive")
+    st = stage("passive", early_min_frames=0)  # the full window (no early pass)
     box = dlib_box(astronaut)
     assert st.verdict(1) is None  # never seen
     feed(st, astronaut, box, 3, dt=0.1)  # 0.2 s < 0.8 s window
@@ -83,6 +83,56 @@ def test_passive_waits_for_its_window_then_accepts_a_live_photo(astronaut: np.nd
     assert v.reason.startswith("live:")
     for cue in ("texture", "texture.colour", "texture.colour_texture", "texture.context", "moire_peak", "frames", "window_s"):
         assert cue in v.cues
+
+
+def test_early_pass_on_a_live_face_in_fewer_frames_than_the_window(astronaut: np.ndarray) -> None:
+    st = stage("passive")
+    box = dlib_box(astronaut)
+    p = st.params
+    turning = head_turning(10)
+    feed(st, astronaut, box, p.early_min_frames - 1, dt=0.1, points=turning)
+    assert st.verdict(1) is None  # one frame is never enough
+    feed(st, astronaut, box, 1, dt=0.1, t0=100 + 0.1 * (p.early_min_frames - 1), points=turning[p.early_min_frames - 1 :])
+    v = st.verdict(1)
+    assert v is not None and v.passed and v.reason.startswith("live (early)"), v
+    assert v.cues["early"] == 1.0 and v.cues["frames"] == p.early_min_frames and v.cues["window_s"] < p.passive_window_s
+    assert v.threshold == p.early_threshold and v.score is not None and v.score >= p.early_threshold
+    # the verdict still carries every cue's score
+    for cue in ("learned.minifasnet_v2", "learned.minifasnet_v1se", "texture", "texture.colour", "moire_peak", "planarity"):
+        assert cue in v.cues
+    # An early threshold above the face's score: no early pass, the window decides as before.
+    hi = stage("passive", early_threshold=1.0)
+    feed(hi, astronaut, box, 8, dt=0.1)
+    assert hi.verdict(1) is None
+    feed(hi, astronaut, box, 1, dt=0.1, t0=100.9)
+    w = hi.verdict(1)
+    assert w is not None and w.passed and w.reason.startswith("live:") and w.cues["early"] == 0.0 and w.threshold == p.threshold
+
+
+def test_no_early_pass_when_a_veto_fires_or_the_face_moves_like_a_flat_picture(astronaut: np.ndarray) -> None:
+    box = dlib_box(astronaut)
+    # A screen re-capture: the moire veto holds the early pass back; the window rejects.
+    st = stage("passive")
+    feed(st, screen_moire(astronaut), box, 8)
+    assert st.verdict(1) is None
+    feed(st, screen_moire(astronaut), box, 1, t0=100.9)
+    v = st.verdict(1)
+    assert v is not None and not v.passed and "screen or halftone" in v.reason
+    # A picture tilting as one homography: too little motion yet for the window's veto (distortion gate), but
+    # no early pass either; at the window the planar veto rejects it.
+    a = _face_points()
+    flat = [tilted(a, np.eye(3) + (TILT - np.eye(3)) * i / 9) for i in range(10)]
+    st2 = stage("passive")
+    for i in range(10):
+        feed(st2, astronaut, box, 1, t0=100 + 0.1 * i, points=[flat[i]])
+        if i < 9:
+            assert st2.verdict(1) is None, i
+    v2 = st2.verdict(1)
+    assert v2 is not None and not v2.passed and "tilted like a flat picture" in v2.reason
+    # strict never decides early
+    st3 = stage("strict")
+    feed(st3, astronaut, box, 5, points=head_turning(5))
+    assert st3.verdict(1) is None
 
 
 def test_passive_rejects_a_synthetic_screen_recapture_and_says_why(astronaut: np.ndarray) -> None:

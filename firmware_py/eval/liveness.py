@@ -24,10 +24,18 @@ Reported (JSON on stdout):
   ``worst_subject_apcer`` (the highest APCER of any subject and attack type),
   ``worst_subject_bpcer``, and ``worst_subjects`` naming them: a mean can
   hide one person whose photo always passes;
+* ``live_verdict``: for the live sequences and clips, how many passed early
+  and when their verdict came (``frames`` fed and ``seconds`` watched: p50,
+  p90, max);
 * failures to acquire (no face in any frame) counted apart in ``fta`` and
   left out of the rates;
 * ``ms_per_frame``: what the liveness stage adds per frame (the front-end's
-  own cost is ``frontend_ms_per_frame``).
+  own cost is ``frontend_ms_per_frame``); ``ms_per_frame_by_kind`` splits it
+  into stills (``image``: one frame pays for both nets and the texture cues)
+  and sequences (``frames``, ``video``: what a walk-up costs per frame);
+* with ``--details FILE --trace``: each presentation's running cues after
+  every frame (``LivenessDetector.progress``), the input of the early rule's
+  cross-validation (``python -m firmware_py.eval.liveness_cv --early``).
 """
 
 from __future__ import annotations
@@ -55,14 +63,21 @@ class Outcome:
     reason: str
     frames_used: int
     cues: dict[str, float] | None = None
+    trace: list[dict[str, float]] | None = None  # the stage's running cues after each frame (``--trace``)
 
 
-def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_seconds: float, timing: dict[str, float]) -> Outcome:
-    """Feed one presentation frame by frame until the stage gives a verdict for its track."""
+def run_presentation(
+    p: Presentation, front: Any, stage: Any, fps: float, max_seconds: float, timing: dict[str, float], trace: bool = False
+) -> Outcome:
+    """Feed one presentation frame by frame until the stage gives a verdict for its track.
+
+    ``trace``: also keep the stage's running cues after each frame of the last track (outside the timing).
+    """
     from firmware_py.liveness.frontend import largest
 
     front.reset()
     track: int | None = None
+    steps: list[dict[str, float]] = []
     verdict = None
     used = 0
     on_track = 0  # frames fed for the current track
@@ -82,12 +97,20 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
             assert obs is not None  # observations is not empty here
             track = obs.track_id
             on_track = 0
+            steps = []
         on_track += 1
         stage.observe(obs, frame)
         verdict = stage.verdict(track)
-        timing["liveness_s"] += time.perf_counter() - t1
+        spent = time.perf_counter() - t1
+        timing["liveness_s"] += spent
         timing["frames_fed"] += 1
+        timing[f"liveness_s.{p.kind}"] = timing.get(f"liveness_s.{p.kind}", 0.0) + spent
+        timing[f"frames_fed.{p.kind}"] = timing.get(f"frames_fed.{p.kind}", 0.0) + 1
         used += 1
+        if trace:
+            step = stage.progress(track)
+            if step is not None:
+                steps.append(step)
         if verdict is not None:
             break
     if track is None:
@@ -99,13 +122,22 @@ def run_presentation(p: Presentation, front: Any, stage: Any, fps: float, max_se
             return Outcome(p, True, False, None, f"no verdict: the face's last track lasted {on_track} frame(s) < {min_frames}", used)
         t1 = time.perf_counter()
         verdict = stage.conclude(track)
-        timing["liveness_s"] += time.perf_counter() - t1
+        spent = time.perf_counter() - t1
+        timing["liveness_s"] += spent
+        timing[f"liveness_s.{p.kind}"] = timing.get(f"liveness_s.{p.kind}", 0.0) + spent
     stage.forget(track)
-    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used, dict(verdict.cues))
+    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used, dict(verdict.cues), steps if trace else None)
 
 
 def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
+
+
+def _spread(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return {"p50": round(xs[len(xs) // 2], 3), "p90": round(xs[min(len(xs) - 1, int(0.9 * len(xs)))], 3), "max": round(xs[-1], 3)}
 
 
 def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
@@ -160,6 +192,14 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     apcer_max = max((_rate(*v) or 0.0 for v in apcers), default=None)
     bpcer = _rate(*overall.get("live", [0, 0]))
     acer = round((apcer_max + bpcer) / 2, 4) if apcer_max is not None and bpcer is not None else None
+    # When the verdict came for live sequences and clips (stills have one frame): the early pass shows here.
+    seq_live = [o for o in outs if o.acquired and not o.presentation.is_attack and o.presentation.kind != "image" and o.cues]
+    live_verdict = {
+        "n": len(seq_live),
+        "early": sum(1 for o in seq_live if (o.cues or {}).get("early") == 1.0),
+        "frames": _spread([float(o.frames_used) for o in seq_live]),
+        "seconds": _spread([float((o.cues or {}).get("window_s", 0.0)) for o in seq_live]),
+    }
     return {
         "n": len(outs),
         "fta": fta,
@@ -171,6 +211,7 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
         "by_subject": by_subject,
         "worst_subject_apcer": worst_apcer[0] if worst_apcer else None,
         "worst_subject_bpcer": worst_bpcer[0] if worst_bpcer else None,
+        "live_verdict": live_verdict,
         "worst_subjects": {
             "apcer": {"subject": worst_apcer[1], "attack_type": worst_apcer[2]} if worst_apcer else None,
             "bpcer": {"subject": worst_bpcer[1]} if worst_bpcer else None,
@@ -179,14 +220,14 @@ def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
 
 
 def evaluate(
-    presentations: list[Presentation], front: Any, stage: Any, fps: float = 10.0, max_seconds: float = 6.0
+    presentations: list[Presentation], front: Any, stage: Any, fps: float = 10.0, max_seconds: float = 6.0, trace: bool = False
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Run every presentation; the summary (plus timing) and the per-presentation outcomes."""
     timing = {"frontend_s": 0.0, "liveness_s": 0.0, "frames_seen": 0.0, "frames_fed": 0.0}
     outcomes = []
     with Progress("presentations", total=len(presentations)) as bar:
         for p in presentations:
-            outcomes.append(run_presentation(p, front, stage, fps, max_seconds, timing))
+            outcomes.append(run_presentation(p, front, stage, fps, max_seconds, timing, trace))
             bar.advance()
     summary = summarise(outcomes)
     thresholds = {"passive": stage.params.threshold, "strict": stage.params.strict_threshold}
@@ -194,6 +235,12 @@ def evaluate(
     summary["policy"] = stage.policy
     summary["texture_threshold"] = stage.params.texture_threshold if stage.policy != "off" else None
     summary["ms_per_frame"] = round(1000 * timing["liveness_s"] / timing["frames_fed"], 3) if timing["frames_fed"] else None
+    # Stills cost more per frame than a walk-up: their one frame pays for both nets and the texture cues.
+    summary["ms_per_frame_by_kind"] = {
+        k: round(1000 * timing[f"liveness_s.{k}"] / timing[f"frames_fed.{k}"], 3)
+        for k in sorted(x.split(".", 1)[1] for x in timing if x.startswith("frames_fed."))
+        if timing[f"frames_fed.{k}"]
+    }
     summary["frontend_ms_per_frame"] = round(1000 * timing["frontend_s"] / timing["frames_seen"], 3) if timing["frames_seen"] else None
     summary["frames"] = int(timing["frames_fed"])
     return summary, outcomes
@@ -215,6 +262,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="timestamps of 'frames' presentations: frame i is at i / fps s (default 10)")
     p.add_argument("--max-seconds", type=float, default=6.0, help="stop a video after this many seconds (default 6)")
     p.add_argument("--details", type=Path, help="also write one JSON line per presentation (id, label, passed, score, reason) here")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="with --details: each line also carries the stage's running cues after every frame (for the early rule's "
+        "cross-validation); the early verdict is switched off for the run so every trace reaches the full window",
+    )
     p.set_defaults(func=_run)
 
 
@@ -227,6 +280,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     policy = args.policy or (cfg.liveness.policy if cfg.liveness.policy != "off" else "passive")
     cfg = with_changes(cfg, {"liveness.policy": policy})
+    if args.trace:
+        if not args.details:
+            raise ManifestError("--trace needs --details FILE (the traces are written there)")
+        cfg = with_changes(cfg, {"liveness.early_min_frames": 0})
     pres = read_manifest(args.manifest)
     ids = None
     if args.ids:
@@ -240,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
     if not chosen:
         raise ManifestError(f"no presentation of {args.manifest} is left after the --subjects / --ids / --kinds filters")
     stage = LivenessDetector.from_config(cfg)
-    summary, outcomes = evaluate(chosen, FrontEnd(cfg), stage, fps=args.fps, max_seconds=args.max_seconds)
+    summary, outcomes = evaluate(chosen, FrontEnd(cfg), stage, fps=args.fps, max_seconds=args.max_seconds, trace=args.trace)
     if args.details:
         with args.details.open("w") as fh:
             for o in outcomes:
@@ -258,6 +315,7 @@ def _run(args: argparse.Namespace) -> int:
                             "subject": o.presentation.subject,
                             "attack_type": o.presentation.attack_type,
                             "cues": o.cues,
+                            **({"trace": o.trace} if o.trace is not None else {}),
                         }
                     )
                     + "\n"

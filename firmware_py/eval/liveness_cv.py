@@ -46,6 +46,18 @@ class Row:
     learned: float | None  # None: no verdict could score it (always a reject)
     texture: float
     other_veto: bool  # moire / planar / strict cue: independent of the two thresholds
+    trace: tuple[Step, ...] = ()  # sequences: the running cues after each frame up to the full window (``--trace``)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the early rule sees after one frame of a sequence."""
+
+    t: float  # seconds since the track's first frame
+    n: int  # scored frames so far
+    learned: float  # their mean learned score
+    texture: float  # the mean texture score so far
+    other_veto: bool  # moire veto, or motion so far like a flat picture (the early rule's planar check)
 
 
 def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortion: float, planar_ratio: float) -> list[Row]:
@@ -66,6 +78,11 @@ def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortio
             veto = moire_peak > 0 and cues.get("moire_peak", 0.0) > moire_peak
             if planar_ratio > 0 and cues.get("planar_distortion", 0.0) >= planar_distortion and cues.get("planarity", 0.0) >= planar_ratio:
                 veto = True
+        steps = []
+        for st in d.get("trace") or ():
+            planar = planar_ratio > 0 and st.get("planarity", 0.0) >= planar_ratio  # early: no distortion gate
+            moire = moire_peak > 0 and st.get("moire_peak", 0.0) > moire_peak
+            steps.append(Step(float(st["t"]), int(st["n"]), float(st["learned"]), float(st["texture"]), bool(planar or moire)))
         rows.append(
             Row(
                 d["id"],
@@ -77,6 +94,7 @@ def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortio
                 learned,
                 float(cues.get("texture", 0.0)),
                 veto,
+                tuple(steps),
             )
         )
     return rows
@@ -130,6 +148,107 @@ def choose(rows: list[Row]) -> tuple[float, float]:
     tt = min(x[0] for x in ties)
     ts = sorted(t for v, t in ties if v == tt)
     return ts[len(ts) // 2], tt
+
+
+# The early pass (``early_threshold``, ``early_min_frames``): candidates, and a declared safety margin.
+EARLY_THRESHOLDS = tuple(round(0.40 + 0.01 * i, 2) for i in range(60))
+EARLY_MIN_FRAMES = (2, 3, 4, 5, 6, 8)
+EARLY_MARGIN = 0.1  # no training print sequence may pass early even at early_threshold - this (declared, not tuned)
+
+
+def early_step(r: Row, et: float, nmin: int, tt: float, window: float) -> Step | None:
+    """The first frame at which the early rule passes the sequence (before the full window), or None."""
+    if nmin <= 0 or r.kind == "image":
+        return None
+    for st in r.trace:
+        if st.t >= window:
+            break
+        if st.n >= nmin and st.learned >= et and st.texture >= tt and not st.other_veto:
+            return st
+    return None
+
+
+def decide_early(r: Row, t: float, tt: float, et: float, nmin: int, window: float) -> tuple[bool, float | None, int | None]:
+    """(passed, verdict time s, scored frames) with the early rule in front of the full-window decision."""
+    st = early_step(r, et, nmin, tt, window)
+    if st is not None:
+        return True, st.t, st.n
+    last = r.trace[-1] if r.trace else None
+    return passes(r, t, tt), (last.t if last else None), (last.n if last else None)
+
+
+def live_times(rows: list[Row], t: float, tt: float, et: float, nmin: int, window: float) -> list[float]:
+    """Verdict times (s) of the live sequences and clips that have a trace."""
+    return [x for r in rows if not r.attack and r.kind != "image" and r.trace for x in [decide_early(r, t, tt, et, nmin, window)[1]] if x is not None]
+
+
+def choose_early(rows: list[Row], t: float, tt: float, window: float) -> tuple[float, int]:
+    """(early_threshold, early_min_frames) for the full-window choice (t, tt), on these rows.
+
+    Goals first (as :func:`badness`, with the early passes counted, and a print
+    sequence that would pass early at ``early_threshold - EARLY_MARGIN`` counted
+    as accepted), then the number of attack stills (print, replay) scoring at or
+    above the early threshold, then the mean verdict time of the live
+    sequences and clips; ties go to the higher threshold, then the more frames.
+    ``(1.0, 0)`` = no early pass.
+    """
+    best: tuple[float, ...] | None = None
+    pick = (1.0, 0)
+    # An attack's frames look alike, so a mean over a few of them scores like one still: an attack still
+    # at or above the early threshold stands for an attack sequence that could pass early.
+    still_attacks = [r for r in rows if r.attack and r.kind == "image"]
+    candidates = [(0, 1.0), *((n, e) for n in EARLY_MIN_FRAMES for e in EARLY_THRESHOLDS if e >= t)]  # (0, 1.0): none
+    for nmin, et in candidates:
+        f = figures(rows, lambda r, et=et, nmin=nmin: decide_early(r, t, tt, et, nmin, window)[0])
+        near = sum(1 for r in rows if r.attack and early_step(r, et - EARLY_MARGIN, nmin, tt, window) is not None)
+        still = sum(1 for r in still_attacks if r.learned is not None and r.learned >= et)
+        times = live_times(rows, t, tt, et, nmin, window)
+        mean = round(sum(times) / len(times), 6) if times else 0.0
+        key = (*badness(f), 10.0 * near, float(still), mean, -et, -nmin)
+        if best is None or key < best:
+            best, pick = key, (et, nmin)
+    return pick
+
+
+def _dist(xs: list[float]) -> dict[str, float | None]:
+    xs = sorted(xs)
+    if not xs:
+        return {"n": 0, "p50": None, "p90": None, "max": None}
+    return {"n": len(xs), "p50": round(xs[len(xs) // 2], 3), "p90": round(xs[min(len(xs) - 1, int(0.9 * len(xs)))], 3), "max": round(xs[-1], 3)}
+
+
+def cross_validate_early(rows: list[Row], chosen: dict[str, tuple[float, float]], window: float) -> dict[str, Any]:
+    """Leave-one-unit-out for the early rule: each unit at the early parameters chosen without it."""
+    units = sorted({r.unit for r in rows})
+    early: dict[str, tuple[float, int]] = {u: choose_early([r for r in rows if r.unit != u], *chosen[u], window) for u in units}
+    out = {r.id: decide_early(r, *chosen[r.unit], *early[r.unit], window) for r in rows}
+    pooled = figures(rows, lambda r: out[r.id][0])
+    seq_live = [r for r in rows if not r.attack and r.kind != "image" and r.trace]
+    early_live = [r for r in seq_live if early_step(r, early[r.unit][0], early[r.unit][1], chosen[r.unit][1], window) is not None]
+    replay = [r for r in rows if r.attack and r.attack_type == "replay" and r.kind == "image" and r.learned is not None]
+    ship_t, ship_tt = choose(rows)
+    ship = choose_early(rows, ship_t, ship_tt, window)
+    return {
+        "protocol": "leave-one-unit-out; in each fold the full-window thresholds, then the early rule, chosen on the other units",
+        "window_s": window,
+        "margin": EARLY_MARGIN,
+        "per_unit_choice": {u: {"early_threshold": e[0], "early_min_frames": e[1]} for u, e in early.items()},
+        "out_of_fold": {k: (_r(v) if isinstance(v, float) else v) for k, v in pooled.items()},
+        "out_of_fold_attack_sequences_passed_early": sum(
+            1 for r in rows if r.attack and early_step(r, early[r.unit][0], early[r.unit][1], chosen[r.unit][1], window) is not None
+        ),
+        "out_of_fold_live_passed_early": f"{len(early_live)}/{len(seq_live)}",
+        "out_of_fold_live_verdict_s": _dist([x for r in seq_live if (x := out[r.id][1]) is not None]),
+        "out_of_fold_live_verdict_frames": _dist([float(n) for r in seq_live if (n := out[r.id][2]) is not None]),
+        "out_of_fold_live_verdict_s_by_kind": {
+            k: _dist([x for r in seq_live if r.kind == k and (x := out[r.id][1]) is not None]) for k in sorted({r.kind for r in seq_live})
+        },
+        "out_of_fold_replay_stills_at_or_above_early_threshold": _r(
+            sum(1 for r in replay if r.learned is not None and r.learned >= early[r.unit][0]) / len(replay) if replay else None
+        ),
+        "shipped": {"early_threshold": ship[0], "early_min_frames": ship[1]},
+        "all_units_at_shipped_live_verdict_s (in-sample)": _dist(live_times(rows, ship_t, ship_tt, *ship, window)),
+    }
 
 
 def cross_validate(rows: list[Row]) -> dict[str, Any]:
@@ -187,10 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--details", type=Path, required=True, help="the --details file of a `kaoclock eval liveness` run over the manifest")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--early", action="store_true", help="also cross-validate the early pass (needs a details file written with --trace)")
     args = ap.parse_args(argv)
     c = load(None).liveness
     rows = load_rows(args.manifest, args.details, c.moire_peak, c.planar_distortion, c.planar_ratio)
     out = cross_validate(rows)
+    if args.early:
+        if not any(r.trace for r in rows):
+            raise SystemExit("--early needs traces: write the details with `kaoclock eval liveness ... --details FILE --trace`")
+        chosen = {
+            u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in out["per_unit_choice"].items()
+        }
+        out["early"] = cross_validate_early(rows, chosen, c.passive_window_s)
     out["rows"] = len(rows)
     print(json.dumps(out, indent=1))
     return 0

@@ -25,6 +25,15 @@ until it answers; ``None`` means *still watching*.  Policies:
        >= ``planar_distortion`` and planarity >= ``planar_ratio``), see
        :func:`firmware_py.liveness.motion.planar_motion`.
 
+    **Early pass**: before the window ends, the face passes as soon as at
+    least ``early_min_frames`` scored frames have a mean learned score >=
+    ``early_threshold`` (stricter than ``threshold``), no veto fires on what
+    was seen, and the landmarks have not (yet) moved like a flat picture
+    (planarity >= ``planar_ratio`` without the window's distortion gate); its
+    verdict says "live (early)" and carries the cue ``early`` = 1.  Rejects
+    always wait for the full window.  Both parameters are chosen by the
+    subject-grouped cross-validation (``firmware_py/eval/liveness_cv.py --early``).
+
     Motion only ever vetoes, it never rescues a low texture score: a person
     standing still shows no motion at all, and a bent print flexes a little,
     so the amount of non-planar motion alone does not separate them in the
@@ -106,6 +115,8 @@ class LivenessParams:
     planar_distortion: float = 0.06
     planar_ratio: float = 2.2
     texture_threshold: float = -1.0
+    early_threshold: float = 0.86
+    early_min_frames: int = 2
 
     @classmethod
     def from_config(cls, cfg: Config) -> LivenessParams:
@@ -124,6 +135,8 @@ class LivenessParams:
             c.planar_distortion,
             c.planar_ratio,
             c.texture_threshold,
+            c.early_threshold,
+            c.early_min_frames,
         )
 
 
@@ -256,7 +269,41 @@ class LivenessDetector:
                     tr.verdict = self._decide(tr, complete=True)
                 elif not tr.reals and sum(tr.problems.values()) >= min_frames:
                     tr.verdict = self._unscorable(tr)
+            elif self._early_candidate(tr):
+                v = self._decide(tr, complete=True, early=True)
+                if v.passed:  # a veto keeps it watching: early verdicts only ever pass, rejects wait for the window
+                    tr.verdict = v
         return tr.verdict
+
+    def _early_candidate(self, tr: _Track) -> bool:
+        """Passive only: enough scored frames whose mean learned score clears the stricter early threshold."""
+        p = self.params
+        return (
+            self.policy == "passive"
+            and p.early_min_frames > 0
+            and len(tr.reals) >= p.early_min_frames
+            and float(np.mean(tr.reals)) >= max(p.early_threshold, p.threshold)
+        )
+
+    def progress(self, track_id: int) -> dict[str, float] | None:
+        """The running cues of an undecided (or decided) track: what the early rule and the window see so far.
+
+        For the cross-validation of the early rule (``kaoclock eval liveness --trace``); None before a scored frame.
+        """
+        tr = self._tracks.get(track_id)
+        if tr is None or not tr.reals or not tr.logits:
+            return None
+        out = {
+            "t": round(tr.last_ts - tr.first_ts, 4),
+            "n": float(len(tr.reals)),
+            "learned": round(float(np.mean(tr.reals)), 4),
+            "texture": round(float(np.mean(tr.logits)), 4),
+            "moire_peak": round(float(np.median(tr.peaks)), 4),
+        }
+        if len(tr.points) >= 2:
+            distortion, planarity = planar_motion(tr.points)
+            out["planar_distortion"], out["planarity"] = round(distortion, 4), round(planarity, 4)
+        return out
 
     def conclude(self, track_id: int) -> LivenessVerdict:
         """A verdict now, on whatever the track gave (a still, or a track that ended early)."""
@@ -305,9 +352,9 @@ class LivenessDetector:
         reason = f"cannot check liveness: {tr.last_problem}"
         return LivenessVerdict(self.policy, False, None, self._threshold(), cues, reason)  # type: ignore[arg-type]
 
-    def _decide(self, tr: _Track, complete: bool) -> LivenessVerdict:
+    def _decide(self, tr: _Track, complete: bool, early: bool = False) -> LivenessVerdict:
         p = self.params
-        thr = self._threshold()
+        thr = max(p.early_threshold, p.threshold) if early else self._threshold()
         score = float(np.mean(tr.reals))
         texture = float(np.mean(tr.logits))
         assert self.model is not None and tr.feature_sum is not None
@@ -326,6 +373,7 @@ class LivenessDetector:
         if tr.close_frames:
             cues["too_close_frames"] = float(tr.close_frames)
         cues["window_s"] = round(tr.last_ts - tr.first_ts, 3)
+        cues["early"] = 1.0 if early else 0.0
         blink = blink_score(tr.ears) if len(tr.ears) >= 3 else None
         motion = nonplanar_motion(tr.points) if len(tr.points) >= 2 else None
         distortion, planarity = planar_motion(tr.points) if len(tr.points) >= 2 else (None, None)
@@ -356,6 +404,10 @@ class LivenessDetector:
                 f"the face tilted like a flat picture (distortion {distortion:.3f} >= {p.planar_distortion:.3f}, "
                 f"{planarity:.1f}x what one homography leaves >= {p.planar_ratio:.1f}x)"
             )
+        if early and p.planar_ratio > 0 and planarity is not None and planarity >= p.planar_ratio:
+            # Too little motion yet for the window's planar veto (its distortion gate), but what there is moves
+            # as one homography: no early pass, the window decides.
+            failures.append(f"so far the face moves like a flat picture ({planarity:.1f}x >= {p.planar_ratio:.1f}x)")
         if self.policy == "strict":
             if p.strict_blink > 0 and (blink is None or blink < p.strict_blink):
                 seen = "too few landmark frames" if blink is None else f"deepest eye closure {blink:.2f} < {p.strict_blink:.2f}"
@@ -366,7 +418,12 @@ class LivenessDetector:
             if not complete:
                 failures.append(f"watched {cues['window_s']:.1f} s / {len(tr.reals)} frames, strict needs {p.strict_window_s:g} s")
         passed = not failures
-        if passed:
+        if passed and early:
+            reason = (
+                f"live (early): learned score {score:.2f} >= early threshold {thr:.2f} over {len(tr.reals)} frame(s) "
+                f"in {cues['window_s']:.2f} s, no veto"
+            )
+        elif passed:
             reason = f"live: learned score {score:.2f} >= {thr:.2f} over {len(tr.reals)} frame(s)"
             if self.policy == "strict":
                 reason += f", blink {blink:.2f}, non-planar motion {motion:.3f}"

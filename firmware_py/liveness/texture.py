@@ -122,14 +122,14 @@ _U59 = _u59_table()
 _OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
 
 
-def lbp_codes(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.int32]:
+def lbp_codes(plane: NDArray[np.floating], radius: int = 1) -> NDArray[np.uint8]:
     """8-neighbour LBP codes (square neighbourhood at ``radius``) of a 2-D plane (or a stack of them: the last two axes)."""
     r = radius
     h, w = plane.shape[-2:]
     c = plane[..., r : h - r, r : w - r]
-    code = np.zeros(c.shape, np.int32)
+    code = np.zeros(c.shape, np.uint8)  # 8 bits: uint8 codes, the comparisons' bool bytes shifted in place (no int32 copies)
     for i, (dy, dx) in enumerate(_OFFSETS):
-        code |= (plane[..., r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r] >= c).astype(np.int32) << i
+        code |= np.greater_equal(plane[..., r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r], c).view(np.uint8) << np.uint8(i)
     return code
 
 

@@ -56,6 +56,17 @@ class LivenessConfig(Section):
     )
     passive_window_s: float = setting(0.8, gt=0, le=10, doc="passive: the face must be watched this long before a verdict.")
     passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
+    early_threshold: float = setting(
+        0.86,
+        ge=0,
+        le=1,
+        doc="passive: pass before the window ends once the learned score's mean over early_min_frames or more frames "
+        "reaches this (or threshold, if higher), no veto fires and the face has not moved like a flat picture so far; "
+        "rejects always wait for the window; chosen by subject-grouped cross-validation.",
+    )
+    early_min_frames: int = setting(
+        2, ge=0, le=300, doc="passive: scored frames the early pass needs at least; 0 = no early verdict (always the full window)."
+    )
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
     strict_threshold: float = setting(
