@@ -45,6 +45,9 @@ import numpy as np
 from firmware_py.gallery.store import Calibration, GalleryError, GalleryMatrix
 
 MIN_PERSONS = 3
+#: Below this many people the reader never uses a looser threshold than ``recognition.small_site_threshold``
+#: (pipeline/build.py: estimate_threshold): the tolerance bound is too uncertain there to loosen on.
+SMALL_SITE_PERSONS = 10
 #: Up to this many people each leave-one-out matcher is rebuilt exactly (O(persons^3) in all).
 EXACT_MAX_PERSONS = 300
 #: Confidence that the estimated threshold is not looser than the target's true one (under the normal model).
@@ -141,7 +144,10 @@ def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None 
     if ceiling is not None and t > ceiling:
         t, method = ceiling, method + f"; capped at the configured threshold {ceiling}"
     if not math.isfinite(t) or t <= 0:
-        raise GalleryError(f"calibration gave an unusable threshold {t}; check the templates (are they all the same photo?)")
+        raise GalleryError(
+            f"calibration gave an unusable threshold {t:.3f} from {persons} people: too few people for a usable tolerance bound "
+            "(or the templates are all the same photo)"
+        )
     return Calibration(
         threshold=round(float(t), 4),
         target_fpir=target_fpir,

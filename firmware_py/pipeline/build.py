@@ -52,19 +52,23 @@ def live_quality_limits(cfg: Config, analyzer: Any) -> Any:
 @dataclass(frozen=True)
 class ThresholdChoice:
     value: float
-    source: str  # "config", "gallery" (stored calibration) or "gallery-estimate" (estimated at load)
+    # "config", "gallery" (stored calibration), "gallery-estimate" (estimated at load) or
+    # "small-site" (the safe default of a gallery too small to estimate its own)
+    source: str
     detail: str
 
 
 def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, gallery: Any | None = None) -> ThresholdChoice:
-    """The threshold in force: the gallery's calibrated one when configured and valid, else the config's.
+    """The threshold in force: the gallery's calibrated one when configured and valid, else an estimate.
 
     With ``threshold_source = "gallery"`` and no stored calibration for this
     embedder, the threshold is estimated from the in-scope gallery itself
     for ``gallery.target_fpir`` (as `kaoclock gallery calibrate` would, never
     looser than ``recognition.threshold``): the config's default is
     calibrated on lfw-dev's mostly Western faces, and a site's own people
-    can sit much closer together (gallery/README.md, "Threshold").
+    can sit much closer together (gallery/README.md, "Threshold").  A
+    gallery too small for that (:func:`estimate_threshold`) never gets a
+    looser threshold than ``recognition.small_site_threshold``.
     """
     rc = cfg.recognition
     if rc.threshold_source == "gallery":
@@ -72,26 +76,43 @@ def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, ga
         if cal is not None and cal.embedder_version == embedder_version:
             stale = "" if cal.content_hash == store.content_hash else " (the gallery changed since; run `kaoclock gallery calibrate` again)"
             return ThresholdChoice(cal.threshold, "gallery", f"calibrated for FPIR {cal.target_fpir:g} over {cal.persons} people{stale}")
-        if cal is not None:
-            return ThresholdChoice(rc.threshold, "config", f"gallery calibration is for embedder {cal.embedder_version}; recalibrate")
         est = estimate_threshold(cfg, gallery if gallery is not None else store.load_matrix(cfg.device.site, embedder_version))
-        if est is not None:
-            return est
+        if cal is not None:
+            est = dataclasses.replace(est, detail=est.detail + f"; the stored calibration is for embedder {cal.embedder_version}: recalibrate")
+        return est
     return ThresholdChoice(rc.threshold, "config", "recognition.threshold")
 
 
-def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice | None:
-    """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold`` (None: too few people)."""
-    from firmware_py.gallery.calibration import MIN_PERSONS, calibrate
+def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
+    """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold``.
+
+    The small-site rule: below :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS`
+    people, or whenever the estimate is unusable (fewer than 3 people, or
+    the tolerance bound falls to <= 0, as it does at about 4 people), the
+    threshold is never looser than ``recognition.small_site_threshold``:
+    the estimate is least sure exactly there, and ``recognition.threshold``
+    (calibrated on mostly Western faces) lets look-alike strangers in
+    (gallery/README.md, "Small sites").  An empty gallery keeps the config's
+    threshold: nobody can match, and the threshold is chosen again when the
+    gallery changes.
+    """
+    from firmware_py.gallery.calibration import MIN_PERSONS, SMALL_SITE_PERSONS, calibrate
     from firmware_py.gallery.store import GalleryError
 
+    rc = cfg.recognition
+    if gallery.persons == 0:
+        return ThresholdChoice(rc.threshold, "config", "recognition.threshold (the gallery is empty)")
+    safe = min(rc.threshold, rc.small_site_threshold)
+    small = ThresholdChoice(safe, "small-site", f"recognition.small_site_threshold for a site of {gallery.persons} people")
     if gallery.persons < MIN_PERSONS:
-        return None
+        return dataclasses.replace(small, detail=small.detail + f" (an estimate needs {MIN_PERSONS} people)")
     try:
-        cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=cfg.recognition.threshold)
+        cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=rc.threshold)
     except GalleryError as exc:
-        log.warning("no threshold estimate from the gallery (%s); using recognition.threshold", exc)
-        return None
+        log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, safe)
+        return dataclasses.replace(small, detail=small.detail + " (no usable estimate from the gallery)")
+    if gallery.persons < SMALL_SITE_PERSONS and cal.threshold > safe:
+        return dataclasses.replace(small, detail=small.detail + f" (the gallery's estimate {cal.threshold:g} is looser)")
     return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 

@@ -28,6 +28,14 @@ class RecognitionConfig(Section):
         doc="gallery: use the threshold `kaoclock gallery calibrate` stored with the gallery, else estimate one from the gallery at "
         "start for gallery.target_fpir (never looser than `threshold`; 3 people or more); config: always use `threshold`.",
     )
+    small_site_threshold: float = setting(
+        0.325,
+        gt=0.0,
+        lt=2.0,
+        doc="The safe default for a gallery too small to estimate its own threshold (fewer than 10 people, or no usable estimate): "
+        "with threshold_source = 'gallery' the reader never uses a looser threshold there. Chosen for FPIR 0.3% on random sites of "
+        "2-9 East Asian people (`kaoclock eval small-site`, gallery/README.md).",
+    )
     min_margin: float = setting(
         0.04, ge=0.0, le=1.0, doc="Distance gap the best person must keep to the second-best; smaller is 'ambiguous', not a match."
     )
