@@ -84,19 +84,23 @@ def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, ga
 
 
 def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
-    """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold``.
+    """The threshold for this gallery when none is stored: the small-site rule, else its own estimate.
 
-    The small-site rule: below :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS`
-    people, or whenever the estimate is unusable (fewer than 3 people, or
-    the tolerance bound falls to <= 0, as it does at about 4 people), the
-    threshold is never looser than ``recognition.small_site_threshold``:
-    the estimate is least sure exactly there, and ``recognition.threshold``
-    (calibrated on mostly Western faces) lets look-alike strangers in
-    (gallery/README.md, "Small sites").  An empty gallery keeps the config's
-    threshold: nobody can match, and the threshold is chosen again when the
-    gallery changes.
+    The small-site rule: a gallery of fewer than
+    :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS` people gets
+    ``recognition.small_site_threshold`` (never looser than
+    ``recognition.threshold``), and so does a larger one whose estimate is
+    unusable.  Below ten people the tolerance bound swings from below 0 to
+    above the safe default between sites of one population (4-person sites of
+    taiwan-dev: -0.50 to 0.33), so it is used neither to loosen nor to
+    tighten; and ``recognition.threshold`` (calibrated on mostly Western
+    faces) lets East Asian look-alikes in (gallery/README.md, "Small
+    sites").  From ten people on the gallery's own estimate for
+    ``gallery.target_fpir`` is used, capped at ``recognition.threshold``.
+    An empty gallery keeps the config's threshold: nobody can match, and the
+    threshold is chosen again when the gallery changes.
     """
-    from firmware_py.gallery.calibration import MIN_PERSONS, SMALL_SITE_PERSONS, calibrate
+    from firmware_py.gallery.calibration import SMALL_SITE_PERSONS, calibrate
     from firmware_py.gallery.store import GalleryError
 
     rc = cfg.recognition
@@ -104,15 +108,13 @@ def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
         return ThresholdChoice(rc.threshold, "config", "recognition.threshold (the gallery is empty)")
     safe = min(rc.threshold, rc.small_site_threshold)
     small = ThresholdChoice(safe, "small-site", f"recognition.small_site_threshold for a site of {gallery.persons} people")
-    if gallery.persons < MIN_PERSONS:
-        return dataclasses.replace(small, detail=small.detail + f" (an estimate needs {MIN_PERSONS} people)")
+    if gallery.persons < SMALL_SITE_PERSONS:
+        return dataclasses.replace(small, detail=small.detail + f" (fewer than {SMALL_SITE_PERSONS}: too few for an estimate)")
     try:
         cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=rc.threshold)
     except GalleryError as exc:
         log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, safe)
         return dataclasses.replace(small, detail=small.detail + " (no usable estimate from the gallery)")
-    if gallery.persons < SMALL_SITE_PERSONS and cal.threshold > safe:
-        return dataclasses.replace(small, detail=small.detail + f" (the gallery's estimate {cal.threshold:g} is looser)")
     return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 

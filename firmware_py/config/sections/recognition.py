@@ -32,8 +32,8 @@ class RecognitionConfig(Section):
         0.325,
         gt=0.0,
         lt=2.0,
-        doc="The safe default for a gallery too small to estimate its own threshold (fewer than 10 people, or no usable estimate): "
-        "with threshold_source = 'gallery' the reader never uses a looser threshold there. Chosen for FPIR 0.3% on random sites of "
+        doc="With threshold_source = 'gallery' and no stored calibration, the threshold of a gallery too small to estimate its own "
+        "(fewer than 10 people, or no usable estimate), never looser than `threshold`. Chosen for FPIR 0.3% on random sites of "
         "2-9 East Asian people (`kaoclock eval small-site`, gallery/README.md).",
     )
     min_margin: float = setting(
