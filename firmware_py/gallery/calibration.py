@@ -45,8 +45,8 @@ import numpy as np
 from firmware_py.gallery.store import Calibration, GalleryError, GalleryMatrix
 
 MIN_PERSONS = 3
-#: Below this many people the reader uses ``recognition.small_site_threshold`` instead of an estimate
-#: (pipeline/build.py: estimate_threshold): the tolerance bound is too uncertain there, either way.
+#: Below this many people the reader's threshold is never looser than ``recognition.small_site_threshold``
+#: (pipeline/build.py: estimate_threshold): the tolerance bound is too uncertain there to loosen on.
 SMALL_SITE_PERSONS = 10
 #: Up to this many people each leave-one-out matcher is rebuilt exactly (O(persons^3) in all).
 EXACT_MAX_PERSONS = 300

@@ -84,23 +84,22 @@ def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, ga
 
 
 def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
-    """The threshold for this gallery when none is stored: the small-site rule, else its own estimate.
+    """The threshold for this gallery when none is stored: its own estimate under the small-site rule.
 
-    The small-site rule: a gallery of fewer than
-    :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS` people gets
-    ``recognition.small_site_threshold`` (never looser than
-    ``recognition.threshold``), and so does a larger one whose estimate is
-    unusable.  Below ten people the tolerance bound swings from below 0 to
-    above the safe default between sites of one population (4-person sites of
-    taiwan-dev: -0.50 to 0.33), so it is used neither to loosen nor to
-    tighten; and ``recognition.threshold`` (calibrated on mostly Western
+    The gallery's own estimate for ``gallery.target_fpir`` is capped at
+    ``recognition.threshold``.  The small-site rule: a gallery of fewer than
+    :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS` people is
+    never given a looser threshold than ``recognition.small_site_threshold``,
+    and neither is a gallery with no usable estimate (fewer than 3 people,
+    or a tolerance bound <= 0, as at about 4 people).  Below ten people the
+    bound swings from below 0 to above the safe default between sites of one
+    population (4-person sites of taiwan-dev: -0.50 to 0.33), so it may only
+    tighten there; ``recognition.threshold`` (calibrated on mostly Western
     faces) lets East Asian look-alikes in (gallery/README.md, "Small
-    sites").  From ten people on the gallery's own estimate for
-    ``gallery.target_fpir`` is used, capped at ``recognition.threshold``.
-    An empty gallery keeps the config's threshold: nobody can match, and the
-    threshold is chosen again when the gallery changes.
+    sites").  An empty gallery keeps the config's threshold: nobody can
+    match, and the threshold is chosen again when the gallery changes.
     """
-    from firmware_py.gallery.calibration import SMALL_SITE_PERSONS, calibrate
+    from firmware_py.gallery.calibration import MIN_PERSONS, SMALL_SITE_PERSONS, calibrate
     from firmware_py.gallery.store import GalleryError
 
     rc = cfg.recognition
@@ -108,13 +107,15 @@ def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
         return ThresholdChoice(rc.threshold, "config", "recognition.threshold (the gallery is empty)")
     safe = min(rc.threshold, rc.small_site_threshold)
     small = ThresholdChoice(safe, "small-site", f"recognition.small_site_threshold for a site of {gallery.persons} people")
-    if gallery.persons < SMALL_SITE_PERSONS:
-        return dataclasses.replace(small, detail=small.detail + f" (fewer than {SMALL_SITE_PERSONS}: too few for an estimate)")
+    if gallery.persons < MIN_PERSONS:
+        return dataclasses.replace(small, detail=small.detail + f" (an estimate needs {MIN_PERSONS} people)")
     try:
         cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=rc.threshold)
     except GalleryError as exc:
         log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, safe)
         return dataclasses.replace(small, detail=small.detail + " (no usable estimate from the gallery)")
+    if gallery.persons < SMALL_SITE_PERSONS and cal.threshold > safe:
+        return dataclasses.replace(small, detail=small.detail + f" (the gallery's estimate {cal.threshold:g} is looser)")
     return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 
@@ -150,6 +151,7 @@ def build_pipeline(
         mirror=cfg.recognition.mirror_average,
         model_versions=versions,
         quality_limits=live_limits,
+        fusion=cfg.recognition.track_fusion,
     )
     return pipeline, choice
 
