@@ -16,7 +16,8 @@ from firmware_py.errors import UsageError
 from firmware_py.eval.small_site import _data_arg, choose_threshold, parse_sizes
 from firmware_py.gallery.calibration import SMALL_SITE_PERSONS
 from firmware_py.gallery.store import GalleryMatrix, Person, Template, open_from_config
-from firmware_py.pipeline.build import build_pipeline, choose_threshold as reader_threshold, estimate_threshold
+from firmware_py.pipeline.build import build_pipeline, estimate_threshold
+from firmware_py.pipeline.build import choose_threshold as reader_threshold
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_the_rule_picks_the_loosest_threshold_that_keeps_the_target() -> None:
     scores = np.linspace(0.2, 0.6, 1001)  # 1001 strangers
     t = choose_threshold(scores, 0.01)  # at most 10 of them may pass
     assert (scores <= t).sum() <= 10 and (scores <= t + 0.005).sum() > 10
-    assert round(t / 0.005, 6) == int(round(t / 0.005))
+    assert round(t / 0.005, 6) == round(t / 0.005)
 
 
 def test_eval_small_site_bad_input_is_refused_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,7 +138,9 @@ def test_eval_small_site_bad_input_is_refused_with_the_reason(tmp_path: Path, ca
     assert "--target" in capsys.readouterr().err
 
 
-def test_eval_small_site_on_real_photos_keeps_its_target_where_it_chose(data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_eval_small_site_on_real_photos_keeps_its_target_where_it_chose(
+    data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bbt = data_root / "small" / "faceapi_bbt" / "examples" / "images"
     assert main(["eval", "small-site", "--data", str(bbt), "--sizes", "2,3", "--templates", "2", "--draws", "5", "--target", "0.05", "--json"]) == 0
@@ -149,6 +152,41 @@ def test_eval_small_site_on_real_photos_keeps_its_target_where_it_chose(data_roo
         assert cell["at_threshold"]["fpir"] <= 0.05 and cell["stranger_probes"] > 0 and cell["mated_probes"] > 0
         assert cell["at_threshold"]["fnir"] >= cell["at_config_threshold"]["fnir"] or out["threshold"] >= out["config_threshold"]
     # The matcher agrees: scoring the chosen threshold as given reproduces the same rates.
-    assert main(["eval", "small-site", "--data", str(bbt), "--sizes", "2,3", "--templates", "2", "--draws", "5", "--target", "0.05", "--threshold", str(out["threshold"]), "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "small-site",
+                "--data",
+                str(bbt),
+                "--sizes",
+                "2,3",
+                "--templates",
+                "2",
+                "--draws",
+                "5",
+                "--target",
+                "0.05",
+                "--threshold",
+                str(out["threshold"]),
+                "--json",
+            ]
+        )
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert again["rule"] == "given" and again["studies"][0]["sizes"] == study["sizes"]
+
+
+def test_the_reader_rule_never_loosens_a_small_site_and_never_passes_the_ceiling() -> None:
+    from firmware_py.gallery.calibration import reader_threshold as rule
+
+    for persons in (1, 4, 9):
+        assert rule(None, persons, 0.40, 0.325) == (0.325, True)  # no estimate: the safe default
+        assert rule(-0.2, persons, 0.40, 0.325) == (0.325, True)  # unusable estimate: the same
+        assert rule(0.38, persons, 0.40, 0.325) == (0.325, True)  # looser estimate: capped at the safe default
+        assert rule(0.20, persons, 0.40, 0.325) == (0.20, False)  # stricter estimate: kept
+        assert rule(0.38, persons, 0.30, 0.325) == (0.30, False)  # the config threshold is stricter still
+    assert rule(0.38, 10, 0.40, 0.325) == (0.38, False)  # from ten people the estimate rules ...
+    assert rule(0.45, 50, 0.40, 0.325) == (0.40, False)  # ... capped at the config threshold
+    assert rule(float("nan"), 50, 0.40, 0.325) == (0.325, True)

@@ -403,7 +403,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", type=int, default=1, help="enrol each enrolled identity from its first N images (default 1)")
     p.add_argument("--walkup", type=int, metavar="M", help="also score walk-ups of M probe images through the decision machine's K-of-N rule")
     p.add_argument(
-        "--fusion", choices=["config", "vote", "mean"], default="config", help="walk-up frames matched one by one (vote) or on their running mean (default: the config)"
+        "--fusion",
+        choices=["config", "vote", "mean"],
+        default="config",
+        help="walk-up frames matched one by one (vote) or on their running mean (default: the config)",
     )
     p.add_argument("--raw", action="store_true", help="raw distances, without the matcher's cohort normalisation (for comparison)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
@@ -419,6 +422,18 @@ def cmd_identify(args: argparse.Namespace) -> int:
         raise UsageError(f"--fusion {args.fusion}: only walk-ups are fused; give --walkup M too")
     if args.walkup is not None and args.walkup < cfg.decision.k:
         raise UsageError(f"--walkup {args.walkup}: fewer probes than decision.k = {cfg.decision.k}; no walk-up could ever be accepted")
-    out = run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror, not args.raw, args.split, args.templates, args.walkup, None if args.fusion == "config" else args.fusion)
+    out = run(
+        args.root,
+        cfg,
+        args.people,
+        args.max_gallery,
+        args.calibrate_fpir,
+        mirror,
+        not args.raw,
+        args.split,
+        args.templates,
+        args.walkup,
+        None if args.fusion == "config" else args.fusion,
+    )
     print(json.dumps(out, indent=2))
     return 0

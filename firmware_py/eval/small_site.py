@@ -80,9 +80,7 @@ def identities(root: Path, split: tuple[int, int] | None, people: Path | None) -
     return {k: v for k, v in out.items() if v}
 
 
-def site_scores(
-    desc: dict[str, np.ndarray], sizes: list[int], templates: int, draws: int, seed: int = 0
-) -> dict[int, dict[str, np.ndarray]]:
+def site_scores(desc: dict[str, np.ndarray], sizes: list[int], templates: int, draws: int, seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
     """Per site size: top-1 scores of strangers, and of mated probes with whether their top-1 was right."""
     from firmware_py.gallery.matcher import Matcher
     from firmware_py.gallery.store import GalleryMatrix
@@ -123,12 +121,20 @@ def rates_at(cell: dict[str, np.ndarray], t: float) -> tuple[float, float]:
 def choose_threshold(stranger: np.ndarray, target: float) -> float:
     """The loosest threshold at which at most ``target`` of these stranger scores pass, rounded down to 0.005."""
     s = np.sort(stranger)
-    k = int(math.floor(target * len(s)))
+    k = math.floor(target * len(s))
     t = float(s[min(k, len(s) - 1)]) - 1e-9  # strictly below the (k+1)-th stranger: at most k pass
     return math.floor(t / 0.005) * 0.005
 
 
-def run(data: list[tuple[Path, tuple[int, int] | None, Path | None]], cfg: Any, sizes: list[int], templates: int, draws: int, target: float, threshold: float | None) -> dict[str, Any]:
+def run(
+    data: list[tuple[Path, tuple[int, int] | None, Path | None]],
+    cfg: Any,
+    sizes: list[int],
+    templates: int,
+    draws: int,
+    target: float,
+    threshold: float | None,
+) -> dict[str, Any]:
     from firmware_py.eval.stills import describer_from_config
     from firmware_py.gallery.blas import limit_blas_threads
 
@@ -163,7 +169,9 @@ def run(data: list[tuple[Path, tuple[int, int] | None, Path | None]], cfg: Any, 
         return out
 
     return {
-        "rule": "loosest threshold with per-probe FPIR <= target at every size of every folder, rounded down to 0.005" if threshold is None else "given",
+        "rule": "loosest threshold with per-probe FPIR <= target at every size of every folder, rounded down to 0.005"
+        if threshold is None
+        else "given",
         "target_fpir": target,
         "threshold": round(chosen, 4),
         "config_threshold": cap,

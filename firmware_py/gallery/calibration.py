@@ -125,6 +125,23 @@ def threshold_for(
     return t, method
 
 
+def reader_threshold(estimate: float | None, persons: int, ceiling: float, small_site: float) -> tuple[float, bool]:
+    """(threshold, whether the small-site rule set it) for a gallery of ``persons`` with this ``estimate``.
+
+    The reader's rule (pipeline/build.py: estimate_threshold) for a gallery
+    with no stored calibration: ``estimate`` (None or <= 0: unusable) capped
+    at ``ceiling``; below :data:`SMALL_SITE_PERSONS` people, or with no
+    usable estimate, never looser than ``min(ceiling, small_site)``.
+    """
+    safe = min(ceiling, small_site)
+    if estimate is None or not math.isfinite(estimate) or estimate <= 0:
+        return safe, True
+    t = min(estimate, ceiling)
+    if persons < SMALL_SITE_PERSONS and t > safe:
+        return safe, True
+    return t, False
+
+
 def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None = None) -> Calibration:
     """Estimate the site threshold for ``target_fpir`` from the gallery's own impostor distances.
 

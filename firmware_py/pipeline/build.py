@@ -99,23 +99,25 @@ def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
     sites").  An empty gallery keeps the config's threshold: nobody can
     match, and the threshold is chosen again when the gallery changes.
     """
-    from firmware_py.gallery.calibration import MIN_PERSONS, SMALL_SITE_PERSONS, calibrate
+    from firmware_py.gallery.calibration import MIN_PERSONS, calibrate, reader_threshold
     from firmware_py.gallery.store import GalleryError
 
     rc = cfg.recognition
     if gallery.persons == 0:
         return ThresholdChoice(rc.threshold, "config", "recognition.threshold (the gallery is empty)")
-    safe = min(rc.threshold, rc.small_site_threshold)
-    small = ThresholdChoice(safe, "small-site", f"recognition.small_site_threshold for a site of {gallery.persons} people")
+    small = f"recognition.small_site_threshold for a site of {gallery.persons} people"
     if gallery.persons < MIN_PERSONS:
-        return dataclasses.replace(small, detail=small.detail + f" (an estimate needs {MIN_PERSONS} people)")
+        t, _ = reader_threshold(None, gallery.persons, rc.threshold, rc.small_site_threshold)
+        return ThresholdChoice(t, "small-site", small + f" (an estimate needs {MIN_PERSONS} people)")
     try:
         cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=rc.threshold)
     except GalleryError as exc:
-        log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, safe)
-        return dataclasses.replace(small, detail=small.detail + " (no usable estimate from the gallery)")
-    if gallery.persons < SMALL_SITE_PERSONS and cal.threshold > safe:
-        return dataclasses.replace(small, detail=small.detail + f" (the gallery's estimate {cal.threshold:g} is looser)")
+        t, _ = reader_threshold(None, gallery.persons, rc.threshold, rc.small_site_threshold)
+        log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, t)
+        return ThresholdChoice(t, "small-site", small + " (no usable estimate from the gallery)")
+    t, by_rule = reader_threshold(cal.threshold, gallery.persons, rc.threshold, rc.small_site_threshold)
+    if by_rule:
+        return ThresholdChoice(t, "small-site", small + f" (the gallery's estimate {cal.threshold:g} is looser)")
     return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 
