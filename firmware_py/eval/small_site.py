@@ -140,7 +140,7 @@ def run(
 
     limit_blas_threads(1)
     describer = describer_from_config(cfg)
-    studies = []
+    studies: list[dict[str, Any]] = []
     for n, (root, split, people) in enumerate(data):
         ids = identities(root, split, people)
         paths = [p for v in ids.values() for p in v]

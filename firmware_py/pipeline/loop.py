@@ -139,7 +139,7 @@ class RecognitionPipeline:
                 if self.fusion == "mean":
                     recent = self._descs.setdefault(obs.track_id, deque(maxlen=self.machine.params.n))
                     recent.append(desc)
-                    desc = np.mean(recent, axis=0, dtype=np.float64).astype(np.float32)
+                    desc = np.asarray(np.mean(recent, axis=0, dtype=np.float64), np.float32)
                 b = time.perf_counter()
                 res.match = self.matcher.match(desc)
                 c = time.perf_counter()
