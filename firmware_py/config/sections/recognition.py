@@ -26,7 +26,8 @@ class RecognitionConfig(Section):
     threshold_source: Literal["config", "gallery"] = setting(
         "gallery",
         doc="gallery: use the threshold `kaoclock gallery calibrate` stored with the gallery, else estimate one from the gallery at "
-        "start for gallery.target_fpir (never looser than `threshold`; 3 people or more); config: always use `threshold`.",
+        "start for gallery.target_fpir (never looser than `threshold`; under 10 people never looser than `small_site_threshold`); "
+        "config: always use `threshold`.",
     )
     small_site_threshold: float = setting(
         0.325,
