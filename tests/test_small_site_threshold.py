@@ -56,6 +56,7 @@ def test_a_tiny_east_asian_site_gets_the_safe_default_never_the_loose_config_thr
     rc = cfg.recognition
     assert rc.small_site_threshold < rc.threshold  # the point: the safe default is stricter than the lfw-calibrated one
     site = {n: taiwan[n] for n in names}
+    persons = len(site)
     pipeline, choice = build_pipeline(cfg, liveness=LivenessOff())  # empty gallery: nobody can match; the config's threshold
     assert choice.source == "config" and "empty" in choice.detail
     version = pipeline.embedder.version
@@ -75,6 +76,16 @@ def test_a_tiny_east_asian_site_gets_the_safe_default_never_the_loose_config_thr
     odd = with_changes(cfg, {"recognition.small_site_threshold": rc.threshold + 0.1})
     with open_from_config(odd) as store:
         assert reader_threshold(odd, store, version).value <= rc.threshold
+    # A calibration stored for another embedder is not used: the small-site rule applies, and the detail says why.
+    import time
+
+    from firmware_py.gallery.store import Calibration
+
+    with open_from_config(cfg) as store:
+        store.set_calibration(Calibration(0.45, 0.003, "old-embedder", persons, 9, "test", store.content_hash, time.time()))
+        stale = reader_threshold(cfg, store, version)
+        assert stale.value <= rc.small_site_threshold and "old-embedder: recalibrate" in stale.detail
+        store.set_calibration(None)
     # threshold_source = "config" is the operator's explicit choice and stays as it is.
     pinned = with_changes(cfg, {"recognition.threshold_source": "config"})
     with open_from_config(pinned) as store:
