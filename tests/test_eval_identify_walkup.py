@@ -77,3 +77,37 @@ def test_eval_identify_with_templates_and_walkups_on_real_photos(
     assert all(0.0 <= w[k][r] <= 1.0 for k in ("default_threshold", "reader_threshold") for r in ("fnir", "fpir"))
     assert main(["eval", "identify", "--root", str(bbt), "--walkup", "2", "--json"]) == 2  # fewer probes than k
     assert "decision.k" in capsys.readouterr().err
+
+
+def test_fused_probes_are_each_walkups_running_mean() -> None:
+    from firmware_py.eval.identify import fused_probes
+
+    probes = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)
+    out = fused_probes(probes, [[0, 2, 4], [1, 3]], n=2)
+    assert out[0] == pytest.approx(probes[0]) and out[2] == pytest.approx((probes[0] + probes[2]) / 2)
+    assert out[4] == pytest.approx((probes[2] + probes[4]) / 2)  # only the last n = 2 frames
+    assert out[3] == pytest.approx((probes[1] + probes[3]) / 2)
+    assert out[5] == pytest.approx(probes[5]) and out[6] == pytest.approx(probes[6])  # in no walk-up: unchanged
+
+
+def test_eval_identify_fusion_mean_on_real_photos(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from firmware_py.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bbt = data_root / "small" / "faceapi_bbt" / "examples" / "images"
+    runs = {}
+    for fusion in ("vote", "mean"):
+        assert main(["eval", "identify", "--root", str(bbt), "--templates", "2", "--walkup", "3", "--fusion", fusion, "--json"]) == 0
+        runs[fusion] = json.loads(capsys.readouterr().out)
+    vote, mean = runs["vote"], runs["mean"]
+    assert vote["walkup"]["fusion"] == "vote" and mean["walkup"]["fusion"] == "mean"
+    # Per-probe figures do not depend on the fusion; the walk-ups are the same walk-ups.
+    assert vote["reader_threshold"] == mean["reader_threshold"] and vote["fnir_at_fpir"] == mean["fnir_at_fpir"]
+    assert (vote["walkup"]["mated_walkups"], vote["walkup"]["nonmated_walkups"]) == (
+        mean["walkup"]["mated_walkups"],
+        mean["walkup"]["nonmated_walkups"],
+    )

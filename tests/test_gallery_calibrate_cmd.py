@@ -41,8 +41,10 @@ def test_calibrate_stores_threshold_and_reader_uses_it(models_dir, capsys):
     assert main(["gallery", "calibrate", "--clear"]) == 0
     with open_from_config(cfg) as store:
         assert store.calibration() is None
-        # cleared: back to the gallery's own estimate; too few people for one: the config's threshold
+        # cleared: back to the gallery's own estimate; too few people for one: the safe small-site default,
+        # never the looser config threshold
         assert choose_threshold(cfg, store, version).source == "gallery-estimate"
         for i in range(1, 10):
             store.remove_person(f"e{i:03d}")
-        assert choose_threshold(cfg, store, version).source == "config"
+        small = choose_threshold(cfg, store, version)
+        assert small.source == "small-site" and small.value == min(cfg.recognition.small_site_threshold, cfg.recognition.threshold)

@@ -18,6 +18,7 @@ EVAL_MODULES: list[str] = [
     "firmware_py.eval.liveness",
     "firmware_py.eval.variants",
     "firmware_py.eval.site_threshold",
+    "firmware_py.eval.small_site",
 ]
 
 

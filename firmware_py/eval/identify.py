@@ -19,7 +19,10 @@ order, are cut into runs of M images (a shorter remainder is dropped), and
 each run goes through the reader's own :class:`DecisionMachine` (K of N from
 the config, liveness off) as M frames of one track.  A mated walk-up fails
 unless it is accepted as its own person; a non-mated walk-up that is
-accepted as anyone is a false positive.
+accepted as anyone is a false positive.  ``--fusion mean`` (or the config's
+``recognition.track_fusion``) matches each walk-up frame on the mean
+descriptor of the walk-up's last ``decision.n`` frames so far, as the
+reader's pipeline then does.
 
 FPIR(t) = share of non-mated probes whose top-1 distance passes t (<= t);
 FNIR(t) = share of mated probes whose top-1 is the wrong person or does not
@@ -260,14 +263,24 @@ def walkup_accepts(results: list[Any], groups: list[list[int]], t: float, k: int
 WALKUP_GRID = np.round(np.arange(0.10, 0.70001, 0.0025), 4)
 
 
-def walkup_report(d: Described, matcher: Any, m: int, k: int, n: int, thresholds: dict[str, float]) -> dict[str, Any]:
+def fused_probes(probes: np.ndarray, groups: list[list[int]], n: int) -> np.ndarray:
+    """``recognition.track_fusion = "mean"``: each walk-up frame replaced by the mean of its walk-up's last ``n`` frames so far."""
+    out = np.array(probes, np.float32, copy=True)
+    for g in groups:
+        for j, i in enumerate(g):
+            out[i] = probes[g[max(0, j - n + 1) : j + 1]].mean(axis=0, dtype=np.float64)
+    return out
+
+
+def walkup_report(d: Described, matcher: Any, m: int, k: int, n: int, thresholds: dict[str, float], fusion: str = "vote") -> dict[str, Any]:
     """Per-walk-up FNIR / FPIR at the given thresholds and at fixed walk-up FPIRs (a 0.0025 grid of thresholds)."""
     mated_paths = [p for p, _ in d.proto.mated]
     mated_owner = [o for _, o in d.proto.mated]
     mg = walkup_groups(mated_paths, mated_owner, m)
     ng = walkup_groups(list(d.proto.nonmated), [p.parent.name for p in d.proto.nonmated], m)
-    mres = probe_matches(matcher, d.mated) if len(d.mated) else []
-    nres = probe_matches(matcher, d.nonmated) if len(d.nonmated) else []
+    mp, npb = (d.mated, d.nonmated) if fusion == "vote" else (fused_probes(d.mated, mg, n), fused_probes(d.nonmated, ng, n))
+    mres = probe_matches(matcher, mp) if len(mp) else []
+    nres = probe_matches(matcher, npb) if len(npb) else []
     truth = [mated_owner[g[0]] for g in mg]
 
     def rates_at(t: float) -> tuple[float, float]:
@@ -277,7 +290,7 @@ def walkup_report(d: Described, matcher: Any, m: int, k: int, n: int, thresholds
         fpir = float(np.mean([a is not None for a in acc_n])) if ng else 0.0
         return fnir, fpir
 
-    out: dict[str, Any] = {"probes_per_walkup": m, "k": k, "n": n, "mated_walkups": len(mg), "nonmated_walkups": len(ng)}
+    out: dict[str, Any] = {"probes_per_walkup": m, "k": k, "n": n, "fusion": fusion, "mated_walkups": len(mg), "nonmated_walkups": len(ng)}
     for label, t in thresholds.items():
         fnir, fpir = rates_at(t)
         out[label] = {"value": round(t, 4), "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
@@ -305,6 +318,7 @@ def run(  # type: ignore[no-untyped-def]
     split: tuple[int, int] | None = None,
     templates: int = 1,
     walkup: int | None = None,
+    fusion: str | None = None,
 ) -> dict:
     from firmware_py.gallery.calibration import calibrate
     from firmware_py.gallery.matcher import Matcher
@@ -365,7 +379,8 @@ def run(  # type: ignore[no-untyped-def]
         thresholds = {"default_threshold": t0, "reader_threshold": t1}
         if "calibrated_threshold" in out:
             thresholds["calibrated_threshold"] = out["calibrated_threshold"]["capped"]["value"]
-        out["walkup"] = walkup_report(d, matcher, walkup, cfg.decision.k, cfg.decision.n, thresholds)
+        fusion = fusion or cfg.recognition.track_fusion
+        out["walkup"] = walkup_report(d, matcher, walkup, cfg.decision.k, cfg.decision.n, thresholds, fusion)
     out["cohort_normalised"] = matcher.normalised
     out["split"] = f"{split[0]}/{split[1]}" if split else None
     out["detection_failures"] = d.detection_failures
@@ -387,6 +402,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror", choices=["config", "on", "off"], default="config", help="mirrored-chip averaging (default: the config)")
     p.add_argument("--templates", type=int, default=1, help="enrol each enrolled identity from its first N images (default 1)")
     p.add_argument("--walkup", type=int, metavar="M", help="also score walk-ups of M probe images through the decision machine's K-of-N rule")
+    p.add_argument(
+        "--fusion",
+        choices=["config", "vote", "mean"],
+        default="config",
+        help="walk-up frames matched one by one (vote) or on their running mean (default: the config)",
+    )
     p.add_argument("--raw", action="store_true", help="raw distances, without the matcher's cohort normalisation (for comparison)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=cmd_identify)
@@ -397,8 +418,22 @@ def cmd_identify(args: argparse.Namespace) -> int:
     mirror = None if args.mirror == "config" else args.mirror == "on"
     if args.templates < 1 or (args.walkup is not None and args.walkup < 1):
         raise UsageError("--templates and --walkup must be >= 1")
+    if args.fusion != "config" and args.walkup is None:
+        raise UsageError(f"--fusion {args.fusion}: only walk-ups are fused; give --walkup M too")
     if args.walkup is not None and args.walkup < cfg.decision.k:
         raise UsageError(f"--walkup {args.walkup}: fewer probes than decision.k = {cfg.decision.k}; no walk-up could ever be accepted")
-    out = run(args.root, cfg, args.people, args.max_gallery, args.calibrate_fpir, mirror, not args.raw, args.split, args.templates, args.walkup)
+    out = run(
+        args.root,
+        cfg,
+        args.people,
+        args.max_gallery,
+        args.calibrate_fpir,
+        mirror,
+        not args.raw,
+        args.split,
+        args.templates,
+        args.walkup,
+        None if args.fusion == "config" else args.fusion,
+    )
     print(json.dumps(out, indent=2))
     return 0

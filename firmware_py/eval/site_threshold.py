@@ -6,7 +6,8 @@ machine votes on (K of N).  This study draws ``--draws`` random sites of each
 size from the enrolled identities of ``eval identify``'s protocol with
 ``--templates N``, estimates each site's threshold from its own gallery
 (:func:`firmware_py.gallery.calibration.stranger_scores`, the reader's
-estimator), caps it at ``recognition.threshold`` as the reader does, and
+estimator), caps it at ``recognition.threshold`` and applies the small-site
+rule as the reader does (gallery/calibration.py: reader_threshold), and
 measures what it lets through with all the protocol's non-mated probes:
 per probe, and per walk-up of ``--walkup M`` probes through the reader's
 :class:`~firmware_py.decision.machine.DecisionMachine` (see ``eval identify``).
@@ -56,7 +57,7 @@ def threshold(scores: np.ndarray, persons: int, target: float, inflation: float,
 
 def study(d: Any, cfg: Any, sizes: list[int], draws: int, m: int, seed: int = 0) -> dict[str, Any]:
     from firmware_py.eval.identify import probe_matches
-    from firmware_py.gallery.calibration import stranger_scores
+    from firmware_py.gallery.calibration import reader_threshold, stranger_scores
     from firmware_py.gallery.matcher import Matcher
     from firmware_py.gallery.store import GalleryMatrix
 
@@ -95,9 +96,8 @@ def study(d: Any, cfg: Any, sizes: list[int], draws: int, m: int, seed: int = 0)
             m_ok = np.array([r.person_id == o for r, o in zip(mres, mated_owner[mine], strict=True)], bool)
             m_d = np.array([r.distance for r in mres]) if mres else np.zeros(0)
             for c in cands:
-                t = min(threshold(scores, gm.persons, *c), cap)
-                if not np.isfinite(t) or t <= 0:
-                    t = 0.0  # no usable threshold: this site accepts nobody
+                # The reader's rule: capped, and the small-site threshold below 10 people or without an estimate.
+                t, _ = reader_threshold(threshold(scores, gm.persons, *c), gm.persons, cap, cfg.recognition.small_site_threshold)
                 a = acc[c]
                 a["t"].append(t)
                 a["pfpir"].append(float((all_non <= t).mean()) if len(all_non) else 0.0)

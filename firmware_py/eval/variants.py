@@ -138,7 +138,7 @@ def identify_figures(raw: dict[Path, np.ndarray], root: Path, split: tuple[int, 
     for f in TARGETS:
         out["fnir_at_fpir"][f] = round(rates(threshold_at_fpir(n_d, float(f)), m_ok, m_d, n_d)[0], 4)
     est = estimate_threshold(cfg, gm)
-    t = est.value if est is not None else cfg.recognition.threshold
+    t = est.value
     fnir, fpir = rates(t, m_ok, m_d, n_d)
     out["reader_threshold"] = {"value": round(t, 4), "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
     return out

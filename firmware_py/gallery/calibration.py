@@ -45,6 +45,9 @@ import numpy as np
 from firmware_py.gallery.store import Calibration, GalleryError, GalleryMatrix
 
 MIN_PERSONS = 3
+#: Below this many people the reader's threshold is never looser than ``recognition.small_site_threshold``
+#: (pipeline/build.py: estimate_threshold): the tolerance bound is too uncertain there to loosen on.
+SMALL_SITE_PERSONS = 10
 #: Up to this many people each leave-one-out matcher is rebuilt exactly (O(persons^3) in all).
 EXACT_MAX_PERSONS = 300
 #: Confidence that the estimated threshold is not looser than the target's true one (under the normal model).
@@ -122,6 +125,23 @@ def threshold_for(
     return t, method
 
 
+def reader_threshold(estimate: float | None, persons: int, ceiling: float, small_site: float) -> tuple[float, bool]:
+    """(threshold, whether the small-site rule set it) for a gallery of ``persons`` with this ``estimate``.
+
+    The reader's rule (pipeline/build.py: estimate_threshold) for a gallery
+    with no stored calibration: ``estimate`` (None or <= 0: unusable) capped
+    at ``ceiling``; below :data:`SMALL_SITE_PERSONS` people, or with no
+    usable estimate, never looser than ``min(ceiling, small_site)``.
+    """
+    safe = min(ceiling, small_site)
+    if estimate is None or not math.isfinite(estimate) or estimate <= 0:
+        return safe, True
+    t = min(estimate, ceiling)
+    if persons < SMALL_SITE_PERSONS and t > safe:
+        return safe, True
+    return t, False
+
+
 def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None = None) -> Calibration:
     """Estimate the site threshold for ``target_fpir`` from the gallery's own impostor distances.
 
@@ -141,7 +161,10 @@ def calibrate(gallery: GalleryMatrix, target_fpir: float, ceiling: float | None 
     if ceiling is not None and t > ceiling:
         t, method = ceiling, method + f"; capped at the configured threshold {ceiling}"
     if not math.isfinite(t) or t <= 0:
-        raise GalleryError(f"calibration gave an unusable threshold {t}; check the templates (are they all the same photo?)")
+        raise GalleryError(
+            f"calibration gave an unusable threshold {t:.3f} from {persons} people: too few people for a usable tolerance bound "
+            "(or the templates are all the same photo)"
+        )
     return Calibration(
         threshold=round(float(t), 4),
         target_fpir=target_fpir,

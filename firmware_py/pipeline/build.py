@@ -52,19 +52,23 @@ def live_quality_limits(cfg: Config, analyzer: Any) -> Any:
 @dataclass(frozen=True)
 class ThresholdChoice:
     value: float
-    source: str  # "config", "gallery" (stored calibration) or "gallery-estimate" (estimated at load)
+    # "config", "gallery" (stored calibration), "gallery-estimate" (estimated at load) or
+    # "small-site" (the safe default of a gallery too small to estimate its own)
+    source: str
     detail: str
 
 
 def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, gallery: Any | None = None) -> ThresholdChoice:
-    """The threshold in force: the gallery's calibrated one when configured and valid, else the config's.
+    """The threshold in force: the gallery's calibrated one when configured and valid, else an estimate.
 
     With ``threshold_source = "gallery"`` and no stored calibration for this
     embedder, the threshold is estimated from the in-scope gallery itself
     for ``gallery.target_fpir`` (as `kaoclock gallery calibrate` would, never
     looser than ``recognition.threshold``): the config's default is
     calibrated on lfw-dev's mostly Western faces, and a site's own people
-    can sit much closer together (gallery/README.md, "Threshold").
+    can sit much closer together (gallery/README.md, "Threshold").  A
+    gallery too small for that (:func:`estimate_threshold`) never gets a
+    looser threshold than ``recognition.small_site_threshold``.
     """
     rc = cfg.recognition
     if rc.threshold_source == "gallery":
@@ -72,26 +76,48 @@ def choose_threshold(cfg: Config, store: GalleryStore, embedder_version: str, ga
         if cal is not None and cal.embedder_version == embedder_version:
             stale = "" if cal.content_hash == store.content_hash else " (the gallery changed since; run `kaoclock gallery calibrate` again)"
             return ThresholdChoice(cal.threshold, "gallery", f"calibrated for FPIR {cal.target_fpir:g} over {cal.persons} people{stale}")
-        if cal is not None:
-            return ThresholdChoice(rc.threshold, "config", f"gallery calibration is for embedder {cal.embedder_version}; recalibrate")
         est = estimate_threshold(cfg, gallery if gallery is not None else store.load_matrix(cfg.device.site, embedder_version))
-        if est is not None:
-            return est
+        if cal is not None:
+            est = dataclasses.replace(est, detail=est.detail + f"; the stored calibration is for embedder {cal.embedder_version}: recalibrate")
+        return est
     return ThresholdChoice(rc.threshold, "config", "recognition.threshold")
 
 
-def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice | None:
-    """The gallery's own estimate for ``gallery.target_fpir``, capped at ``recognition.threshold`` (None: too few people)."""
-    from firmware_py.gallery.calibration import MIN_PERSONS, calibrate
+def estimate_threshold(cfg: Config, gallery: Any) -> ThresholdChoice:
+    """The threshold for this gallery when none is stored: its own estimate under the small-site rule.
+
+    The gallery's own estimate for ``gallery.target_fpir`` is capped at
+    ``recognition.threshold``.  The small-site rule: a gallery of fewer than
+    :data:`~firmware_py.gallery.calibration.SMALL_SITE_PERSONS` people is
+    never given a looser threshold than ``recognition.small_site_threshold``,
+    and neither is a gallery with no usable estimate (fewer than 3 people,
+    or a tolerance bound <= 0, as at about 4 people).  Below ten people the
+    bound swings from below 0 to above the safe default between sites of one
+    population (4-person sites of taiwan-dev: -0.50 to 0.33), so it may only
+    tighten there; ``recognition.threshold`` (calibrated on mostly Western
+    faces) lets East Asian look-alikes in (gallery/README.md, "Small
+    sites").  An empty gallery keeps the config's threshold: nobody can
+    match, and the threshold is chosen again when the gallery changes.
+    """
+    from firmware_py.gallery.calibration import MIN_PERSONS, calibrate, reader_threshold
     from firmware_py.gallery.store import GalleryError
 
+    rc = cfg.recognition
+    if gallery.persons == 0:
+        return ThresholdChoice(rc.threshold, "config", "recognition.threshold (the gallery is empty)")
+    small = f"recognition.small_site_threshold for a site of {gallery.persons} people"
     if gallery.persons < MIN_PERSONS:
-        return None
+        t, _ = reader_threshold(None, gallery.persons, rc.threshold, rc.small_site_threshold)
+        return ThresholdChoice(t, "small-site", small + f" (an estimate needs {MIN_PERSONS} people)")
     try:
-        cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=cfg.recognition.threshold)
+        cal = calibrate(gallery, cfg.gallery.target_fpir, ceiling=rc.threshold)
     except GalleryError as exc:
-        log.warning("no threshold estimate from the gallery (%s); using recognition.threshold", exc)
-        return None
+        t, _ = reader_threshold(None, gallery.persons, rc.threshold, rc.small_site_threshold)
+        log.warning("no threshold estimate from the gallery (%s); using recognition.small_site_threshold %s", exc, t)
+        return ThresholdChoice(t, "small-site", small + " (no usable estimate from the gallery)")
+    t, by_rule = reader_threshold(cal.threshold, gallery.persons, rc.threshold, rc.small_site_threshold)
+    if by_rule:
+        return ThresholdChoice(t, "small-site", small + f" (the gallery's estimate {cal.threshold:g} is looser)")
     return ThresholdChoice(cal.threshold, "gallery-estimate", f"estimated from the gallery for FPIR {cal.target_fpir:g} over {cal.persons} people")
 
 
@@ -127,6 +153,7 @@ def build_pipeline(
         mirror=cfg.recognition.mirror_average,
         model_versions=versions,
         quality_limits=live_limits,
+        fusion=cfg.recognition.track_fusion,
     )
     return pipeline, choice
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ class RecognitionPipeline:
         model_versions: dict[str, str] | None = None,
         lost_after_s: float = 1.5,
         quality_limits: Any | None = None,
+        fusion: str = "vote",
     ) -> None:
         self.analyzer = analyzer
         # Live frames are gated more leniently than enrolment photos (see [recognition] live_*).
@@ -83,6 +85,11 @@ class RecognitionPipeline:
         self.bus = bus or EventBus()
         self.liveness = liveness or LivenessOff()
         self.lost_after_s = lost_after_s
+        if fusion not in ("vote", "mean"):
+            raise ValueError(f"fusion must be 'vote' or 'mean', got {fusion!r}")
+        # "mean": each frame is matched on the mean descriptor of its track's last n usable frames.
+        self.fusion = fusion
+        self._descs: dict[int, deque[np.ndarray]] = {}
         versions = {"embedder": embedder.version, **(model_versions or {})}
         self.machine = DecisionMachine(params, self.liveness, versions)
         self._last_seen: dict[int, float] = {}
@@ -129,6 +136,10 @@ class RecognitionPipeline:
             if ok and obs.chip is not None:
                 a = time.perf_counter()
                 desc = describe_face(self.embedder, obs.chips, self.mirror)
+                if self.fusion == "mean":
+                    recent = self._descs.setdefault(obs.track_id, deque(maxlen=self.machine.params.n))
+                    recent.append(desc)
+                    desc = np.asarray(np.mean(recent, axis=0, dtype=np.float64), np.float32)
                 b = time.perf_counter()
                 res.match = self.matcher.match(desc)
                 c = time.perf_counter()
@@ -147,6 +158,7 @@ class RecognitionPipeline:
         ended |= {tid for tid, seen in self._last_seen.items() if ts - seen > self.lost_after_s}
         for tid in ended:
             self._last_seen.pop(tid, None)
+            self._descs.pop(tid, None)
             d = self.machine.end_track(tid, ts)
             if d:
                 res.decisions.append(d)
@@ -175,6 +187,7 @@ class RecognitionPipeline:
         ended = {t.track_id for t in reset()} if reset is not None else set()
         ended |= set(self._last_seen)
         self._last_seen.clear()
+        self._descs.clear()
         out = []
         for tid in sorted(ended):
             d = self.machine.end_track(tid, ts)
@@ -185,6 +198,7 @@ class RecognitionPipeline:
     def finish(self, ts: float) -> list[Decision]:
         """The source ended: end every open track."""
         out = []
+        self._descs.clear()
         for tid in list(self._last_seen):
             del self._last_seen[tid]
             d = self.machine.end_track(tid, ts)

@@ -26,7 +26,22 @@ class RecognitionConfig(Section):
     threshold_source: Literal["config", "gallery"] = setting(
         "gallery",
         doc="gallery: use the threshold `kaoclock gallery calibrate` stored with the gallery, else estimate one from the gallery at "
-        "start for gallery.target_fpir (never looser than `threshold`; 3 people or more); config: always use `threshold`.",
+        "start for gallery.target_fpir (never looser than `threshold`; under 10 people never looser than `small_site_threshold`); "
+        "config: always use `threshold`.",
+    )
+    small_site_threshold: float = setting(
+        0.325,
+        gt=0.0,
+        lt=2.0,
+        doc="With threshold_source = 'gallery' and no stored calibration, a gallery of fewer than 10 people (or with no usable "
+        "estimate) never gets a looser threshold than this (nor than `threshold`); a stricter estimate is kept. Chosen for FPIR "
+        "0.3% on random sites of 2-9 East Asian people (`kaoclock eval small-site`, gallery/README.md).",
+    )
+    track_fusion: Literal["vote", "mean"] = setting(
+        "vote",
+        doc="vote: each frame of a walk-up is matched on its own descriptor and decision.k of decision.n must agree; mean: each "
+        "frame is matched on the mean descriptor of the walk-up's last decision.n usable frames (lower walk-up FNIR at the same "
+        "threshold, but more strangers' walk-ups pass too: gallery/README.md, 'Walk-up fusion').",
     )
     min_margin: float = setting(
         0.04, ge=0.0, le=1.0, doc="Distance gap the best person must keep to the second-best; smaller is 'ambiguous', not a match."
