@@ -24,8 +24,9 @@ Phases:
 4. losses and duplicates: every published id is looked up; redeliveries the
    consumers recognised are the ``duplicates`` counter;
 5. sync: ``--people`` in the HR master over ``--sync-sites`` sites (one
-   reader each, hosted in a separate process), the time of a full sync and
-   of one person moved between two sites.
+   reader each, hosted in a separate process), the time of a full sync
+   (empty readers: one gallery snapshot each, or with ``--sync-snapshot-min 0``
+   one command per person) and of one person moved between two sites.
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
         for i in range(args.people):
             d = rng.normal(0, 0.1, 128).astype(np.float32)
             master.store_enrolment(f"p{i:05d}", [f"photo {i}".encode()], [d], emb)
-        syncer = GallerySyncer(db, master, key, Brokers([broker_url]), wait_s=30.0, parallel=args.sync_parallel)
+        syncer = GallerySyncer(db, master, key, Brokers([broker_url]), wait_s=30.0, parallel=args.sync_parallel, snapshot_min=args.sync_snapshot_min)
         _progress(f"full sync of {args.people} people to {n_sites} sites")
         t0 = time.perf_counter()
         results = syncer.sync()
@@ -425,7 +426,9 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
             "sites": n_sites,
             "readers": n_sites,
             "full_sync_s": round(full_s, 2),
-            "commands_sent": sum(r.updated + r.removed for r in results) + len(results),
+            "commands_sent": int(db.query("SELECT count(*) FROM command_log")[0][0]) - len(change) - sum(c.updated + c.removed for c in change),
+            "readers_sent_a_snapshot": sum(r.snapshot for r in results),
+            "snapshot_min": args.sync_snapshot_min,
             "per_reader_s_p50": round(statistics.median(r.seconds for r in results), 2),
             "per_reader_s_max": round(max(r.seconds for r in results), 2),
             "not_synced": [f"{r.site}/{r.device}: {r.status}" for r in results if r.status != "synced"],
@@ -494,6 +497,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--receipt-timeout", type=float, default=60.0, help="seconds before a punch without receipt is published again, doubling (default 60)"
     )
     p.add_argument("--sync-sites", type=int, default=50, help="sites (one reader each) for the sync measurement (default 50; 0 skips it)")
+    p.add_argument(
+        "--sync-snapshot-min",
+        type=int,
+        default=20,
+        help="an empty reader owed at least this many people gets one gallery snapshot (default 20, as `backend sync`; 0: one command per person)",
+    )
     p.add_argument("--sync-parallel", type=int, default=8, help="readers synced at once (default 8)")
     p.add_argument("--db", default=None, help="a postgresql:// URL to use instead of a throw-away server (its tables are written to)")
     p.add_argument("--broker", default=None, help="a broker URL to use instead of a throw-away mosquitto")
@@ -508,6 +517,9 @@ def cmd_backend(args: argparse.Namespace) -> int:
             return 2
     if args.restart_broker and args.broker:
         print("--restart-broker restarts the bench's own mosquitto; it cannot be used with --broker", file=sys.stderr)
+        return 2
+    if args.sync_snapshot_min < 0:
+        print("--sync-snapshot-min must be 0 (never) or more", file=sys.stderr)
         return 2
     if args.receipt_timeout <= 0:
         print("--receipt-timeout must be positive", file=sys.stderr)
