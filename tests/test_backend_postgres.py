@@ -238,6 +238,7 @@ def test_three_consumers_consumer_killed_and_broker_restarted_every_punch_exactl
                 stored_at_restart = store.count()
             if n == 100:
                 procs[1] = _consumer(home, pg_url, broker.url, "c-1")  # same client id: its saved session resumes
+                assert procs[1].stderr is not None and "consuming punches" in procs[1].stderr.readline()  # back before the last 49 rounds
             time.sleep(0.01)
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and (store.count() < len(recorded) or any(g.outbox.depth() for g in gates)):
