@@ -90,6 +90,42 @@ def test_each_site_gets_its_people_and_only_the_difference(city: Any) -> None:
     assert logged == [("gallery.remove", "done")]
 
 
+def test_an_empty_reader_gets_one_gallery_snapshot_an_older_one_person_by_person(city: Any, tmp_path: Path) -> None:
+    """A reader that holds nobody gets its site's people as one chunked, signed, hash-checked snapshot; later changes go person by person."""
+    people = "".join(f"s{i:02d},Staff {i},town-hall\n" for i in range(30))
+    city.master.import_people(("id,name,sites\np1,Ada,town-hall\np2,Grace,town-hall;library\np3,Barbara,library\n" + people).encode())
+    for i in range(30):
+        city.master.store_enrolment(f"s{i:02d}", [f"photo {i}".encode()], [_desc()], EMB)
+    old = Gate(tmp_path, city.url, "town-hall", "gate-old", city.key, EMB, transfers=False)  # a reader without the transfer commands
+    DbDeviceRegistry(city.db).add("town-hall", "gate-old", old.public_jwk)
+    g1 = city.gates["gate-1"].start()
+    old.start()
+    try:
+        syncer = GallerySyncer(city.db, city.master, city.key, Brokers([city.url]), wait_s=5.0, snapshot_min=20)
+        results = {r.device: r for r in syncer.sync(devices=[("town-hall", "gate-1"), ("town-hall", "gate-old")])}
+        assert {d: (r.status, r.snapshot, r.updated) for d, r in results.items()} == {
+            "gate-1": ("synced", True, 32),
+            "gate-old": ("synced", False, 32),  # refused as an unknown command: one gallery.update per person instead
+        }, {d: r.problems for d, r in results.items()}
+        want = {p.person_id: p for p in city.master.site_people("town-hall", EMB)}
+        for g in (g1, old):
+            held = g.people()
+            assert set(held) == set(want) and len(held) == 32
+            assert all(np.array_equal(held[pid].templates[0].descriptor, want[pid].templates[0].descriptor) for pid in want)
+            assert held["p2"].sites == ("library", "town-hall") and held["s07"].name == "Staff 7"
+        cmds = dict(city.db.query("SELECT cmd, count(*) FROM command_log WHERE device = 'gate-1' GROUP BY cmd"))
+        assert "gallery.update" not in cmds and cmds["transfer.commit"] == 1 and cmds["transfer.chunk"] >= 1
+        assert dict(city.db.query("SELECT cmd, count(*) FROM command_log WHERE device = 'gate-old' GROUP BY cmd"))["gallery.update"] == 32
+        assert len(city.db.query("SELECT person_id FROM reader_state WHERE device = 'gate-1'")) == 32
+
+        city.master.remove_person("s03")  # a reader that holds people gets the difference, not a snapshot
+        again = {r.device: r for r in syncer.sync(devices=[("town-hall", "gate-1")])}
+        assert (again["gate-1"].snapshot, again["gate-1"].removed, again["gate-1"].updated) == (False, 1, 0)
+        assert "s03" not in g1.people() and len(g1.people()) == 31
+    finally:
+        old.stop()
+
+
 def test_offline_reader_catches_up_and_live_enrolment_is_distributed(city: Any) -> None:
     g1 = city.gates["gate-1"].start()
     g3 = city.gates["gate-3"].start()

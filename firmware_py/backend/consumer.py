@@ -22,7 +22,9 @@ from its outbox (firmware_py/mqtt/receipts.py).  The session is persistent
 (MQTT 5 session expiry ``session_expiry_s``, one day by default): punches
 published while the consumer is away wait in the broker for that long, and
 the readers resend every unreceipted punch anyway, so an expired session
-costs time, never a punch.
+costs time, never a punch.  The link subscribes on every connection, resumed
+session or not: mosquitto 2.0.11 forgets a durable session's ``$share``
+subscriptions on a restart, and only a new SUBSCRIBE brings the punches back.
 """
 
 from __future__ import annotations

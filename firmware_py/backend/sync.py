@@ -16,6 +16,12 @@ For every registered reader of the chosen sites, in parallel:
    as ``missing`` and left on the reader untouched.
 4. The difference: ``gallery.update`` for each person whose digest differs
    (new or changed), ``gallery.remove`` for each person no longer assigned.
+   A reader that holds nobody yet (a new or reset reader) and is owed at
+   least ``snapshot_min`` people gets them all as one gallery snapshot
+   instead, through the chunked signed transfer (:func:`~firmware_py.backend.transfer.send_file`,
+   kind ``gallery.snapshot``): a few chunks rather than one command per
+   person, checked against its content hash and applied in one transaction.
+   A reader without the transfer commands gets the per-person commands.
 
 Every command and its result are written to ``command_log``; after a
 complete sync, ``reader_state`` records whom the reader holds (with the
@@ -25,6 +31,8 @@ digest), for the fleet view and audits.
 from __future__ import annotations
 
 import base64
+import gzip
+import json
 import logging
 import threading
 import time
@@ -38,7 +46,8 @@ import numpy as np
 from firmware_py.backend.commands import BrokerUnreachable, CommandSession
 from firmware_py.backend.db import Database
 from firmware_py.backend.hr import HrError, HrMaster
-from firmware_py.gallery.store import Person, Template
+from firmware_py.backend.transfer import TransferFailed, send_file
+from firmware_py.gallery.store import Person, Template, content_hash
 from firmware_py.mqtt.link import TlsFiles
 from firmware_py.provision.gallery_sync import encode_template, person_digest
 from firmware_py.topics import PREFIX
@@ -59,6 +68,7 @@ class DeviceResult:
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    snapshot: bool = False  # the people went as one gallery snapshot (a reader that held nobody)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()} | {"seconds": round(self.seconds, 3)}
@@ -74,6 +84,7 @@ class Brokers:
 
 
 Describe = Callable[[bytes], np.ndarray]
+Call = Callable[..., dict[str, Any] | None]  # (cmd, args, wait_s=None): the command's result, None without one
 
 
 class GallerySyncer:
@@ -89,12 +100,14 @@ class GallerySyncer:
         embedders: dict[str, Describe] | None = None,
         wait_s: float = 10.0,
         parallel: int = 8,
+        snapshot_min: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db, self.master, self.key, self.brokers = db, master, key, brokers
         self.embedders = embedders or {}
         self.wait_s = wait_s
         self.parallel = parallel
+        self.snapshot_min = snapshot_min  # 0: never a snapshot, always one command per person
         self.clock = clock
         self._extract_lock = threading.Lock()  # two readers of one site must not re-extract the same people twice
 
@@ -140,8 +153,8 @@ class GallerySyncer:
         )
         log_rows: list[tuple[Any, ...]] = []
 
-        def call(cmd: str, args: dict[str, Any]) -> dict[str, Any] | None:
-            out = session.call(cmd, args, self.wait_s)
+        def call(cmd: str, args: dict[str, Any], wait_s: float | None = None) -> dict[str, Any] | None:
+            out = session.call(cmd, args, wait_s or self.wait_s)
             log_rows.append(
                 (time.time(), site, device, (out or {}).get("id", ""), cmd, (out or {}).get("status", "no_result"), (out or {}).get("reason"),
                  str((out or {}).get("detail") or "")[:500])
@@ -162,7 +175,7 @@ class GallerySyncer:
         res.seconds = self.clock() - t0
         return res
 
-    def _sync(self, res: DeviceResult, call: Callable[[str, dict[str, Any]], dict[str, Any] | None]) -> None:
+    def _sync(self, res: DeviceResult, call: Call) -> None:
         state = call("gallery.state", {})
         if state is None:
             res.status = "offline"
@@ -204,7 +217,15 @@ class GallerySyncer:
         if changed:
             target = {p.person_id: p for p in self.master.site_people(res.site, version)}
         keep = set(res.missing) | {pid for pid in info.get("local") or [] if self.master.person(pid) is None}
-        # 4. the difference
+        # 4. the difference: everything at once to a reader that holds nobody, else person by person
+        if not held and self.snapshot_min and len(target) >= self.snapshot_min:
+            sent = self._snapshot(res, call, target)
+            if sent is None:
+                return
+            if sent:
+                res.updated, res.snapshot = len(target), True
+                self._record(res, {pid: person_digest(p) for pid, p in target.items()})
+                return
         for pid, person in target.items():
             if held.get(pid) == person_digest(person):
                 res.unchanged += 1
@@ -221,6 +242,30 @@ class GallerySyncer:
         if res.status == "synced":
             self._record(res, {pid: person_digest(p) for pid, p in target.items()})
 
+    def _snapshot(self, res: DeviceResult, call: Call, target: dict[str, Person]) -> bool | None:
+        """Send ``target`` as one gallery snapshot.
+
+        True when applied; False when the reader has no transfer commands (send
+        person by person instead); None when it failed (noted in ``res``).
+        """
+        people = [target[pid] for pid in sorted(target)]
+        doc = {"persons": [person_args(p) for p in people], "hash": content_hash(people)}
+        data = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)  # mtime 0: the same people, the same transfer id
+
+        class _Session:  # what send_file needs: call(cmd, args, wait_s), through the logging call
+            def call(self, cmd: str, args: dict[str, Any], wait_s: float = 30.0) -> dict[str, Any] | None:
+                return call(cmd, args, wait_s)
+
+        try:
+            send_file(_Session(), "gallery.snapshot", data, wait_s=self.wait_s)
+        except TransferFailed as exc:
+            if exc.result is not None and exc.result.get("reason") == "unknown_command":
+                return False  # an older reader: one command per person
+            res.status = "offline" if exc.result is None else "failed"
+            res.problems.append(f"gallery snapshot: {exc}")
+            return None
+        return True
+
     def _record(self, res: DeviceResult, digests: dict[str, str]) -> None:
         """What the reader holds now (``reader_state``): which readers have whom, for the fleet view and audits."""
         now = time.time()
@@ -231,7 +276,7 @@ class GallerySyncer:
                 [(res.site, res.device, pid, d, now) for pid, d in sorted(digests.items())],
             )
 
-    def _pull(self, res: DeviceResult, pid: str, version: str, call: Callable[[str, dict[str, Any]], dict[str, Any] | None]) -> bool:
+    def _pull(self, res: DeviceResult, pid: str, version: str, call: Call) -> bool:
         out = call("gallery.export", {"person_id": pid})
         if out is None or out.get("status") != "done":
             res.problems.append(f"gallery.export {pid}: {(out or {}).get('reason', 'no result')}")
@@ -258,7 +303,7 @@ def person_args(person: Person) -> dict[str, Any]:
     }
 
 
-def _send(res: DeviceResult, call: Callable[[str, dict[str, Any]], dict[str, Any] | None], cmd: str, pid: str, args: dict[str, Any]) -> bool | None:
+def _send(res: DeviceResult, call: Call, cmd: str, pid: str, args: dict[str, Any]) -> bool | None:
     """One gallery command for ``pid``: True when done, False when refused (noted in ``res``), None when the reader went offline."""
     out = call(cmd, args)
     if out is None:

@@ -15,17 +15,24 @@ Phases:
    minus the publish time, one clock);
 2. throughput: the rest of ``--punches`` as fast as the publishers go;
    sustained punches/s stored (first publish to last row), with
-   ``--kill-one`` one consumer SIGKILLed halfway and restarted;
-3. losses and duplicates: every published id is looked up; redeliveries the
+   ``--kill-one`` one consumer SIGKILLed halfway and restarted, and with
+   ``--restart-broker`` the broker (persistence on) restarted at 70 %;
+3. receipts: the consumers sign a receipt for every stored punch, as for
+   real readers; the publishers keep each punch until its receipt comes and
+   publish it again after ``--receipt-timeout`` (doubling), as a reader's
+   outbox does, so whatever a broker drops is sent again end to end;
+4. losses and duplicates: every published id is looked up; redeliveries the
    consumers recognised are the ``duplicates`` counter;
-4. sync: ``--people`` in the HR master over ``--sync-sites`` sites (one
-   reader each, hosted in a separate process), the time of a full sync and
-   of one person moved between two sites.
+5. sync: ``--people`` in the HR master over ``--sync-sites`` sites (one
+   reader each, hosted in a separate process), the time of a full sync
+   (empty readers: one gallery snapshot each, or with ``--sync-snapshot-min 0``
+   one command per person) and of one person moved between two sites.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -74,9 +81,15 @@ def sign_punches(readers: list[tuple[str, str, Any, str]], n: int, people: int, 
 
 
 class Publishers:
-    """``n`` MQTT 5 connections publishing QoS 1; each punch's publish time is kept for the latency."""
+    """``n`` MQTT 5 connections publishing QoS 1, and the readers' side of receipts.
 
-    def __init__(self, host: str, port: int, n: int) -> None:
+    Each punch's first publish time is kept for the latency.  Every punch
+    stays in ``unconfirmed`` until a receipt signed by the backend key names
+    it (verified like a reader does); :meth:`resend_due` publishes again what
+    has waited longer than ``receipt_timeout_s`` (doubling per attempt).
+    """
+
+    def __init__(self, host: str, port: int, n: int, backend_key: Any = None, receipt_timeout_s: float = 60.0) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -89,13 +102,65 @@ class Publishers:
             c.loop_start()
             self.clients.append(c)
         self.published: dict[str, float] = {}
+        self.receipt_timeout_s = receipt_timeout_s
+        self._lock = threading.Lock()
+        self.unconfirmed: dict[str, tuple[str, bytes, float, int]] = {}  # id -> topic, token, last publish, attempts
+        self.resent = 0
+        self.resent_ids: set[str] = set()
+        self.receipts = 0
+        self.receipts_refused = 0
+        self._listener = None
+        if backend_key is not None:
+            from firmware_py.keys.jwk import parse_public_jwk, public_jwk
+
+            pub = parse_public_jwk(public_jwk(backend_key))
+            self._keys = {pub.kid: pub}
+            lst = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-receipts-{os.getpid()}", protocol=paho.MQTTv5)
+            subscribed = threading.Event()
+            lst.on_connect = lambda cl, *_: cl.subscribe("kaoclock/v1/+/+/receipts", qos=1)  # again after every reconnect
+            lst.on_subscribe = lambda *_: subscribed.set()
+            lst.on_message = self._on_receipt
+            lst.connect(host, port)
+            lst.loop_start()
+            if not subscribed.wait(10):
+                raise RuntimeError("the receipt listener could not subscribe")
+            self._listener = lst
+
+    def _on_receipt(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        from firmware_py.mqtt.receipts import ReceiptRefused, verify_receipt
+
+        parts = msg.topic.split("/")
+        try:
+            ids = verify_receipt(msg.payload, self._keys, parts[2], parts[3])
+        except ReceiptRefused:
+            self.receipts_refused += 1
+            return
+        with self._lock:
+            self.receipts += 1
+            for i in ids:
+                self.unconfirmed.pop(i, None)
+
+    def resend_due(self) -> int:
+        """Publish again every punch whose receipt is overdue; returns how many."""
+        now = time.time()
+        with self._lock:
+            due = [
+                (pid, t, tok, n) for pid, (t, tok, last, n) in self.unconfirmed.items() if now - last > self.receipt_timeout_s * 2 ** min(n - 1, 4)
+            ]
+            for pid, t, tok, n in due:
+                self.unconfirmed[pid] = (t, tok, now, n + 1)
+                self.resent_ids.add(pid)
+        for k, (_pid, topic, token, _n) in enumerate(due):
+            self.clients[k % len(self.clients)].publish(topic, token, qos=1)  # not connected: paho queues it for the reconnect
+        self.resent += len(due)
+        return len(due)
 
     def publish(self, punches: list[tuple[str, str, bytes]], rate: float = 0.0) -> float:
         """Publish (``rate`` per second, 0 = as fast as possible) and wait for every PUBACK; returns the seconds taken."""
         start = time.perf_counter()
         parts = [punches[i :: len(self.clients)] for i in range(len(self.clients))]
         per_client = rate / len(self.clients) if rate else 0.0
-        lock = threading.Lock()
+        lock = self._lock
 
         def run(client: Any, part: list[tuple[str, str, bytes]]) -> None:
             infos = []
@@ -106,11 +171,13 @@ class Publishers:
                     if delay > 0:
                         time.sleep(delay)
                 now = time.time()
-                infos.append(client.publish(topic, token, qos=1))
                 with lock:
                     self.published[pid] = now
+                    self.unconfirmed[pid] = (topic, token, now, 1)
+                infos.append(client.publish(topic, token, qos=1))
             for info in infos:
-                info.wait_for_publish(120)
+                with contextlib.suppress(RuntimeError, ValueError):  # not sent (the broker was away): resend_due() sends it again
+                    info.wait_for_publish(120)
 
         threads = [threading.Thread(target=run, args=(c, p)) for c, p in zip(self.clients, parts, strict=True)]
         for t in threads:
@@ -120,32 +187,72 @@ class Publishers:
         return time.perf_counter() - start
 
     def close(self) -> None:
-        for c in self.clients:
+        for c in [*self.clients, *([self._listener] if self._listener else [])]:
             c.disconnect()
             c.loop_stop()
 
 
-def _consumer(db: str, broker: str, home: Path, i: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_py", "backend", "consume", "--home", str(home), "--db", db, "--broker", broker,
-         "--group", "bench", "--client-id", f"bench-consumer-{i}", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    line = proc.stderr.readline() if proc.stderr else ""
-    if "consuming punches" not in line:
-        raise RuntimeError(f"consumer {i} did not start: {line.strip()}")
-    return proc
+class _Consumer:
+    """One ``kaoclock backend consume`` process; its stderr is read all along (a full pipe would block it)."""
+
+    def __init__(self, db: str, broker: str, home: Path, i: int, timeout_s: float = 120.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_py", "backend", "consume", "--home", str(home), "--db", db, "--broker", broker,
+             "--group", "bench", "--client-id", f"bench-consumer-{i}", "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout_s):  # log lines (a slow SUBACK under load) may come first
+            self.proc.kill()
+            raise RuntimeError(f"consumer {i} did not start: {' | '.join(self.lines[-3:])}")
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip())
+            if "consuming punches" in line:
+                self._ready.set()
+        self._ready.set()  # exited
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def summary(self, timeout_s: float = 30.0) -> dict[str, Any] | None:
+        """Stop it (SIGTERM) and return its closing summary line."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        self._reader.join(5)
+        try:
+            last = json.loads(self.lines[-1])
+            return last["summary"] | {"transactions": last["batches"]["transactions"], "largest_batch": last["batches"]["largest"]}
+        except (ValueError, IndexError, KeyError):
+            return None
 
 
-def _wait_stored(store: Any, target: int, stall_s: float = 60.0) -> int:
-    last, last_change = -1, time.monotonic()
+def _wait_stored(store: Any, target: int, pubs: Publishers | None = None, stall_s: float = 60.0) -> int:
+    """Wait until ``target`` rows are stored (and, given ``pubs``, every punch is receipted), resending overdue punches."""
+    last, last_change = (-1, -1), time.monotonic()
+    if pubs is not None:
+        stall_s = max(stall_s, pubs.receipt_timeout_s * 1.5 + 30)  # give an overdue punch its resend before giving up
     while True:
         n = store.count()
-        if n >= target:
+        waiting = len(pubs.unconfirmed) if pubs else 0
+        if n >= target and not waiting:
             return n
-        if n != last:
-            last, last_change = n, time.monotonic()
-            _progress(f"{n}/{target} stored")
+        if pubs is not None:
+            pubs.resend_due()
+        if (n, waiting) != last:
+            last, last_change = (n, waiting), time.monotonic()
+            _progress(f"{n}/{target} stored" + (f", {waiting} without receipt" if pubs else ""))
         elif time.monotonic() - last_change > stall_s:
             return n
         time.sleep(0.5)
@@ -163,13 +270,16 @@ def _latencies(db: Any, published: dict[str, float], ids: list[str]) -> tuple[li
     return lat, last
 
 
-def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: Path) -> dict[str, Any]:
+def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: Path, broker: Any = None) -> dict[str, Any]:
+    """Phases 1-4; ``broker`` is the bench's own LocalBroker (needed for ``--restart-broker``)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from firmware_py.backend.db import Database
+    from firmware_py.backend.home import BackendHome
     from firmware_py.backend.registry import DbDeviceRegistry
     from firmware_py.backend.store import PunchStore
     from firmware_py.keys.jwk import key_id, public_jwk
+    from firmware_py.keys.store import init_private_key, load_private_key
     from firmware_py.mqtt.link import BrokerUrl
 
     db = Database.open(db_url)
@@ -186,9 +296,11 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
     t_sign = time.perf_counter()
     punches = sign_punches(readers, args.punches, args.people, time.time())
     sign_s = time.perf_counter() - t_sign
-    consumers = [_consumer(db_url, broker_url, home, i) for i in range(args.consumers)]
+    key_file = BackendHome(home).key_file  # the consumers sign a receipt for every stored punch with it
+    init_private_key(key_file)
+    consumers = [_Consumer(db_url, broker_url, home, i) for i in range(args.consumers)]
     url = BrokerUrl.parse(broker_url)
-    pubs = Publishers(url.host, url.port, args.publishers)
+    pubs = Publishers(url.host, url.port, args.publishers, load_private_key(key_file), args.receipt_timeout)
     store = PunchStore(db)
     out: dict[str, Any] = {"signing_per_s": round(args.punches / sign_s, 1)}
     try:
@@ -197,7 +309,7 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
         if lat_part:
             _progress(f"latency phase: {n_lat} punches at {args.latency_rate}/s")
             pubs.publish(lat_part, args.latency_rate)
-            _wait_stored(store, n_lat)
+            _wait_stored(store, n_lat, pubs)
             lat, _ = _latencies(db, pubs.published, [p[0] for p in lat_part])
             out["latency"] = {
                 "punches": n_lat,
@@ -214,26 +326,44 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
                     target = n_lat + len(bulk) // 2
                     while store.count() < target:
                         time.sleep(0.05)
-                    consumers[0].send_signal(signal.SIGKILL)
-                    consumers[0].wait()
+                    consumers[0].kill()
                     time.sleep(1.0)
-                    consumers[0] = _consumer(db_url, broker_url, home, 0)
+                    consumers[0] = _Consumer(db_url, broker_url, home, 0)
                     killed["done"] = True
 
                 threading.Thread(target=kill_later, daemon=True).start()
+            restarted: dict[str, float | None] = {"down_s": None}
+            if args.restart_broker and broker is not None:
+
+                def restart_later() -> None:
+                    target = n_lat + len(bulk) * 7 // 10
+                    while store.count() < target:
+                        time.sleep(0.05)
+                    t = time.perf_counter()
+                    broker.restart()  # SIGTERM: mosquitto saves its sessions and queues, then starts again
+                    restarted["down_s"] = round(time.perf_counter() - t, 2)
+
+                threading.Thread(target=restart_later, daemon=True).start()
             t0 = time.time()
             publish_s = pubs.publish(bulk)
-            stored = _wait_stored(store, args.punches)
-            lat, last = _latencies(db, pubs.published, [p[0] for p in bulk])
+            stored = _wait_stored(store, args.punches, pubs)
+            all_receipted_s = round(time.time() - t0, 1) if not pubs.unconfirmed else None
+            once = [p[0] for p in bulk if p[0] not in pubs.resent_ids]  # stored from their first publish
+            lat, last = _latencies(db, pubs.published, once)
             out["throughput"] = {
                 "punches": len(bulk),
                 "publish_per_s": round(len(bulk) / publish_s, 1),
                 "stored_per_s": round(len(lat) / (last - t0), 1) if last else None,
                 "publish_to_row_p50_ms": _ms(lat, 50),
                 "publish_to_row_p95_ms": _ms(lat, 95),
-                "note": "publishers run flat out, so latency here includes the queue at the broker",
+                "all_stored_and_receipted_s": all_receipted_s,
+                "note": "publishers run flat out, so latency here includes the queue at the broker; stored_per_s and the latency "
+                "count the punches stored from their first publish (resent ones are in all_stored_and_receipted_s)",
             }
             out["killed_and_restarted_one_consumer"] = killed["done"]
+            if args.restart_broker:
+                out["broker_restarted"] = restarted["down_s"] is not None
+                out["broker_restart_s"] = restarted["down_s"]
         else:
             stored = store.count()
         sent = [p[0] for p in punches]
@@ -249,21 +379,17 @@ def bench_punches(args: argparse.Namespace, db_url: str, broker_url: str, home: 
             "duplicate_rows": int(rows) - int(distinct),
             "redeliveries_recognised": store.counter("duplicates"),
             "rejects": len(store.rejects(10)),
+            "receipts": pubs.receipts,
+            "receipts_refused": pubs.receipts_refused,
+            "without_receipt_at_end": len(pubs.unconfirmed),
+            "resent_after_receipt_timeout": pubs.resent,
         }
     finally:
         pubs.close()
-        summaries = []
-        for p in consumers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in consumers:
-            try:
-                _, err = p.communicate(timeout=30)
-                last = json.loads(err.strip().splitlines()[-1])
-                summaries.append(last["summary"] | {"transactions": last["batches"]["transactions"], "largest_batch": last["batches"]["largest"]})
-            except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
-                p.kill()
-        out["per_consumer"] = summaries
+        for c in consumers:
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+        out["per_consumer"] = [c.summary() for c in consumers]
     return out
 
 
@@ -314,7 +440,7 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
         for i in range(args.people):
             d = rng.normal(0, 0.1, 128).astype(np.float32)
             master.store_enrolment(f"p{i:05d}", [f"photo {i}".encode()], [d], emb)
-        syncer = GallerySyncer(db, master, key, Brokers([broker_url]), wait_s=30.0, parallel=args.sync_parallel)
+        syncer = GallerySyncer(db, master, key, Brokers([broker_url]), wait_s=30.0, parallel=args.sync_parallel, snapshot_min=args.sync_snapshot_min)
         _progress(f"full sync of {args.people} people to {n_sites} sites")
         t0 = time.perf_counter()
         results = syncer.sync()
@@ -333,7 +459,9 @@ def bench_sync(args: argparse.Namespace, db_url: str, broker_url: str, home: Pat
             "sites": n_sites,
             "readers": n_sites,
             "full_sync_s": round(full_s, 2),
-            "commands_sent": sum(r.updated + r.removed for r in results) + len(results),
+            "commands_sent": int(db.query("SELECT count(*) FROM command_log")[0][0]) - len(change) - sum(c.updated + c.removed for c in change),
+            "readers_sent_a_snapshot": sum(r.snapshot for r in results),
+            "snapshot_min": args.sync_snapshot_min,
             "per_reader_s_p50": round(statistics.median(r.seconds for r in results), 2),
             "per_reader_s_max": round(max(r.seconds for r in results), 2),
             "not_synced": [f"{r.site}/{r.device}: {r.status}" for r in results if r.status != "synced"],
@@ -361,7 +489,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.broker:
             broker_url = args.broker
         else:
-            broker = LocalBroker(tmp / "mosquitto").start()
+            broker = LocalBroker(tmp / "mosquitto", persistence=args.restart_broker).start()
             broker_url = broker.url
         out: dict[str, Any] = {
             "params": {k: v for k, v in vars(args).items() if k not in ("func", "json", "db", "broker") and not callable(v)},
@@ -370,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
         }
         if args.punches:
-            out["punches"] = bench_punches(args, db_url, broker_url, tmp / "home")
+            out["punches"] = bench_punches(args, db_url, broker_url, tmp / "home", broker)
         if args.people and args.sync_sites:
             sync_db = pg.new_database() if pg else db_url
             out["sync"] = bench_sync(args, sync_db, broker_url, tmp / "sync-home")
@@ -395,7 +523,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-punches", type=int, default=2000, help="punches of the latency phase (default 2000)")
     p.add_argument("--latency-rate", type=float, default=100.0, help="punches per second in the latency phase (default 100)")
     p.add_argument("--kill-one", action="store_true", help="SIGKILL one consumer halfway through the throughput phase and restart it")
+    p.add_argument(
+        "--restart-broker", action="store_true", help="restart the bench's own mosquitto (persistence on) at 70 %% of the throughput phase"
+    )
+    p.add_argument(
+        "--receipt-timeout",
+        type=float,
+        default=300.0,
+        help="seconds before a punch without receipt is published again, doubling (default 300: longer than the queue the flat-out phase builds)",
+    )
     p.add_argument("--sync-sites", type=int, default=50, help="sites (one reader each) for the sync measurement (default 50; 0 skips it)")
+    p.add_argument(
+        "--sync-snapshot-min",
+        type=int,
+        default=20,
+        help="an empty reader owed at least this many people gets one gallery snapshot (default 20, as `backend sync`; 0: one command per person)",
+    )
     p.add_argument("--sync-parallel", type=int, default=8, help="readers synced at once (default 8)")
     p.add_argument("--db", default=None, help="a postgresql:// URL to use instead of a throw-away server (its tables are written to)")
     p.add_argument("--broker", default=None, help="a broker URL to use instead of a throw-away mosquitto")
@@ -408,6 +551,15 @@ def cmd_backend(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"--{name} must be at least 1", file=sys.stderr)
             return 2
+    if args.restart_broker and args.broker:
+        print("--restart-broker restarts the bench's own mosquitto; it cannot be used with --broker", file=sys.stderr)
+        return 2
+    if args.sync_snapshot_min < 0:
+        print("--sync-snapshot-min must be 0 (never) or more", file=sys.stderr)
+        return 2
+    if args.receipt_timeout <= 0:
+        print("--receipt-timeout must be positive", file=sys.stderr)
+        return 2
     if args.punches < 0 or (args.people < 1 and args.sync_sites):
         print("--punches must be >= 0 and --people >= 1", file=sys.stderr)
         return 2

@@ -21,7 +21,9 @@ class Gate:
     """A reader's MQTT side as the daemon wires it (DeviceLink: signed commands, nonce store, signed results,
     retained status with Last Will) with the real encrypted gallery and its gallery.* commands; no camera."""
 
-    def __init__(self, tmp: Path, broker_url: str, site: str, device: str, backend_key: Any, embedder_version: str) -> None:
+    def __init__(
+        self, tmp: Path, broker_url: str, site: str, device: str, backend_key: Any, embedder_version: str, *, transfers: bool = True
+    ) -> None:
         from firmware_py.config import load, with_changes
         from firmware_py.events import EventBus
         from firmware_py.keys.jwk import public_jwk
@@ -29,7 +31,9 @@ class Gate:
         from firmware_py.mqtt.commands.registry import CommandRegistry
         from firmware_py.mqtt.device_link import DeviceLink
         from firmware_py.outbox.store import Outbox
-        from firmware_py.provision.gallery_sync import GallerySync
+        from firmware_py.provision.gallery_sync import GallerySync, SnapshotReceiver
+        from firmware_py.update.staging import Staging
+        from firmware_py.update.transfer import TransferCommands
 
         self.site, self.device, self.embedder_version = site, device, embedder_version
         self.cfg = with_changes(
@@ -53,6 +57,10 @@ class Gate:
         registry = CommandRegistry()
         self.sync = GallerySync.from_config(self.cfg, embedder_version)
         self.sync.register(registry)
+        if transfers:  # gallery snapshots in signed chunks, as the daemon wires them (compose/fleet.py); False: an older reader
+            receiver = SnapshotReceiver(self.sync)
+            staging = Staging(data / "update" / "incoming", receiver.max_bytes)
+            TransferCommands(staging, [receiver], bus=self.bus, command_max_bytes=self.cfg.mqtt.command_max_bytes).register(registry)
         self.link = DeviceLink(self.cfg, self.bus, outbox=Outbox.from_config(self.cfg, self.bus), registry=registry)
 
     def start(self) -> Gate:

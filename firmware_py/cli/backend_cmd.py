@@ -218,6 +218,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--site", action="append", default=None, help="only this site's readers (repeat for several; default all)")
     sy.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each answer before counting a reader offline")
     sy.add_argument("--parallel", type=int, default=8, help="readers synced at once (default 8)")
+    sy.add_argument(
+        "--snapshot-min",
+        type=int,
+        default=20,
+        help="a reader that holds nobody and is owed at least this many people gets them as one chunked gallery snapshot (default 20; 0: never)",
+    )
     sy.add_argument("--config", type=Path, default=None, help="reader config TOML for the embedder used to re-extract templates (default: built-in)")
     sy.add_argument(
         "--watch", action="store_true", help="keep running: sync readers when they come online, report a live enrolment, or the HR master changes"
@@ -833,6 +839,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise UsageError("--parallel must be from 1 to 64")
     if not 0.1 <= args.poll <= 3600:
         raise UsageError("--poll must be from 0.1 to 3600 seconds")
+    if args.snapshot_min < 0:
+        raise UsageError("--snapshot-min must be 0 (never) or more")
     db = _database(args)
     master = _master(args, db, key=True)
     known = set(master.sites())
@@ -848,6 +856,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         embedders=_backend_embedders(args.config),
         wait_s=args.wait,
         parallel=args.parallel,
+        snapshot_min=args.snapshot_min,
     )
 
     def report(results: list[Any]) -> bool:
@@ -858,6 +867,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 line = f"{r.site}/{r.device}: {r.status}"
                 if r.status != "offline":
                     line += f" ({r.embedder_version}): {r.updated} updated, {r.removed} removed, {r.unchanged} unchanged"
+                    line += " (as one gallery snapshot)" if r.snapshot else ""
                 if r.pulled:
                     line += f"; took live enrolment(s) of {', '.join(r.pulled)}"
                 print(line, flush=True)

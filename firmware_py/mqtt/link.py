@@ -495,7 +495,10 @@ class MqttLink:
 
     def _connected_session(self, s: _Session) -> tuple[str, str]:
         if self._handlers:
-            # Subscribe and wait for the SUBACKs, so "connected" means "receiving" too.
+            # Subscribe and wait for the SUBACKs, so "connected" means "receiving" too.  On every
+            # connection, even when the broker says the session was resumed: a broker may have lost
+            # subscriptions (mosquitto 2.0.11 drops a durable session's $share ones on a restart; fixed in
+            # 2.0.12), and subscribing again to the same filter only replaces the subscription.
             subacked = threading.Event()
             s.client.on_subscribe = lambda *a: subacked.set()
             s.client.subscribe([(flt, qos) for flt, qos, _h, _d in self._handlers])
