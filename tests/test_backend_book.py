@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from backend_support import Reader
 
-from firmware_py.backend.book import BookError, compute, import_schedules
+from firmware_py.backend.book import BookError, compute, correct, import_schedules
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.db import Database
 from firmware_py.backend.hr import HrMaster
@@ -225,3 +225,52 @@ def test_schedule_import_names_every_bad_row_and_changes_nothing(
     assert main(["backend", "schedules", "import", str(good), "--db", target]) == 0
     assert json.loads(capsys.readouterr().out) == {"rows": 1, "people": 1, "groups": 0}
     assert seeded.query("SELECT count(*) FROM schedules")[0][0] == 2  # the file replaces every schedule
+
+
+def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: Path) -> None:
+    """IN 22:00, OUT 06:00 the next morning is one shift of the first day, also across the month's edges; an IN and an
+    OUT further apart than any shift stay two anomalies; HR adds a missing night OUT as the next morning's."""
+    night = Reader(tmp_path, site="site-b", device="gate-8", tz="Europe/Lisbon")  # UTC+0 in winter
+    reg = DbDeviceRegistry(seeded)
+    reg.add(night.site, night.device, public_jwk(night.key))
+    HrMaster(seeded).import_people(b"id,name,sites\ndave,Dave,site-b\n")
+    # a night schedule is split at midnight: Mon-Fri 22-24 and the mornings after, Tue-Sat 00-06
+    import_schedules(seeded, (SCHEDULE + "dave,mon-fri,22:00,24:00,Europe/Lisbon\ndave,tue-sat,00:00,06:00,Europe/Lisbon\n").encode())
+    consumer = PunchConsumer(PunchStore(seeded), reg)
+    for direction, ts in [
+        ("in", "2026-11-30T22:00:00"),  # Mon night into Tue 12-01: November's shift
+        ("out", "2026-12-01T06:00:00"),
+        ("in", "2026-12-07T22:00:00"),  # Mon 12-07 night
+        ("out", "2026-12-08T06:00:00"),
+        ("in", "2026-12-08T14:00:00"),  # and a day shift on Tue 12-08 after it
+        ("out", "2026-12-08T18:00:00"),
+        ("in", "2026-12-09T09:00:00"),  # a forgotten OUT, then a forgotten IN: 32 h apart, not a shift
+        ("out", "2026-12-10T17:00:00"),
+        ("in", "2026-12-10T22:00:00"),  # no OUT the next morning: HR adds it
+        ("in", "2026-12-31T22:00:00"),  # New Year's Eve night: December's
+        ("out", "2027-01-01T06:00:00"),
+    ]:
+        assert consumer.handle(night.topic, night.punch("dave", direction, utc(ts))).status == "stored"
+    m = compute(seeded, "2026-12", person="dave")
+    days = {d.date.day: d for d in m.days}
+    assert sorted(days) == [7, 8, 9, 10, 31]  # 12-01's OUT is November's night shift
+    d7 = days[7]
+    assert d7.worked.total_seconds() == 8 * 3600 and d7.anomalies == () and d7.punches == 2
+    assert d7.last_out is not None and d7.last_out.isoformat() == "2026-12-08T06:00:00+00:00"
+    assert d7.scheduled is not None and d7.scheduled.total_seconds() == 2 * 3600 and d7.beyond is not None and d7.beyond.total_seconds() == 0
+    d8 = days[8]
+    assert d8.worked.total_seconds() == 4 * 3600 and d8.punches == 2 and d8.anomalies == () and d8.beyond is not None
+    assert d8.beyond.total_seconds() == 4 * 3600  # 14-18 is outside the night schedule
+    assert days[9].anomalies == ("in_without_out",) and days[10].anomalies == ("out_without_in", "in_without_out")
+    assert days[31].worked.total_seconds() == 8 * 3600 and days[31].anomalies == ()
+    assert {a.kind for a in m.anomalies} == {"in_without_out", "out_without_in"}
+    assert compute(seeded, "2027-01", person="dave").days == []  # the OUT of 01-01 closed December's shift
+    nov = compute(seeded, "2026-11", person="dave").days
+    assert [(d.date.day, d.worked.total_seconds(), d.anomalies) for d in nov] == [(30, 8 * 3600, ())]
+    # HR adds the missing OUT of the 12-10 night: 06:00 is taken as the next morning's
+    missing = next(a for a in m.anomalies if a.kind == "in_without_out" and a.date.day == 10)
+    out = correct(seeded, missing.id, "add_out", reason="forgot to punch out after the night shift", by="hr1", at="06:00")
+    assert out["direction"] == "out"
+    d10 = next(d for d in compute(seeded, "2026-12", person="dave").days if d.date.day == 10)
+    assert d10.worked.total_seconds() == 8 * 3600 and d10.anomalies == ("out_without_in",) and d10.corrected == 1
+    assert d10.last_out is not None and d10.last_out.isoformat() == "2026-12-11T06:00:00+00:00"
