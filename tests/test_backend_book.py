@@ -5,11 +5,10 @@ working through them (acknowledge; correct with a reason, beside the signed punc
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from backend_support import Reader
+from backend_support import SCHEDULE, Reader, seed_book, utc
 
 from firmware_py.backend.book import BookError, compute, correct, import_schedules
 from firmware_py.backend.consumer import PunchConsumer
@@ -20,17 +19,6 @@ from firmware_py.backend.store import PunchStore
 from firmware_py.cli.main import main
 from firmware_py.keys.jwk import public_jwk
 
-SCHEDULE = (
-    "who,days,start,end,tz\n"
-    "alice,mon-fri,09:00,12:00,Asia/Tokyo\n"
-    "alice,mon-fri,13:00,18:00,Asia/Tokyo\n"
-    "site:site-a,mon-fri,09:00,17:00,Asia/Tokyo\n"  # bob's group
-)
-
-
-def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -39,38 +27,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def seeded(tmp_path: Path, target: str) -> Database:
-    db = Database.open(target)
-    reg = DbDeviceRegistry(db)
-    tokyo = Reader(tmp_path, site="site-a", device="gate-1", tz="Asia/Tokyo")
-    unsynced = Reader(tmp_path, site="site-a", device="gate-2", tz="Asia/Tokyo")
-    unsynced.rec.clock_synced = lambda: False  # the reader's own probe: no NTP sync yet
-    tokyo.rec.clock_synced = lambda: True
-    lisbon = Reader(tmp_path, site="site-b", device="gate-9", tz="Europe/Lisbon")
-    for r in (tokyo, unsynced, lisbon):
-        reg.add(r.site, r.device, public_jwk(r.key))
-    HrMaster(db).import_people(b"id,name,sites\nalice,Alice,site-a\nbob,Bob,site-a\ncarol,Carol,site-b\n")
-    import_schedules(db, SCHEDULE.encode())
-    consumer = PunchConsumer(PunchStore(db), reg)
-    punches = [
-        (tokyo, "bob", "in", "2026-11-30T14:00:00"),  # 23:00 on 11-30 in Tokyo: not December
-        # alice, Tue 12-01 Tokyo (UTC+9): 08:30-12:00, 13:00-19:00, a double IN at 13:03
-        (tokyo, "alice", "in", "2026-11-30T23:30:00"),
-        (tokyo, "alice", "out", "2026-12-01T03:00:00"),
-        (tokyo, "alice", "in", "2026-12-01T04:00:00"),
-        (tokyo, "alice", "in", "2026-12-01T04:03:00"),
-        (tokyo, "alice", "out", "2026-12-01T10:00:00"),
-        (tokyo, "alice", "in", "2026-12-02T00:00:00"),  # 09:00 on 12-02, never an OUT
-        (unsynced, "alice", "in", "2026-12-03T00:00:00"),  # from a reader without a synchronised clock
-        (tokyo, "alice", "out", "2026-12-03T08:00:00"),
-        (tokyo, "bob", "out", "2026-12-01T09:00:00"),  # 18:00 on 12-01: OUT without IN
-        (lisbon, "bob", "in", "2026-12-04T09:00:00"),  # Fri at site-b, where bob is not assigned
-        (lisbon, "bob", "out", "2026-12-04T17:00:00"),
-        (lisbon, "carol", "in", "2026-12-01T09:00:00"),  # Lisbon is UTC+0 in December; carol has no schedule
-        (lisbon, "carol", "out", "2026-12-01T17:00:00"),
-    ]
-    for reader, person, direction, ts in punches:
-        assert consumer.handle(reader.topic, reader.punch(person, direction, utc(ts))).status == "stored"
-    return db
+    return seed_book(Database.open(target), tmp_path)
 
 
 def _signed(db: Database) -> list[tuple[str, str]]:

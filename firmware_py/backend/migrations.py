@@ -202,6 +202,17 @@ CREATE TABLE reader_events (
 CREATE INDEX reader_events_device ON reader_events(site, device, ts_ms);
 """,
     ),
+    (
+        5,
+        "HR users of the web page (salted scrypt password hashes)",
+        """
+CREATE TABLE web_users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created {real} NOT NULL
+);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
