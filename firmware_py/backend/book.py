@@ -320,9 +320,9 @@ def _load(db: Database, first: date, nxt: date, person: str | None, site: str | 
         for r in db.query(sql, params)
     }
     csql = "SELECT n, punch_id, action, person, site, direction, ts_ms, tz FROM corrections WHERE ts_ms IS NULL OR (ts_ms >= ? AND ts_ms < ?)"
-    people = {p.person for p in punches.values()}
+    loaded = {p.person for p in punches.values()}
     for n, pid, action, who, csite, direction, ts_ms, tz in db.query(csql + " ORDER BY n", params[:2]):
-        if who not in people:
+        if who not in loaded:
             continue
         p = punches.get(pid)
         if action == "void":
