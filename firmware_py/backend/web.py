@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from firmware_py.backend import book, users
-from firmware_py.backend.db import Database
+from firmware_py.backend.db import Database, StoreUnavailable
 from firmware_py.backend.fleet import fleet as fleet_view
 
 PAGE = 100  # people per page of the book
@@ -113,7 +113,10 @@ def plot_svg(title: str, unit: str, points: list[tuple[int, float]], width: int 
     """A small line plot as inline SVG: the series over time with its min, max and last value."""
     head = f"{escape(title)}" + (f" ({escape(unit)})" if unit else "")
     if not points:
-        return Markup(f'<figure class="plot"><figcaption>{head}: no values</figcaption></figure>')
+        return Markup(
+            f'<figure class="plot"><figcaption>{head}: no values</figcaption><svg role="img" aria-label="{head}" width="{width}"'
+            f' height="{height}"><text x="{width // 2}" y="{height // 2}" text-anchor="middle">the reader sent none</text></svg></figure>'
+        )
     t0, t1 = points[0][0], points[-1][0]
     lo, hi = min(v for _, v in points), max(v for _, v in points)
     span_t, span_v = max(t1 - t0, 1), (hi - lo) or 1.0
@@ -125,11 +128,11 @@ def plot_svg(title: str, unit: str, points: list[tuple[int, float]], width: int 
 
     last = points[-1][1]
     return Markup(
-        f'<figure class="plot"><figcaption>{head}: last {last:g}, min {lo:g}, max {hi:g}</figcaption>'
+        f'<figure class="plot"><figcaption>{head}: last {last:.4g}, min {lo:.4g}, max {hi:.4g}</figcaption>'
         f'<svg role="img" aria-label="{head}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
         f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#bbb"/>'
-        f'<text x="{left - 4}" y="{top + 10}" text-anchor="end">{hi:g}</text>'
-        f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{lo:g}</text>'
+        f'<text x="{left - 4}" y="{top + 10}" text-anchor="end">{hi:.4g}</text>'
+        f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{lo:.4g}</text>'
         f'<text x="{left}" y="{height - 4}">{stamp(t0)} UTC</text>'
         f'<text x="{left + w}" y="{height - 4}" text-anchor="end">{stamp(t1)} UTC</text>'
         f'<polyline fill="none" stroke="#2060b0" stroke-width="1.5" points="{xy}"/></svg></figure>'
@@ -203,6 +206,11 @@ def create_app(target: str | Path, home: Path, *, corrections: bool = False, sec
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    @app.errorhandler(StoreUnavailable)
+    def _unavailable(exc: StoreUnavailable) -> tuple[str, int]:
+        # (Database.query itself reconnects once after a lost connection; this is a server still down)
+        return render_template("error.html", code=503, message=f"the database is unavailable ({exc}); try again in a moment"), 503
 
     @app.errorhandler(HTTPException)
     def _error(exc: HTTPException) -> tuple[str, int]:
@@ -287,7 +295,8 @@ def create_app(target: str | Path, home: Path, *, corrections: bool = False, sec
         if not m.days:
             no_data(month, None, person)
         return render_template(
-            "person.html", month=month, person=person, name=known[0][0] if known else "", m=m, actions=book.ACTIONS
+            "person.html", month=month, person=person, name=known[0][0] if known else "", m=m, actions=book.ACTIONS,
+            open_days={a.date for a in m.anomalies if a.status == "open"},
         )  # fmt: skip
 
     @app.get("/anomalies")

@@ -525,6 +525,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from firmware_py.backend import web
     except ImportError as exc:
         raise UsageError(f"the web page needs Flask and waitress ({exc.name} is missing): pip install 'kaoclock[backend]'") from None
+    _book_db(args).close()  # a missing SQLite file is refused, not created empty
     app = web.create_app(_db_target(args), _home(args).root, corrections=args.corrections, secure_cookie=args.secure_cookie)
     mode = "HR corrections after login" if args.corrections else "read-only"
     web.serve(app, args.host, args.port, lambda url: print(f"serving {url} ({mode}); Ctrl-C stops", flush=True), threads=args.threads)
