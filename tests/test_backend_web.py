@@ -153,3 +153,11 @@ def test_the_book_is_paged_by_people(db_file: Path, tmp_path: Path, monkeypatch:
     assert b">carol</a>" in two and b">alice</a>" not in two
     anomalies = c.get("/anomalies?month=2026-12&kind=wrong_site").data
     assert anomalies.count(b'data-id="wrong_site:') == 2 and b"People alice to bob" in anomalies
+
+
+def test_serve_refuses_bad_arguments_and_a_missing_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing.sqlite"
+    assert main(["backend", "serve", "--db", str(missing), "--port", "0"]) == 2
+    assert "no punch database at" in capsys.readouterr().err and not missing.exists()  # not created empty
+    assert main(["backend", "serve", "--db", str(missing), "--port", "70000"]) == 2
+    assert "--port must be 0-65535" in capsys.readouterr().err
