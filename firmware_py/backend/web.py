@@ -271,17 +271,20 @@ def create_app(target: str | Path, home: Path, *, corrections: bool = False, sec
         for a in m.anomalies:
             if a.status == "open":
                 open_by.setdefault((a.person, a.date), []).append(a.kind)
-        totals = {
-            p: {
-                "days": len(grid[p]),
-                "worked": sum((d.worked for d in grid[p].values()), timedelta()),
-                "beyond": sum((d.beyond for d in grid[p].values() if d.beyond is not None), timedelta()),
-                "open": sum(len(open_by.get((p, day), [])) for day in grid[p]),
-            }
-            for p in shown
-        }
+        weekend = {d for d in days if d.weekday() >= 5}
+        rows = []  # the cells are made here, not in the template: 100 people x 31 days is most of the page's time
+        for p in shown:
+            mine, cells, n_open = grid[p], [], 0
+            for day in days:
+                bd, kinds = mine.get(day), open_by.get((p, day))
+                n_open += len(kinds) if kinds else 0
+                cls = "anomaly" if kinds else "we" if day in weekend else ""
+                cells.append((_hours(bd.worked) if bd else "", cls, ", ".join(kinds) if kinds else ""))
+            worked = sum((d.worked for d in mine.values()), timedelta())
+            beyond = sum((d.beyond for d in mine.values() if d.beyond is not None), timedelta())
+            rows.append((p, cells, len(mine), _hours(worked), _hours(beyond), n_open))
         return render_template(
-            "book.html", month=month, site=site, sites=sites(), people=shown, days=days, grid=grid, open_by=open_by, totals=totals,
+            "book.html", month=month, site=site, sites=sites(), days=days, weekend=weekend, rows=rows,
             page=page, pages_n=pages_n, total_people=len(people),
         )  # fmt: skip
 
