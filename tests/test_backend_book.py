@@ -188,8 +188,11 @@ def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: 
     """IN 22:00, OUT 06:00 the next morning is one shift of the first day, also across the month's edges; an IN and an
     OUT further apart than any shift stay two anomalies; HR adds a missing night OUT as the next morning's."""
     night = Reader(tmp_path, site="site-b", device="gate-8", tz="Europe/Lisbon")  # UTC+0 in winter
+    unsynced = Reader(tmp_path, site="site-b", device="gate-7", tz="Europe/Lisbon")
+    unsynced.rec.clock_synced = lambda: False
     reg = DbDeviceRegistry(seeded)
-    reg.add(night.site, night.device, public_jwk(night.key))
+    for r in (night, unsynced):
+        reg.add(r.site, r.device, public_jwk(r.key))
     HrMaster(seeded).import_people(b"id,name,sites\ndave,Dave,site-b\n")
     # a night schedule is split at midnight: Mon-Fri 22-24 and the mornings after, Tue-Sat 00-06
     import_schedules(seeded, (SCHEDULE + "dave,mon-fri,22:00,24:00,Europe/Lisbon\ndave,tue-sat,00:00,06:00,Europe/Lisbon\n").encode())
@@ -204,10 +207,11 @@ def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: 
         ("in", "2026-12-09T09:00:00"),  # a forgotten OUT, then a forgotten IN: 32 h apart, not a shift
         ("out", "2026-12-10T17:00:00"),
         ("in", "2026-12-10T22:00:00"),  # no OUT the next morning: HR adds it
-        ("in", "2026-12-31T22:00:00"),  # New Year's Eve night: December's
-        ("out", "2027-01-01T06:00:00"),
+        ("in", "2026-12-31T22:00:00"),  # New Year's Eve night: December's, its OUT from a reader without a synced clock
+        ("out", "2027-01-01T06:10:00"),
     ]:
-        assert consumer.handle(night.topic, night.punch("dave", direction, utc(ts))).status == "stored"
+        reader = unsynced if ts.startswith("2027") else night
+        assert consumer.handle(reader.topic, reader.punch("dave", direction, utc(ts))).status == "stored"
     m = compute(seeded, "2026-12", person="dave")
     days = {d.date.day: d for d in m.days}
     assert sorted(days) == [7, 8, 9, 10, 31]  # 12-01's OUT is November's night shift
@@ -219,8 +223,8 @@ def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: 
     assert d8.worked.total_seconds() == 4 * 3600 and d8.punches == 2 and d8.anomalies == () and d8.beyond is not None
     assert d8.beyond.total_seconds() == 4 * 3600  # 14-18 is outside the night schedule
     assert days[9].anomalies == ("in_without_out",) and days[10].anomalies == ("out_without_in", "in_without_out")
-    assert days[31].worked.total_seconds() == 8 * 3600 and days[31].anomalies == ()
-    assert {a.kind for a in m.anomalies} == {"in_without_out", "out_without_in"}
+    assert days[31].worked.total_seconds() == (8 * 60 + 10) * 60 and days[31].anomalies == ("clock_not_synced",)
+    assert {a.kind for a in m.anomalies} == {"in_without_out", "out_without_in", "clock_not_synced"}
     assert compute(seeded, "2027-01", person="dave").days == []  # the OUT of 01-01 closed December's shift
     nov = compute(seeded, "2026-11", person="dave").days
     assert [(d.date.day, d.worked.total_seconds(), d.anomalies) for d in nov] == [(30, 8 * 3600, ())]
@@ -231,3 +235,9 @@ def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: 
     d10 = next(d for d in compute(seeded, "2026-12", person="dave").days if d.date.day == 10)
     assert d10.worked.total_seconds() == 8 * 3600 and d10.anomalies == ("out_without_in",) and d10.corrected == 1
     assert d10.last_out is not None and d10.last_out.isoformat() == "2026-12-11T06:00:00+00:00"
+    # the New Year OUT's time, corrected: found in December's book, set on its own day (01-01), not on 12-31
+    unsynced_out = next(a for a in m.anomalies if a.kind == "clock_not_synced")
+    assert unsynced_out.date.isoformat() == "2026-12-31" and unsynced_out.at.date().isoformat() == "2027-01-01"
+    correct(seeded, unsynced_out.id, "time", reason="camera log", by="hr1", at="06:00")
+    d31 = next(d for d in compute(seeded, "2026-12", person="dave").days if d.date.day == 31)
+    assert d31.worked.total_seconds() == 8 * 3600 and d31.anomalies == () and d31.corrected == 1

@@ -578,9 +578,10 @@ def correct(
         new_dir = direction
     elif action in ("time", "add_in", "add_out"):
         minutes = _hhmm(at or "")
+        day = a.at.date()  # the punch's own day (a night shift's OUT is listed under the day before)
         if minutes is None:
-            raise BookError(f"this correction needs a local time HH:MM on {a.date} ({tz}); got {at!r}; nothing was changed")
-        base = datetime(a.date.year, a.date.month, a.date.day, tzinfo=_zone(tz))
+            raise BookError(f"this correction needs a local time HH:MM on {day} ({tz}); got {at!r}; nothing was changed")
+        base = datetime(day.year, day.month, day.day, tzinfo=_zone(tz))
         new_ms = int((base + timedelta(minutes=minutes)).timestamp() * 1000)
         if action == "add_out" and new_ms <= ts_ms and timedelta(days=1, minutes=minutes - a.at.hour * 60 - a.at.minute) <= NIGHT_SHIFT_MAX:
             # an OUT before the IN's time is the next morning's, when that makes a night shift (IN 22:00, OUT 06:00)

@@ -161,7 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--direction", choices=("in", "out"), help="count the punch as this direction")
     how.add_argument("--time", metavar="HH:MM", help="count the punch at this local time of its day")
     how.add_argument("--add-in", metavar="HH:MM", help="add the missing IN at this local time of the punch's day")
-    how.add_argument("--add-out", metavar="HH:MM", help="add the missing OUT at this local time of the punch's day")
+    how.add_argument(
+        "--add-out",
+        metavar="HH:MM",
+        help="add the missing OUT at this local time of the punch's day (earlier than the IN: the next morning, a night shift)",
+    )
     ac.add_argument("--json", action="store_true")
     ac.set_defaults(func=cmd_anomalies_correct)
 
