@@ -281,7 +281,8 @@ def create_app(target: str | Path, home: Path, *, corrections: bool = False, sec
                 cls = "anomaly" if kinds else "we" if day in weekend else ""
                 cells.append((_hours(bd.worked) if bd else "", cls, ", ".join(kinds) if kinds else ""))
             worked = sum((d.worked for d in mine.values()), timedelta())
-            beyond = sum((d.beyond for d in mine.values() if d.beyond is not None), timedelta())
+            scheduled = [d.beyond for d in mine.values() if d.beyond is not None]
+            beyond = sum(scheduled, timedelta()) if scheduled else None  # blank without a schedule
             rows.append((p, cells, len(mine), _hours(worked), _hours(beyond), n_open))
         return render_template(
             "book.html", month=month, site=site, sites=sites(), days=days, weekend=weekend, rows=rows,
