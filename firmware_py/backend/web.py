@@ -89,11 +89,12 @@ def month_people(db: Database, month: str, site: str | None) -> list[str]:
     """Everyone with a punch in the month (of one site: assigned to it or punched there), sorted."""
     lo, hi = month_bounds_ms(month)
     if site:
+        # the site's punches (index on site first) and its assigned people who punched anywhere that month (index on person first)
         sql = (
-            "SELECT DISTINCT person FROM punches WHERE ts_ms >= ? AND ts_ms < ? AND person IN"
-            " (SELECT person FROM punches WHERE site = ? AND ts_ms >= ? AND ts_ms < ? UNION SELECT person_id FROM person_sites WHERE site = ?)"
+            "SELECT person FROM punches WHERE site = ? AND ts_ms >= ? AND ts_ms < ? UNION SELECT person_id FROM person_sites s"
+            " WHERE site = ? AND EXISTS (SELECT 1 FROM punches q WHERE q.person = s.person_id AND q.ts_ms >= ? AND q.ts_ms < ?)"
         )
-        rows = db.query(sql, (lo, hi, site, lo, hi, site))
+        rows = db.query(sql, (site, lo, hi, site, lo, hi))
     else:
         rows = db.query("SELECT DISTINCT person FROM punches WHERE ts_ms >= ? AND ts_ms < ?", (lo, hi))
     return sorted(r[0] for r in rows)
