@@ -48,7 +48,9 @@ from firmware_py.errors import KaoclockError
 
 KINDS = ("in_without_out", "out_without_in", "double_in", "wrong_site", "clock_not_synced")
 DOUBLE_IN = timedelta(minutes=10)
-NIGHT_SHIFT_MAX = timedelta(hours=16)  # longer than any shift: an IN and an OUT further apart are two mistakes, not one shift
+NIGHT_SHIFT_MAX = timedelta(
+    hours=16
+)  # (the load window in _load follows it) longer than any shift: an IN and an OUT further apart are two mistakes, not one shift
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ACTIONS = ("void", "direction", "time", "add_in", "add_out")
 Action = Literal["void", "direction", "time", "add_in", "add_out"]
@@ -299,10 +301,12 @@ class Month:
 
 
 def _load(db: Database, first: date, nxt: date, person: str | None, site: str | None, people: Sequence[str] | None = None) -> list[Punch]:
-    # Every zone's local day lies within one UTC day either side; one more day each way holds the day before the month
-    # (a night shift ending on the 1st) and after it (one ending the morning after the last day).
+    # Every zone (UTC-12 .. UTC+14) has the month's local days within 14 h before and 12 h after its UTC bounds; a night
+    # shift across the month's edges adds up to NIGHT_SHIFT_MAX: its IN 16 h before the 1st (30 h in UTC+14), its OUT
+    # up to 16 h after the last day (28 h in UTC-12).
+    hour = 3_600_000
     sql = "SELECT id, site, device, person, direction, ts_ms, tz, clock_synced FROM punches WHERE ts_ms >= ? AND ts_ms < ?"
-    params: list[Any] = [_ms(first) - 2 * 86_400_000, _ms(nxt) + 2 * 86_400_000]
+    params: list[Any] = [_ms(first) - 30 * hour, _ms(nxt) + 28 * hour]
     if person:
         sql += " AND person = ?"
         params.append(person)
