@@ -55,9 +55,12 @@ def server(tmp_path: Path, pg_url: str) -> Iterator[str]:
         line = proc.stdout.readline()
         assert line.startswith("serving http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
         yield line.split()[1].rstrip("/")
+        proc.terminate()  # what systemd's stop sends: a clean exit
+        assert proc.wait(10) == 0
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import hmac
 import json
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -410,9 +411,19 @@ def serve(app: Flask, host: str, port: int, on_ready: Callable[[str], None], thr
     """Serve until interrupted; ``on_ready`` gets the URL once the socket listens (port 0: a free one)."""
     from waitress import create_server
 
+    class _Stop(Exception):
+        pass
+
+    def stop(*_: object) -> None:
+        raise _Stop
+
     server = create_server(app, host=host, port=port, threads=threads, ident="kaoclock")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and systemd's stop both end it cleanly (exit 0)
+        signal.signal(sig, stop)
     on_ready(f"http://{host}:{server.effective_port}/")  # type: ignore[union-attr]
     try:
         server.run()
+    except _Stop:
+        pass
     finally:
         server.close()
