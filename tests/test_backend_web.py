@@ -62,6 +62,10 @@ def test_bad_input_gets_a_clear_message_and_the_right_status(db_file: Path, tmp_
     assert r.status_code == 200 and b">bob</a>" in r.data and b">carol</a>" in r.data and b">alice</a>" not in r.data
     assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
     assert c.get("/").headers["Location"].endswith("/book?month=2026-12")  # the newest month with punches
+    r = c.get("/reader/site-a/gate-1")  # registered, never sent telemetry
+    assert r.status_code == 200 and b"No telemetry from this reader yet" in r.data and b"never_seen" in r.data
+    fleet = c.get("/fleet?site=site-b").data
+    assert b'data-reader="site-b/gate-9"' in fleet and b'data-reader="site-a/' not in fleet
 
 
 def test_read_only_by_default(db_file: Path, tmp_path: Path) -> None:
