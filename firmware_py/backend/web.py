@@ -36,7 +36,6 @@ from firmware_py.backend.db import Database, StoreUnavailable
 from firmware_py.backend.fleet import fleet as fleet_view
 
 PAGE = 100  # people per page of the book
-DAY_MS = 86_400_000
 SERIES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
     ("CPU temperature", "°C", lambda t: (t.get("cpu") or {}).get("temp_c")),
     ("CPU load (1 min)", "", lambda t: ((t.get("cpu") or {}).get("load") or [None])[0]),
