@@ -37,6 +37,9 @@ if [ "$dev" = 1 ]; then
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     # The backend tests start their own throw-away PostgreSQL server (initdb + pg_ctl) from these binaries.
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+    # The backend web page's browser test drives Debian's chromium through its matching chromedriver.
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

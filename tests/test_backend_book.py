@@ -5,13 +5,12 @@ working through them (acknowledge; correct with a reason, beside the signed punc
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from backend_support import Reader
+from backend_support import SCHEDULE, Reader, seed_book, utc
 
-from firmware_py.backend.book import BookError, compute, import_schedules
+from firmware_py.backend.book import BookError, compute, correct, import_schedules
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.db import Database
 from firmware_py.backend.hr import HrMaster
@@ -19,17 +18,6 @@ from firmware_py.backend.registry import DbDeviceRegistry
 from firmware_py.backend.store import PunchStore
 from firmware_py.cli.main import main
 from firmware_py.keys.jwk import public_jwk
-
-SCHEDULE = (
-    "who,days,start,end,tz\n"
-    "alice,mon-fri,09:00,12:00,Asia/Tokyo\n"
-    "alice,mon-fri,13:00,18:00,Asia/Tokyo\n"
-    "site:site-a,mon-fri,09:00,17:00,Asia/Tokyo\n"  # bob's group
-)
-
-
-def utc(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,38 +27,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def seeded(tmp_path: Path, target: str) -> Database:
-    db = Database.open(target)
-    reg = DbDeviceRegistry(db)
-    tokyo = Reader(tmp_path, site="site-a", device="gate-1", tz="Asia/Tokyo")
-    unsynced = Reader(tmp_path, site="site-a", device="gate-2", tz="Asia/Tokyo")
-    unsynced.rec.clock_synced = lambda: False  # the reader's own probe: no NTP sync yet
-    tokyo.rec.clock_synced = lambda: True
-    lisbon = Reader(tmp_path, site="site-b", device="gate-9", tz="Europe/Lisbon")
-    for r in (tokyo, unsynced, lisbon):
-        reg.add(r.site, r.device, public_jwk(r.key))
-    HrMaster(db).import_people(b"id,name,sites\nalice,Alice,site-a\nbob,Bob,site-a\ncarol,Carol,site-b\n")
-    import_schedules(db, SCHEDULE.encode())
-    consumer = PunchConsumer(PunchStore(db), reg)
-    punches = [
-        (tokyo, "bob", "in", "2026-11-30T14:00:00"),  # 23:00 on 11-30 in Tokyo: not December
-        # alice, Tue 12-01 Tokyo (UTC+9): 08:30-12:00, 13:00-19:00, a double IN at 13:03
-        (tokyo, "alice", "in", "2026-11-30T23:30:00"),
-        (tokyo, "alice", "out", "2026-12-01T03:00:00"),
-        (tokyo, "alice", "in", "2026-12-01T04:00:00"),
-        (tokyo, "alice", "in", "2026-12-01T04:03:00"),
-        (tokyo, "alice", "out", "2026-12-01T10:00:00"),
-        (tokyo, "alice", "in", "2026-12-02T00:00:00"),  # 09:00 on 12-02, never an OUT
-        (unsynced, "alice", "in", "2026-12-03T00:00:00"),  # from a reader without a synchronised clock
-        (tokyo, "alice", "out", "2026-12-03T08:00:00"),
-        (tokyo, "bob", "out", "2026-12-01T09:00:00"),  # 18:00 on 12-01: OUT without IN
-        (lisbon, "bob", "in", "2026-12-04T09:00:00"),  # Fri at site-b, where bob is not assigned
-        (lisbon, "bob", "out", "2026-12-04T17:00:00"),
-        (lisbon, "carol", "in", "2026-12-01T09:00:00"),  # Lisbon is UTC+0 in December; carol has no schedule
-        (lisbon, "carol", "out", "2026-12-01T17:00:00"),
-    ]
-    for reader, person, direction, ts in punches:
-        assert consumer.handle(reader.topic, reader.punch(person, direction, utc(ts))).status == "stored"
-    return db
+    return seed_book(Database.open(target), tmp_path)
 
 
 def _signed(db: Database) -> list[tuple[str, str]]:
@@ -119,11 +76,11 @@ def test_hr_works_through_the_anomalies_and_the_signed_punch_stays(seeded: Datab
     open_ = {(a["kind"], a["person"]): a for a in json.loads(capsys.readouterr().out)}
     missing_out = open_[("in_without_out", "alice")]["id"]
     # no reason: refused, nothing stored
-    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "17:30", *db]) == 4
+    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "17:30", *db]) == 2
     assert "needs a reason" in capsys.readouterr().err
-    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "08:00", "--reason", "x", *db]) == 4
+    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "08:00", "--reason", "x", *db]) == 2
     assert "not after the IN at 09:00" in capsys.readouterr().err
-    assert main(["backend", "anomalies", "correct", "nonsense", "--void", "--reason", "x", *db]) == 4
+    assert main(["backend", "anomalies", "correct", "nonsense", "--void", "--reason", "x", *db]) == 2
     assert seeded.query("SELECT count(*) FROM corrections")[0][0] == 0
     assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "17:30", "--reason", "forgot to punch out", "--by", "hr1", *db]) == 0
     capsys.readouterr()
@@ -139,7 +96,7 @@ def test_hr_works_through_the_anomalies_and_the_signed_punch_stays(seeded: Datab
     assert main(["backend", "anomalies", "correct", unsynced, "--time", "08:45", "--reason", "camera log", "--by", "hr2", *db]) == 0
     day3 = next(d for d in compute(seeded, "2026-12", person="alice").days if d.date.day == 3)
     assert day3.first_in.isoformat() == "2026-12-03T08:45:00+09:00" and day3.worked.total_seconds() == (8 * 60 + 15) * 60
-    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "18:00", "--reason", "again", *db]) == 4
+    assert main(["backend", "anomalies", "correct", missing_out, "--add-out", "18:00", "--reason", "again", *db]) == 2
     assert "is already corrected (add_out) by hr1: forgot to punch out" in capsys.readouterr().err
     statuses = {a.id: a.status for a in compute(seeded, "2026-12").anomalies}
     assert statuses[missing_out] == "corrected" and statuses[wrong] == "acknowledged" and statuses[unsynced] == "corrected"
@@ -203,7 +160,7 @@ def test_schedule_import_names_every_bad_row_and_changes_nothing(
         "carol,someday,25:00,17:00,UTC\n"  # bad days and time
         "carol,tue,18:00,09:00,UTC\n"  # night shift in one row
     )
-    assert main(["backend", "schedules", "import", str(bad), "--db", target]) == 4
+    assert main(["backend", "schedules", "import", str(bad), "--db", target]) == 2
     err = capsys.readouterr().err
     assert "6 bad row(s); nothing was imported" in err
     for needle in (
@@ -225,3 +182,62 @@ def test_schedule_import_names_every_bad_row_and_changes_nothing(
     assert main(["backend", "schedules", "import", str(good), "--db", target]) == 0
     assert json.loads(capsys.readouterr().out) == {"rows": 1, "people": 1, "groups": 0}
     assert seeded.query("SELECT count(*) FROM schedules")[0][0] == 2  # the file replaces every schedule
+
+
+def test_night_shifts_across_midnight_are_one_shift(seeded: Database, tmp_path: Path) -> None:
+    """IN 22:00, OUT 06:00 the next morning is one shift of the first day, also across the month's edges; an IN and an
+    OUT further apart than any shift stay two anomalies; HR adds a missing night OUT as the next morning's."""
+    night = Reader(tmp_path, site="site-b", device="gate-8", tz="Europe/Lisbon")  # UTC+0 in winter
+    unsynced = Reader(tmp_path, site="site-b", device="gate-7", tz="Europe/Lisbon")
+    unsynced.rec.clock_synced = lambda: False
+    reg = DbDeviceRegistry(seeded)
+    for r in (night, unsynced):
+        reg.add(r.site, r.device, public_jwk(r.key))
+    HrMaster(seeded).import_people(b"id,name,sites\ndave,Dave,site-b\n")
+    # a night schedule is split at midnight: Mon-Fri 22-24 and the mornings after, Tue-Sat 00-06
+    import_schedules(seeded, (SCHEDULE + "dave,mon-fri,22:00,24:00,Europe/Lisbon\ndave,tue-sat,00:00,06:00,Europe/Lisbon\n").encode())
+    consumer = PunchConsumer(PunchStore(seeded), reg)
+    for direction, ts in [
+        ("in", "2026-11-30T22:00:00"),  # Mon night into Tue 12-01: November's shift
+        ("out", "2026-12-01T06:00:00"),
+        ("in", "2026-12-07T22:00:00"),  # Mon 12-07 night
+        ("out", "2026-12-08T06:00:00"),
+        ("in", "2026-12-08T14:00:00"),  # and a day shift on Tue 12-08 after it
+        ("out", "2026-12-08T18:00:00"),
+        ("in", "2026-12-09T09:00:00"),  # a forgotten OUT, then a forgotten IN: 32 h apart, not a shift
+        ("out", "2026-12-10T17:00:00"),
+        ("in", "2026-12-10T22:00:00"),  # no OUT the next morning: HR adds it
+        ("in", "2026-12-31T22:00:00"),  # New Year's Eve night: December's, its OUT from a reader without a synced clock
+        ("out", "2027-01-01T06:10:00"),
+    ]:
+        reader = unsynced if ts.startswith("2027") else night
+        assert consumer.handle(reader.topic, reader.punch("dave", direction, utc(ts))).status == "stored"
+    m = compute(seeded, "2026-12", person="dave")
+    days = {d.date.day: d for d in m.days}
+    assert sorted(days) == [7, 8, 9, 10, 31]  # 12-01's OUT is November's night shift
+    d7 = days[7]
+    assert d7.worked.total_seconds() == 8 * 3600 and d7.anomalies == () and d7.punches == 2
+    assert d7.last_out is not None and d7.last_out.isoformat() == "2026-12-08T06:00:00+00:00"
+    assert d7.scheduled is not None and d7.scheduled.total_seconds() == 2 * 3600 and d7.beyond is not None and d7.beyond.total_seconds() == 0
+    d8 = days[8]
+    assert d8.worked.total_seconds() == 4 * 3600 and d8.punches == 2 and d8.anomalies == () and d8.beyond is not None
+    assert d8.beyond.total_seconds() == 4 * 3600  # 14-18 is outside the night schedule
+    assert days[9].anomalies == ("in_without_out",) and days[10].anomalies == ("out_without_in", "in_without_out")
+    assert days[31].worked.total_seconds() == (8 * 60 + 10) * 60 and days[31].anomalies == ("clock_not_synced",)
+    assert {a.kind for a in m.anomalies} == {"in_without_out", "out_without_in", "clock_not_synced"}
+    assert compute(seeded, "2027-01", person="dave").days == []  # the OUT of 01-01 closed December's shift
+    nov = compute(seeded, "2026-11", person="dave").days
+    assert [(d.date.day, d.worked.total_seconds(), d.anomalies) for d in nov] == [(30, 8 * 3600, ())]
+    # HR adds the missing OUT of the 12-10 night: 06:00 is taken as the next morning's
+    missing = next(a for a in m.anomalies if a.kind == "in_without_out" and a.date.day == 10)
+    out = correct(seeded, missing.id, "add_out", reason="forgot to punch out after the night shift", by="hr1", at="06:00")
+    assert out["direction"] == "out"
+    d10 = next(d for d in compute(seeded, "2026-12", person="dave").days if d.date.day == 10)
+    assert d10.worked.total_seconds() == 8 * 3600 and d10.anomalies == ("out_without_in",) and d10.corrected == 1
+    assert d10.last_out is not None and d10.last_out.isoformat() == "2026-12-11T06:00:00+00:00"
+    # the New Year OUT's time, corrected: found in December's book, set on its own day (01-01), not on 12-31
+    unsynced_out = next(a for a in m.anomalies if a.kind == "clock_not_synced")
+    assert unsynced_out.date.isoformat() == "2026-12-31" and unsynced_out.at.date().isoformat() == "2027-01-01"
+    correct(seeded, unsynced_out.id, "time", reason="camera log", by="hr1", at="06:00")
+    d31 = next(d for d in compute(seeded, "2026-12", person="dave").days if d.date.day == 31)
+    assert d31.worked.total_seconds() == 8 * 3600 and d31.anomalies == () and d31.corrected == 1

@@ -67,7 +67,7 @@ def test_the_last_punch_per_reader_is_backfilled_by_the_migration_and_kept_on_in
 
     add(r1, t0), add(r1, t0 + 3600), add(r2, t0 + 60)
     monkeypatch.undo()
-    assert migrations.migrate(db) == [5]
+    assert migrations.migrate(db) == [n for n, _, _ in migrations.MIGRATIONS[4:]]  # 5 (this table) and any later
     assert _table(db) == _by_group(db) and len(_table(db)) == 2
     # On insert: a newer punch moves it; an older one sent late from an outbox, or a duplicate, leaves it.
     assert add(r1, t0 + 7200) == ["stored"]

@@ -5,7 +5,10 @@ Days are calendar days in each punch's site time zone (the ``tz`` the reader
 signed).  Pairing, per person and day in time order: an IN opens an interval,
 the next OUT closes it.  Worked time is the sum of the closed intervals (real
 elapsed time, so a daylight-saving change inside a shift counts right);
-breaks are the gaps between them.  Shifts are not carried over midnight.
+breaks are the gaps between them.  A night shift is one shift of the day it
+began: an IN still open at the end of its day is closed by the next day's
+first punch when that is an OUT within ``NIGHT_SHIFT_MAX`` (IN 22:00, OUT
+06:00 the next morning: eight hours on the first day, no anomaly).
 
 Anomalies, each tied to one punch (its id is ``<kind>:<punch id>``):
 
@@ -34,17 +37,20 @@ import csv
 import io
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware_py.backend.db import Database
-from firmware_py.errors import KaoclockError
+from firmware_py.errors import ExitCode, KaoclockError
 
 KINDS = ("in_without_out", "out_without_in", "double_in", "wrong_site", "clock_not_synced")
 DOUBLE_IN = timedelta(minutes=10)
+NIGHT_SHIFT_MAX = timedelta(
+    hours=16
+)  # (the load window in _load follows it) longer than any shift: an IN and an OUT further apart are two mistakes, not one shift
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ACTIONS = ("void", "direction", "time", "add_in", "add_out")
 Action = Literal["void", "direction", "time", "add_in", "add_out"]
@@ -55,7 +61,7 @@ HHMM_RE = re.compile(r"(\d{1,2}):(\d{2})")
 class BookError(KaoclockError):
     """A refused schedule import, acknowledgement or correction; nothing was changed."""
 
-    exit_code = 4
+    exit_code = ExitCode.USAGE  # bad input, like a refused HR master change
 
 
 # ------------------------------------------------------------------ data
@@ -294,13 +300,19 @@ class Month:
     anomalies: list[Anomaly]
 
 
-def _load(db: Database, first: date, nxt: date, person: str | None, site: str | None) -> list[Punch]:
-    # Every zone's local day lies within one UTC day either side.
+def _load(db: Database, first: date, nxt: date, person: str | None, site: str | None, people: Sequence[str] | None = None) -> list[Punch]:
+    # Every zone (UTC-12 .. UTC+14) has the month's local days within 14 h before and 12 h after its UTC bounds; a night
+    # shift across the month's edges adds up to NIGHT_SHIFT_MAX: its IN 16 h before the 1st (30 h in UTC+14), its OUT
+    # up to 16 h after the last day (28 h in UTC-12).
+    hour = 3_600_000
     sql = "SELECT id, site, device, person, direction, ts_ms, tz, clock_synced FROM punches WHERE ts_ms >= ? AND ts_ms < ?"
-    params: list[Any] = [_ms(first) - 86_400_000, _ms(nxt) + 86_400_000]
+    params: list[Any] = [_ms(first) - 30 * hour, _ms(nxt) + 28 * hour]
     if person:
         sql += " AND person = ?"
         params.append(person)
+    if people is not None:
+        sql += (" AND person IN (" + ",".join("?" * len(people)) + ")") if people else " AND 1 = 0"
+        params += list(people)
     if site:  # the site's people: assigned to it or punched there this month; all their punches, so their days pair up
         sql += (
             " AND person IN (SELECT person FROM punches WHERE site = ? AND ts_ms >= ? AND ts_ms < ?"
@@ -312,9 +324,9 @@ def _load(db: Database, first: date, nxt: date, person: str | None, site: str | 
         for r in db.query(sql, params)
     }
     csql = "SELECT n, punch_id, action, person, site, direction, ts_ms, tz FROM corrections WHERE ts_ms IS NULL OR (ts_ms >= ? AND ts_ms < ?)"
-    people = {p.person for p in punches.values()}
+    loaded = {p.person for p in punches.values()}
     for n, pid, action, who, csite, direction, ts_ms, tz in db.query(csql + " ORDER BY n", params[:2]):
-        if who not in people:
+        if who not in loaded:
             continue
         p = punches.get(pid)
         if action == "void":
@@ -347,11 +359,12 @@ def _windows(shifts: list[Shift], day: date) -> list[tuple[datetime, datetime]]:
     return out
 
 
-def compute(db: Database, month: str, person: str | None = None, site: str | None = None) -> Month:
-    """The book of ``month`` (YYYY-MM), optionally of one person, or of one site's people (assigned to it or punched
-    there that month; every punch of theirs, so a day split between two sites still pairs up)."""
+def compute(db: Database, month: str, person: str | None = None, site: str | None = None, people: Sequence[str] | None = None) -> Month:
+    """The book of ``month`` (YYYY-MM), optionally of one person, of one site's people (assigned to it or punched
+    there that month; every punch of theirs, so a day split between two sites still pairs up), or of ``people``
+    (a page of the web view)."""
     first, nxt = parse_month(month)
-    punches = _load(db, first, nxt, person, site)
+    punches = _load(db, first, nxt, person, site, people)
     assigned: dict[str, set[str]] = {}
     for pid, s in db.query("SELECT person_id, site FROM person_sites"):
         assigned.setdefault(pid, set()).add(s)
@@ -359,15 +372,35 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
     acked = {r[0] for r in db.query("SELECT anomaly FROM anomaly_acks")}
     corrected = {r[0] for r in db.query("SELECT anomaly FROM corrections")}
     by_day: dict[tuple[str, date], list[Punch]] = {}
+    before = first - timedelta(days=1)
     for p in punches:
         d = p.local.date()
-        if first <= d < nxt:
+        if before <= d <= nxt:  # the day before and after the month only for night shifts crossing its edges
             by_day.setdefault((p.person, d), []).append(p)
+    for key in by_day:
+        by_day[key].sort(key=lambda p: (p.ts, p.id))
     days: list[BookDay] = []
     anomalies: list[Anomaly] = []
     window_cache: dict[tuple[str | None, date], list[tuple[datetime, datetime]]] = {}
+
+    def windows_of(who: str, day: date) -> list[tuple[datetime, datetime]]:
+        w = window_cache.get((who, day))
+        if w is None:  # a group's windows are the same for all its people
+            w = window_cache[(who, day)] = _windows(shifts[who], day)
+        return w
+
     for person_id, day in sorted(by_day):
-        items = sorted(by_day[(person_id, day)], key=lambda p: (p.ts, p.id))
+        items = by_day[(person_id, day)]
+        if day == nxt:
+            continue
+        if day == before:  # the last day of the month before: a night shift from it takes its OUT off the 1st
+            _carry_night_out(items, by_day.get((person_id, first)))
+            continue
+        if not items:  # its only punch was the OUT of the night before
+            continue
+        night_out = _carry_night_out(items, by_day.get((person_id, day + timedelta(days=1))))
+        if night_out is not None:
+            items = [*items, night_out]
         sites_of = assigned.get(person_id, set())
         found: list[tuple[str, Punch, str]] = []
         for p in items:
@@ -404,14 +437,13 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
         worked = sum((b - a for a, b in intervals), timedelta())
         breaks = sum((intervals[i + 1][0] - intervals[i][1] for i in range(len(intervals) - 1)), timedelta())
         who = person_id if person_id in shifts else next((f"site:{s}" for s in sorted(sites_of) if f"site:{s}" in shifts), None)
-        mine = shifts[who] if who else None
         scheduled = beyond = None
-        if mine is not None:
-            windows = window_cache.get((who, day))
-            if windows is None:  # a group's windows are the same for all its people
-                windows = window_cache[(who, day)] = _windows(mine, day)
+        if who is not None:
+            windows = windows_of(who, day)
             scheduled = sum((b - a for a, b in windows), timedelta())
-            inside = sum((max(timedelta(), min(b, wb) - max(a, wa)) for a, b in intervals for wa, wb in windows), timedelta())
+            # a night shift's interval runs into the next day's scheduled windows (a night schedule is split at midnight)
+            both = windows + windows_of(who, day + timedelta(days=1)) if night_out is not None else windows
+            inside = sum((max(timedelta(), min(b, wb) - max(a, wa)) for a, b in intervals for wa, wb in both), timedelta())
             beyond = worked - inside
         ins = [p.local for p in items if p.direction == "in"]
         outs = [p.local for p in items if p.direction == "out"]
@@ -441,6 +473,28 @@ def compute(db: Database, month: str, person: str | None = None, site: str | Non
         anomalies.append(Anomaly(aid, aid.partition(":")[0], who, local.date(), csite, device or "", pid, local, note, "corrected"))
     anomalies.sort(key=lambda a: (a.person, a.date, a.at, a.kind))
     return Month(first, days, anomalies)
+
+
+def _ends_open(items: list[Punch]) -> Punch | None:
+    """The IN still open after a day's punches (the pairing below, without the anomalies)."""
+    open_in: Punch | None = None
+    for p in items:
+        if p.direction == "in":
+            if open_in is None or p.ts - open_in.ts > DOUBLE_IN:
+                open_in = p
+        else:
+            open_in = None
+    return open_in
+
+
+def _carry_night_out(items: list[Punch], next_day: list[Punch] | None) -> Punch | None:
+    """The next day's first punch when it is the OUT of a night shift begun on this day (removed from that day)."""
+    if not next_day or next_day[0].direction != "out":
+        return None
+    open_in = _ends_open(items)
+    if open_in is None or next_day[0].ts - open_in.ts > NIGHT_SHIFT_MAX:
+        return None
+    return next_day.pop(0)
 
 
 def _t(p: Punch) -> str:
@@ -486,9 +540,11 @@ def find_anomaly(db: Database, anomaly_id: str) -> Anomaly:
         raise BookError(f"no stored punch {pid!r}; see `anomalies list`")
     who, ts_ms, tz = rows[0]
     local = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(_zone(tz))
-    for a in compute(db, local.strftime("%Y-%m"), person=who).anomalies:
-        if a.id == anomaly_id:
-            return a
+    month_before = (local.date().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    for month in (local.strftime("%Y-%m"), month_before):  # a night shift's OUT on the 1st belongs to the month before
+        for a in compute(db, month, person=who).anomalies:
+            if a.id == anomaly_id:
+                return a
     raise BookError(f"the book has no anomaly {anomaly_id} (the punch is there, but this is not an anomaly of it now)")
 
 
@@ -526,10 +582,14 @@ def correct(
         new_dir = direction
     elif action in ("time", "add_in", "add_out"):
         minutes = _hhmm(at or "")
+        day = a.at.date()  # the punch's own day (a night shift's OUT is listed under the day before)
         if minutes is None:
-            raise BookError(f"this correction needs a local time HH:MM on {a.date} ({tz}); got {at!r}; nothing was changed")
-        base = datetime(a.date.year, a.date.month, a.date.day, tzinfo=_zone(tz))
+            raise BookError(f"this correction needs a local time HH:MM on {day} ({tz}); got {at!r}; nothing was changed")
+        base = datetime(day.year, day.month, day.day, tzinfo=_zone(tz))
         new_ms = int((base + timedelta(minutes=minutes)).timestamp() * 1000)
+        if action == "add_out" and new_ms <= ts_ms and timedelta(days=1, minutes=minutes - a.at.hour * 60 - a.at.minute) <= NIGHT_SHIFT_MAX:
+            # an OUT before the IN's time is the next morning's, when that makes a night shift (IN 22:00, OUT 06:00)
+            new_ms = int((base + timedelta(days=1, minutes=minutes)).timestamp() * 1000)
         if action == "add_out" and new_ms <= ts_ms:
             raise BookError(f"the added OUT at {at} is not after the IN at {a.at.strftime('%H:%M')}; nothing was changed")
         if action == "add_in" and new_ms >= ts_ms:

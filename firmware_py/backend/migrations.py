@@ -244,6 +244,17 @@ CREATE INDEX reader_telemetry_received ON reader_telemetry(received);
 CREATE INDEX reader_events_received ON reader_events(received);
 """,
     ),
+    (
+        6,
+        "HR users of the web page (salted scrypt password hashes)",
+        """
+CREATE TABLE web_users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created {real} NOT NULL
+);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -9,7 +9,10 @@ synchronised clock, so every anomaly kind is in the book.  Each punch is
 signed with its reader's key and stored through the store's insert of
 verified punches (what the consumer commits), not re-verified.  Then it
 times ``kaoclock backend book --month M --csv`` as a separate process
-(interpreter start included) and the book's computation in this process.
+(interpreter start included), the book's computation in this process, and
+the web page: ``kaoclock backend serve`` started on the database, each page
+fetched ``--repeat`` times over HTTP (request to the last byte; the first
+fetch of a page opens the worker thread's database connection).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -103,6 +109,42 @@ def seed(db_url: str, people: int, sites: int, month: str, seed_: int = 19) -> d
     return {"punches": n, "working_days": len(days), "seed_s": round(time.perf_counter() - t0, 1)}
 
 
+def time_pages(db_url: str, month: str, repeat: int, home: str) -> dict[str, Any]:
+    """Start `backend serve` on the database and time its pages, each fetched ``repeat`` times."""
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_py", "backend", "serve", "--db", db_url, "--home", home, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("serving "):
+            raise RuntimeError(f"backend serve did not start: {line!r} {proc.stderr.read() if proc.stderr and proc.poll() is not None else ''}")
+        base = line.split()[1].rstrip("/")
+        pages = {
+            "book_page_1": f"/book?month={month}",
+            "book_one_site": f"/book?month={month}&site=site-07",
+            "book_last_page": f"/book?month={month}&page=50",
+            "anomalies_page_1": f"/anomalies?month={month}",
+            "person_month": f"/person/p00042?month={month}",
+            "fleet": "/fleet",
+        }
+        out: dict[str, Any] = {}
+        for name, path in pages.items():
+            times, size, status = [], 0, 0
+            for _ in range(repeat):
+                t = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(base + path, timeout=60) as resp:
+                        size, status = len(resp.read()), resp.status
+                except urllib.error.HTTPError as exc:
+                    size, status = len(exc.read()), exc.code
+                times.append(round(time.perf_counter() - t, 3))
+            out[name] = {"path": path, "status": status, "bytes": size, "s": times}
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from firmware_py.backend import book
     from firmware_py.backend.db import Database
@@ -129,6 +171,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         one = book.compute(db, args.month, person="p00042")
         person_s = time.perf_counter() - t
+        _progress("timing the web page (`backend serve`)")
+        with tempfile.TemporaryDirectory(prefix="kaoclock-bench-web-") as home:
+            web = time_pages(db_url, args.month, args.repeat, home)
         kinds: dict[str, int] = {}
         for a in m.anomalies:
             kinds[a.kind] = kinds.get(a.kind, 0) + 1
@@ -143,6 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "one_person_month_s": round(person_s, 3),
             "one_person_days": len(one.days),
             "anomalies": kinds,
+            "web_page_s": web,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from firmware_py.backend import book as book_mod
+from firmware_py.backend import users as users_mod
 from firmware_py.backend.attendance import HEADER, as_records, book, to_csv, to_table
 from firmware_py.backend.book import parse_month
 from firmware_py.backend.commands import command_claims, send_command, sign_command, verify_result
@@ -163,7 +165,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--direction", choices=("in", "out"), help="count the punch as this direction")
     how.add_argument("--time", metavar="HH:MM", help="count the punch at this local time of its day")
     how.add_argument("--add-in", metavar="HH:MM", help="add the missing IN at this local time of the punch's day")
-    how.add_argument("--add-out", metavar="HH:MM", help="add the missing OUT at this local time of the punch's day")
+    how.add_argument(
+        "--add-out",
+        metavar="HH:MM",
+        help="add the missing OUT at this local time of the punch's day (earlier than the IN: the next morning, a night shift)",
+    )
     ac.add_argument("--json", action="store_true")
     ac.set_defaults(func=cmd_anomalies_correct)
 
@@ -231,6 +237,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--poll", type=float, default=1.0, help="with --watch: seconds between looks at the HR master for changes (default 1)")
     sy.add_argument("--json", action="store_true", help="one JSON object per reader")
     sy.set_defaults(func=cmd_sync)
+
+    sv = bsub.add_parser(
+        "serve", parents=[home], help="the web page: month's book, a person's month, anomalies, fleet, a reader's telemetry (read-only by default)"
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0: a free one, printed)")
+    sv.add_argument("--corrections", action="store_true", help="let HR users (`backend users add`) log in to acknowledge and correct anomalies")
+    sv.add_argument("--secure-cookie", action="store_true", help="send the session cookie over HTTPS only (behind a TLS proxy)")
+    sv.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    sv.set_defaults(func=cmd_serve)
+
+    us = bsub.add_parser("users", help="HR users of the web page (who may acknowledge and correct anomalies)")
+    ussub = us.add_subparsers(dest="users_command", metavar="ACTION")
+    ussub.required = True
+    ua = ussub.add_parser("add", parents=[home], help="add a user; the password is read from standard input (or asked twice on a terminal)")
+    ua.add_argument("name")
+    ua.add_argument("--replace", action="store_true", help="set a new password for an existing user")
+    ua.set_defaults(func=cmd_users_add)
+    ul = ussub.add_parser("list", parents=[home, js], help="list users")
+    ul.set_defaults(func=cmd_users_list)
+    ur = ussub.add_parser("remove", parents=[home], help="remove a user (their open sessions end at their next request)")
+    ur.add_argument("name")
+    ur.set_defaults(func=cmd_users_remove)
 
     x = bsub.add_parser(
         "send",
@@ -634,6 +663,47 @@ def _print_rollout(doc: dict[str, Any], as_json: bool) -> None:
     for r in doc["readers"]:
         why = f" ({r['reason']}): {r['detail']}" if r["state"] in ("failed", "not_reached") else ""
         print(f"  wave {r['wave']}\t{r['site']}/{r['device']}\t{r['state']}{why}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535 or args.threads < 1:
+        raise UsageError("--port must be 0-65535 and --threads at least 1")
+    try:
+        from firmware_py.backend import web
+    except ImportError as exc:
+        raise UsageError(f"the web page needs Flask and waitress ({exc.name} is missing): pip install 'kaoclock[backend]'") from None
+    _book_db(args).close()  # a missing SQLite file is refused, not created empty
+    app = web.create_app(_db_target(args), _home(args).root, corrections=args.corrections, secure_cookie=args.secure_cookie)
+    mode = "HR corrections after login" if args.corrections else "read-only"
+    web.serve(app, args.host, args.port, lambda url: print(f"serving {url} ({mode}); Ctrl-C stops", flush=True), threads=args.threads)
+    return 0
+
+
+def _read_password(name: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise UsageError("the two passwords differ; nothing was changed")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    new = users_mod.add_user(_database(args), args.name, _read_password(args.name), replace=args.replace)
+    print(f"user {args.name}: {'added' if new else 'new password set'}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    names = users_mod.list_users(_database(args))
+    print(json.dumps(names) if args.json else "\n".join(names))
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    users_mod.remove_user(_database(args), args.name)
+    print(f"user {args.name}: removed")
+    return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
