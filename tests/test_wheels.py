@@ -1,0 +1,84 @@
+"""Wheels for the reader's platform: tags, markers, the choice of files, and `release build --platform`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from firmware_py.cli.main import main
+from firmware_py.update.errors import BundleError
+from firmware_py.update.requirements import read_requirements
+from firmware_py.update.wheels import PLATFORMS, download_command, for_platform, platform_named, wheel_runs_on
+
+REPO = Path(__file__).resolve().parent.parent
+PI = PLATFORMS["aarch64"]
+
+
+def test_tags_cover_every_manylinux_a_bookworm_board_runs() -> None:
+    tags = PI.tags()
+    assert tags[0] == "manylinux_2_36_aarch64" and tags[-2] == "manylinux_2_17_aarch64" and tags[-1] == "manylinux2014_aarch64"
+    assert len(tags) == 36 - 17 + 2 and "manylinux_2_28_aarch64" in tags and not any("x86_64" in t or "2_37" in t for t in tags)
+    cmd = download_command(["numpy<2"], PI, Path("/w"))
+    assert cmd.count("--platform") == len(tags) and "--only-binary=:all:" in cmd and cmd[cmd.index("--python-version") + 1] == "3.11"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64.whl", True),
+        ("numpy-1.26.4-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl", True),
+        ("opencv_python_headless-4.11.0.86-cp37-abi3-manylinux_2_17_aarch64.manylinux2014_aarch64.whl", True),
+        ("paho_mqtt-2.2.0-py3-none-any.whl", True),
+        ("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),  # another CPU
+        ("numpy-2.4.6-cp312-cp312-manylinux_2_27_aarch64.whl", False),  # another Python
+        ("foo-1.0-cp311-cp311-manylinux_2_39_aarch64.whl", False),  # a newer glibc than Bookworm's 2.36
+        ("foo-1.0-cp312-abi3-manylinux_2_17_aarch64.whl", False),  # stable ABI from 3.12 on
+        ("foo-1.0-cp311-cp311-musllinux_1_2_aarch64.whl", False),
+        ("not-a-wheel.tar.gz", False),
+    ],
+)
+def test_wheel_selection(name: str, ok: bool) -> None:
+    assert wheel_runs_on(name, PI) is ok
+
+
+def test_the_board_gets_numpy_1_and_no_tensorflow() -> None:
+    """Markers evaluated for the board, not for the building machine (pip would use the latter)."""
+    reqs = read_requirements(REPO / "pyproject.toml")
+    pi = for_platform(reqs, PI)
+    assert [r for r in pi if r.startswith("numpy")] == ["numpy>=1.26,<2"]
+    assert [r for r in for_platform(reqs, PLATFORMS["x86_64"]) if r.startswith("numpy")] == ["numpy>=1.26"]
+    assert any(r.startswith("ai-edge-litert") for r in pi) and not any(";" in r for r in pi)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert not any(r.startswith("tensorflow") for r in for_platform(extras["models"], PI))
+    assert any(r.startswith("tensorflow-cpu==") for r in for_platform(extras["models"], PLATFORMS["x86_64"]))
+
+
+def test_unknown_platform_is_refused() -> None:
+    with pytest.raises(BundleError, match=r"unknown platform 'armv7l'; known: aarch64, x86_64"):
+        platform_named("armv7l")
+
+
+def test_release_build_platform_argument_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["release", "keygen", "--out", str(tmp_path / "keys")]) == 0
+    capsys.readouterr()
+    assert main(["release", "build", "--key", str(tmp_path / "keys" / "release.key"), "--platform", "armv7l"]) == 2
+    assert "invalid choice: 'armv7l'" in capsys.readouterr().err
+
+
+def test_release_build_refuses_wheels_for_another_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder that already holds an x86_64 wheel is not shipped to an aarch64 board (pip adds to it, never cleans it)."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_bytes(b"x")
+    tree = tmp_path / "tree"
+    (tree / "firmware_py").mkdir(parents=True)
+    (tree / "firmware_py" / "__init__.py").write_text('__version__ = "1.0.0"\n')
+    (tree / "pyproject.toml").write_text('[project]\nname = "t"\ndependencies = ["paho-mqtt==2.2.0"]\n')
+    assert main(["release", "keygen", "--out", str(tmp_path / "keys")]) == 0
+    capsys.readouterr()
+    args = ["release", "build", "--key", str(tmp_path / "keys" / "release.key"), "--tree", str(tree), "--platform", "aarch64"]
+    assert main([*args, "--wheels", str(wheels), "-o", str(tmp_path / "b.bundle")]) == 4
+    err = capsys.readouterr().err
+    assert "do not run on aarch64: numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64" in err and not (tmp_path / "b.bundle").exists()
