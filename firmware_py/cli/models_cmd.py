@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--all", action="store_true", help="also the converter's inputs (every role) and the int8 embedder's parity with dlib's .dat")
     v.add_argument("--config", help="config file")
     v.add_argument("--dir", type=Path, help="models directory (overrides the config)")
-    v.add_argument("--role", action="append", choices=["runtime", "build", "reference"], help="only models of this role (default: runtime; --all: every role)")
+    v.add_argument("--role", action="append", choices=["runtime", "build", "reference"], help="only this role (default runtime; --all: every role)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--data", type=Path, help="the shared face data set (holding lfw-dev/) to add held-out LFW faces to the parity check")
     v.add_argument("--lfw-faces", type=int, default=1200, metavar="N", help="LFW images to use with --data, taken pair by pair (0 = all)")

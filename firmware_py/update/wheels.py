@@ -71,7 +71,7 @@ def _marker(text: str):  # type: ignore[no-untyped-def]
     try:
         from packaging.markers import Marker
     except ImportError:  # a runtime venv has pip, which vendors packaging
-        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
+        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef,assignment]
     return Marker(text)
 
 
