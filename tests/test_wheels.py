@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from firmware_py.cli.main import main
 from firmware_py.update.errors import BundleError
 from firmware_py.update.requirements import read_requirements
-from firmware_py.update.wheels import PLATFORMS, download_command, for_platform, platform_named, wheel_runs_on
+from firmware_py.update.wheels import PLATFORMS, download_command, for_platform, platform_named, require_board_check, wheel_runs_on
 
 REPO = Path(__file__).resolve().parent.parent
 PI = PLATFORMS["aarch64"]
@@ -79,6 +80,30 @@ def test_release_build_refuses_wheels_for_another_cpu(tmp_path: Path, capsys: py
     assert main(["release", "keygen", "--out", str(tmp_path / "keys")]) == 0
     capsys.readouterr()
     args = ["release", "build", "--key", str(tmp_path / "keys" / "release.key"), "--tree", str(tree), "--platform", "aarch64"]
+    # Without a board check that passed on a clean commit, no aarch64 bundle at all.
     assert main([*args, "--wheels", str(wheels), "-o", str(tmp_path / "b.bundle")]) == 4
+    assert "clean git commit the board check passed; the tree is 'tree'" in capsys.readouterr().err
+    assert main([*args, "--no-board-check", "--wheels", str(wheels), "-o", str(tmp_path / "b.bundle")]) == 4
     err = capsys.readouterr().err
     assert "do not run on aarch64: numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64" in err and not (tmp_path / "b.bundle").exists()
+
+
+def test_an_aarch64_release_needs_a_passing_board_check_of_the_same_commit(tmp_path: Path) -> None:
+    summary = tmp_path / "last-check.json"
+    steps = {s: {"status": "passed", "seconds": 1.0} for s in ("bootstrap", "demo", "verify", "numpy", "release", "dev", "tests")}
+    with pytest.raises(BundleError, match=r"no board check result at .*: run `sudo device/check-aarch64.sh` on this commit first"):
+        require_board_check(PI, "git 1a2b3c4", summary)
+    summary.write_text(json.dumps({"ok": True, "source": "git 1a2b3c4", "steps": steps}))
+    assert require_board_check(PI, "git 1a2b3c4", summary)["source"] == "git 1a2b3c4"
+    with pytest.raises(BundleError, match=r"ran on 'git 1a2b3c4', not on this tree \(git 9f9f9f9\)"):
+        require_board_check(PI, "git 9f9f9f9", summary)
+    with pytest.raises(BundleError, match="clean git commit"):
+        require_board_check(PI, "git 1a2b3c4-dirty", summary)
+    steps["tests"] = {"status": "failed(1)", "seconds": 3.0}
+    summary.write_text(json.dumps({"ok": False, "source": "git 1a2b3c4", "steps": steps}))
+    with pytest.raises(BundleError, match=r"did not pass \(tests failed\(1\)"):
+        require_board_check(PI, "git 1a2b3c4", summary)
+    summary.write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read the board check result"):
+        require_board_check(PI, "git 1a2b3c4", summary)
+    assert require_board_check(PLATFORMS["x86_64"], "tree", summary) == {}  # this host's platform has no separate board check

@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="download the runtime dependencies' wheels for this reader (Debian 12 / Raspberry Pi OS Bookworm: glibc 2.36, "
         "Python 3.11) with pip and ship them (into --wheels DIR if given, else a temporary folder)",
     )
+    b.add_argument(
+        "--board-check",
+        type=Path,
+        help="the board check's summary (default ~/.cache/kaoclock/aarch64/last-check.json): an aarch64 release is refused "
+        "unless device/check-aarch64.sh passed every step on this clean commit",
+    )
+    b.add_argument("--no-board-check", action="store_true", help="build an aarch64 bundle without a passing board check (test bundles)")
     b.add_argument("--min-from", dest="min_from", help="oldest running version this release may be installed over")
     b.add_argument("-o", "--output", type=Path, help="bundle file (default: dist/kaoclock-VERSION.bundle in the tree)")
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the report is always JSON")
@@ -69,10 +76,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     import tempfile
 
+    from firmware_py.update.bundle import git_source
     from firmware_py.update.requirements import read_requirements
-    from firmware_py.update.wheels import download, platform_named
+    from firmware_py.update.wheels import default_board_check, download, platform_named, require_board_check
 
     plat = platform_named(args.platform)
+    if not args.no_board_check:
+        require_board_check(plat, git_source(args.tree), args.board_check or default_board_check(plat))
     with tempfile.TemporaryDirectory(prefix="kaoclock-wheels-") as tmp:
         wdir = args.wheels or Path(tmp)
         print(f"release: downloading the {plat.name} wheels (Python {plat.python[0]}.{plat.python[1]}) into {wdir}", file=sys.stderr, flush=True)

@@ -128,3 +128,44 @@ def download(requirements: list[str], plat: Platform, dest: Path) -> list[Path]:
     if foreign:
         raise BundleError(f"{dest} holds wheels that do not run on {plat.name}: {', '.join(foreign)} (remove them and build again)")
     return wheels
+
+
+BOARD_CHECKS = {"aarch64": "device/check-aarch64.sh"}
+
+
+def default_board_check(plat: Platform) -> Path:
+    """Where the platform's board check leaves its summary (its cache, as root runs it)."""
+    import os
+
+    cache = os.environ.get("KAOCLOCK_AARCH64_CACHE") or str(Path.home() / ".cache" / "kaoclock" / "aarch64")
+    return Path(cache) / "last-check.json"
+
+
+def require_board_check(plat: Platform, source: str, summary: Path) -> dict[str, object]:
+    """The board check's summary when it passed every step on exactly ``source`` (a clean commit); else BundleError.
+
+    A release for a board is only built from a commit the emulated board has run:
+    the README, the demo, the tests' subset, and an install and update of a bundle.
+    """
+    import json
+
+    script = BOARD_CHECKS.get(plat.name)
+    if script is None:
+        return {}
+    how = f"run `sudo {script}` on this commit first (or --no-board-check for a test bundle)"
+    if source.endswith("-dirty") or not source.startswith("git "):
+        raise BundleError(
+            f"{plat.name} releases are built from a clean git commit the board check passed; the tree is {source!r}: commit, then {how}"
+        )
+    try:
+        doc = json.loads(summary.read_text("utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"no board check result at {summary}: {how}") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the board check result {summary}: {exc}; {how}") from None
+    if doc.get("source") != source:
+        raise BundleError(f"the board check at {summary} ran on {doc.get('source')!r}, not on this tree ({source}): {how}")
+    failed = [f"{k} {v.get('status')}" for k, v in doc.get("steps", {}).items() if v.get("status") != "passed"]
+    if not doc.get("ok") or failed or not doc.get("steps"):
+        raise BundleError(f"the board check on {source} did not pass ({', '.join(failed) or 'no steps'}; {summary}): fix it, then {how}")
+    return dict(doc)
