@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The board check: run the README on an emulated Raspberry Pi OS-like board.
 #
-#   device/check-aarch64.sh [--root-only] [--steps LIST] [--keep]
+#   device/check-aarch64.sh [--root-only] [--steps LIST] [--keep] [--reuse]
 #
 # Builds (once, cached under ~/.cache/kaoclock/aarch64 or $KAOCLOCK_AARCH64_CACHE)
 # a Debian 12 (bookworm) arm64 root with debootstrap and runs it under QEMU
@@ -21,6 +21,8 @@
 #   release    `kaoclock release build --platform aarch64` on this host, then
 #              `kaoclock update` installs it into the root's A/B slots, the health
 #              check passes, and a deliberately broken second bundle rolls back
+# --keep leaves the root of this run in $CACHE/run for a look; --reuse runs the steps
+# in that kept root again (with this checkout copied over it) instead of a fresh copy.
 # It prints ONE JSON summary on stdout (each step's status and seconds); progress
 # and the steps' logs go to stderr and $CACHE/logs/.  Exit 0 when every step
 # passed, 1 when one failed, 2 on a usage error.  Needs root (debootstrap, chroot,
@@ -35,12 +37,14 @@ ALL_STEPS="bootstrap demo verify numpy dev tests release"
 steps=$ALL_STEPS
 root_only=0
 keep=0
+reuse=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --root-only) root_only=1 ;;
         --keep) keep=1 ;;
+        --reuse) reuse=1; keep=1 ;;
         --steps) shift; steps=${1:-}; steps=${steps//,/ } ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "check-aarch64: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -127,9 +131,13 @@ cleanup() {
 }
 trap cleanup EXIT
 umount -R -l "$ROOT" 2>/dev/null || true
-rm -rf "$ROOT"
-say "copying the root to $ROOT"
-cp -a "$BASE" "$ROOT"
+if [ "$reuse" = 1 ] && [ -d "$ROOT/root/kaoclock" ]; then
+    say "reusing the kept root $ROOT"
+else
+    rm -rf "$ROOT"
+    say "copying the root to $ROOT"
+    cp -a "$BASE" "$ROOT"
+fi
 bind() { # host dir -> root path
     mkdir -p "$1" "$ROOT$2"
     mount --bind "$1" "$ROOT$2"
@@ -148,6 +156,7 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # Appended as update-ca-certificates would, which takes minutes under emulation.
 for crt in /usr/local/share/ca-certificates/*.crt; do
     [ -f "$crt" ] || continue
+    cmp -s "$crt" "$ROOT/usr/local/share/ca-certificates/$(basename "$crt")" && continue
     cp "$crt" "$ROOT/usr/local/share/ca-certificates/"
     cat "$crt" >> "$ROOT/etc/ssl/certs/ca-certificates.crt"
 done
@@ -170,14 +179,16 @@ step() { # name command...: run, time, log; a failed step fails the check
     if [ $rc != 0 ]; then failed=1; tail -15 "$LOGS/$name.log" | sed "s/^/  $name: /" >&2; fi
     return 0
 }
-passed() { grep -q "^$1	passed" "$STEPS_TSV"; }
+# What a later step needs from an earlier one, by what it left in the root (so --reuse works).
+set_up() { [ -x "$ROOT/root/kaoclock/.venv/bin/kaoclock" ] || { echo "needs the bootstrap step"; return 1; }; }
+set_up_dev() { grep -qs "dev" "$ROOT/root/kaoclock/.venv/.kaoclock-installed" || { echo "needs the dev step"; return 1; }; }
 
 # The README's first command, as on a fresh board: installs python3-venv with apt, the venv, the runtime models.
 s_bootstrap() { in_root "device/bootstrap.sh && .venv/bin/python -c 'import numpy, cv2, ai_edge_litert; print(numpy.__version__, cv2.__version__)'"; }
 
 # The demo on the board and on this host: same people, same outcomes, distances within 0.01.
 s_demo() {
-    passed bootstrap || { echo "needs the bootstrap step"; return 1; }
+    set_up || return 1
     in_root ".venv/bin/kaoclock run --jsonl /tmp/demo.jsonl" && cp "$ROOT/tmp/demo.jsonl" "$LOGS/demo-aarch64.jsonl"
     (cd "$TREE" && PYTHONPATH="$TREE" "$HOST_PY" -m firmware_py run --jsonl "$LOGS/demo-host.jsonl" >/dev/null)
     python3 - "$LOGS/demo-aarch64.jsonl" "$LOGS/demo-host.jsonl" > "$LOGS/demo-compare.json" <<'PY'
@@ -196,13 +207,13 @@ PY
 }
 
 # What the reader runs; exit 0 after the plain set-up.
-s_verify() { passed bootstrap || return 1; in_root ".venv/bin/kaoclock models verify --json"; }
+s_verify() { set_up || return 1; in_root ".venv/bin/kaoclock models verify --json"; }
 
 # The camera stack's numpy: Debian's python3-scipy (C extensions built against Debian's numpy 1.24)
 # imported from a --system-site-packages venv with the project's requirements, as picamera2 imports
 # simplejpeg on Raspberry Pi OS.  The control: the same venv with numpy 2 must break it.
 s_numpy() {
-    passed bootstrap || return 1
+    set_up || return 1
     in_root '
 set -e
 reqs=$(PYTHONPATH=. python3 -m firmware_py.update.requirements pyproject.toml --list)
@@ -220,9 +231,9 @@ tail -1 /tmp/numpy2.err'
 # The README's test command: --dev (mosquitto, PostgreSQL, the dev extra; TensorFlow has no aarch64 wheel
 # and is skipped by its marker), then the subset of tests listed in device/README.md.
 AARCH64_TESTS="tests/test_models_manifest.py tests/test_models_embedder.py tests/test_models_convert.py tests/test_liveness_learned.py tests/test_update_venvs.py tests/test_wheels.py"
-s_dev() { passed bootstrap || return 1; in_root "device/bootstrap.sh --dev"; }
+s_dev() { set_up || return 1; in_root "device/bootstrap.sh --dev"; }
 s_tests() {
-    passed dev || return 1
+    set_up_dev || return 1
     local have=() t; for t in $AARCH64_TESTS; do [ -f "$ROOT/root/kaoclock/$t" ] && have+=("$t"); done
     in_root ".venv/bin/python -m pytest -q -p no:cacheprovider ${have[*]}"
 }
@@ -234,7 +245,7 @@ s_tests() {
 # 0.1.0 in slot a from the same wheels, `kaoclock update` installs 0.1.1 into slot b and commits it,
 # then rolls 0.1.2 back.
 s_release() {
-    passed bootstrap || return 1
+    set_up || return 1
     local rel=$LOGS/release wheels=$CACHE/cache/wheels-aarch64 v
     rm -rf "$rel" && mkdir -p "$rel"
     (cd "$TREE" && PYTHONPATH="$TREE" "$HOST_PY" -m firmware_py release keygen --out "$rel/keys" >/dev/null) || return 1
