@@ -107,3 +107,19 @@ def test_an_aarch64_release_needs_a_passing_board_check_of_the_same_commit(tmp_p
     with pytest.raises(BundleError, match="cannot read the board check result"):
         require_board_check(PI, "git 1a2b3c4", summary)
     assert require_board_check(PLATFORMS["x86_64"], "tree", summary) == {}  # this host's platform has no separate board check
+
+
+def test_converter_tests_skip_where_tensorflow_is_not_installed(tmp_path: Path) -> None:
+    """On aarch64 the `models` extra installs without TensorFlow: the tests marked `converter` skip, saying why."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None  # as if not installed\n")
+    test = "tests/test_models_convert.py::test_float32_tflite_equals_numpy_reference"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-rs", "-p", "no:cacheprovider"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "1 skipped" in run.stdout, run.stdout[-2000:]
+    assert "needs TensorFlow (the `models` extra), not installed here" in run.stdout
