@@ -222,6 +222,8 @@ echo "$reqs" > /tmp/reqs.txt
 /tmp/sysvenv/bin/python -m pip install -q --disable-pip-version-check -r /tmp/reqs.txt
 probe="import numpy, scipy, scipy.ndimage as nd; import sys; print(numpy.__version__, numpy.__file__, scipy.__file__); nd.gaussian_filter(numpy.ones((8, 8)), 1.0)"
 echo "with the project requirements:"; /tmp/sysvenv/bin/python -c "$probe"
+# numpy 1.x from the venv in front of Debian 1.24, scipy from Debian: as picamera2 and simplejpeg on a Pi.
+/tmp/sysvenv/bin/python -c "import numpy, scipy; assert numpy.__version__ < \"2\" and \"/tmp/sysvenv/\" in numpy.__file__ and scipy.__file__.startswith(\"/usr/lib/python3/dist-packages/\")"
 /tmp/sysvenv/bin/python -m pip install -q --disable-pip-version-check "numpy>=2"
 echo "control, numpy 2 in the venv:"
 if /tmp/sysvenv/bin/python -c "$probe" 2>/tmp/numpy2.err; then echo "numpy 2 did not break the system C extension: the probe proves nothing"; exit 1; fi
