@@ -189,6 +189,7 @@ s_bootstrap() { in_root "device/bootstrap.sh && .venv/bin/python -c 'import nump
 # The demo on the board and on this host: same people, same outcomes, distances within 0.01.
 s_demo() {
     set_up || return 1
+    rm -f "$LOGS/demo-aarch64.jsonl" "$LOGS/demo-host.jsonl" "$ROOT/tmp/demo.jsonl"  # --jsonl appends
     in_root ".venv/bin/kaoclock run --jsonl /tmp/demo.jsonl" && cp "$ROOT/tmp/demo.jsonl" "$LOGS/demo-aarch64.jsonl"
     (cd "$TREE" && PYTHONPATH="$TREE" "$HOST_PY" -m firmware_py run --jsonl "$LOGS/demo-host.jsonl" >/dev/null)
     python3 - "$LOGS/demo-aarch64.jsonl" "$LOGS/demo-host.jsonl" > "$LOGS/demo-compare.json" <<'PY'
