@@ -233,7 +233,9 @@ tail -1 /tmp/numpy2.err'
 
 # The README's test command: --dev (mosquitto, PostgreSQL, the dev extra; TensorFlow has no aarch64 wheel
 # and is skipped by its marker), then the subset of tests listed in device/README.md.
-AARCH64_TESTS="tests/test_models_manifest.py tests/test_models_embedder.py tests/test_models_convert.py tests/test_liveness_learned.py tests/test_update_venvs.py tests/test_wheels.py"
+AARCH64_TESTS="tests/test_models_manifest.py tests/test_models_embedder.py tests/test_models_convert.py tests/test_liveness_learned.py
+    tests/test_vision_detector.py tests/test_vision_align.py tests/test_capture_replay.py tests/test_gpio_door.py tests/test_serial_console.py
+    tests/test_update_bundle.py tests/test_update_venvs.py tests/test_wheels.py"
 s_dev() { set_up || return 1; in_root "device/bootstrap.sh --dev"; }
 s_tests() {
     set_up_dev || return 1
