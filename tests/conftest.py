@@ -7,7 +7,9 @@ the shared face data set when ``KAOCLOCK_DATA`` points at it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -17,6 +19,16 @@ import pytest
 if TYPE_CHECKING:
     from firmware_py.vision.detector import FaceDetector
     from firmware_py.vision.landmarks import FaceMesh
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `converter` need TensorFlow, which has no wheel for every board (aarch64)."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return
+    skip = pytest.mark.skip(reason=f"needs TensorFlow (the `models` extra), not installed here ({platform.machine()})")
+    for item in items:
+        if "converter" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -208,6 +208,7 @@ def test_unscorable_frames_give_a_verdict_that_says_what_to_do(astronaut: np.nda
     assert not v4.passed and "grey or infrared" in v4.reason
 
 
+@pytest.mark.converter
 def test_models_build_liveness_check_reproduces_the_committed_nets(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The reproducible build step: rebuilt from the .pth files (TensorFlow, extra `models`), same bytes as committed."""
     import json

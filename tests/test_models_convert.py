@@ -78,6 +78,7 @@ def test_augmentation_is_seeded_and_keeps_shape(chips: np.ndarray) -> None:
     assert not np.array_equal(a[1], chips[0])
 
 
+@pytest.mark.converter
 def test_float32_tflite_equals_numpy_reference(net, chips: np.ndarray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model = convert.convert_float32(convert.fold(net))
     path = tmp_path / "f32.tflite"

@@ -108,7 +108,7 @@ def test_embedder_refuses_a_model_of_another_shape(models_dir: Path) -> None:
 
 
 def test_verify_json_reports_models_and_parity(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "verify", "--json", "--dir", str(models_dir)]) == 0
+    assert main(["models", "verify", "--json", "--all", "--dir", str(models_dir)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {m["name"] for m in out["models"]} >= {EMBEDDER_MODEL, "dlib_resnet_v1"} and all(m["ok"] for m in out["models"])
     p = out["embedder_parity"]

@@ -30,6 +30,26 @@ def test_fetched_models_verify(models_dir: Path, capsys: pytest.CaptureFixture[s
     assert out["models"] and all(m["ok"] for m in out["models"])
 
 
+def test_verify_after_a_plain_setup_checks_what_the_reader_runs(models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bootstrap.sh` without --dev fetches the runtime models only: verify passes; --all names the converter's missing inputs."""
+    fetch(load_manifest(), tmp_path, ["runtime"])
+    runtime = {e.name for e in load_manifest().select(["runtime"])}
+    assert main(["models", "verify", "--json", "--dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scope"] == "runtime" and {m["name"] for m in out["models"]} == runtime and all(m["ok"] for m in out["models"])
+    assert "dlib_face_recognition_resnet_model_v1.dat" in out["embedder_parity"]["skipped"]
+
+    assert main(["models", "verify", "--json", "--all", "--no-parity", "--dir", str(tmp_path)]) == 3
+    out = json.loads(capsys.readouterr().out)
+    bad = {m["name"]: m["problem"] for m in out["models"] if not m["ok"]}
+    assert out["scope"] == "all" and set(bad) == {"dlib_resnet_v1", "dlib_shape_predictor_5"}
+    assert all("missing" in p and "kaoclock models fetch" in p for p in bad.values())
+    # A runtime model that is wrong fails the default mode too.
+    (tmp_path / load_manifest().entry("facemesh").file).write_bytes(b"not a model")
+    assert main(["models", "verify", "--json", "--dir", str(tmp_path)]) == 3
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)["models"] if not m["ok"]] == ["facemesh"]
+
+
 def test_fetch_is_idempotent(models_dir: Path) -> None:
     report = fetch(load_manifest(), models_dir, ["runtime"])
     assert all(r["action"] == "present" for r in report)

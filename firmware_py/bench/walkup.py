@@ -326,6 +326,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("walkup", help="time from a usable face to the door, clips replayed in real time through the daemon's capture and loop")
     p.add_argument("--source", type=Path, nargs="+", required=True, metavar="CLIP", help="video clips, one walk-up (one person) each")
     p.add_argument("--slowdown", type=float, default=1.0, help="every processed frame costs X times its measured time (default 1)")
+    p.add_argument("--board", choices=("pi4", "pi5"), help="set --slowdown to this board's factor (firmware_py/bench/boards.py)")
     p.add_argument("--timed-s", type=float, default=2.5, help="seconds replayed as the walk-up; enrolment uses frames after them (default 2.5)")
     p.add_argument("--enrol-frames", type=int, default=3, help="templates per person, from frames after the timed part (default 3)")
     p.add_argument("--repeats", type=int, default=1, help="replay every clip this many times (default 1)")
@@ -340,6 +341,10 @@ def cmd_walkup(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.source if not p.is_file()]
     if missing:
         raise UsageError(f"no video at {', '.join(missing)}")
+    if args.board:
+        from firmware_py.bench.boards import board
+
+        args.slowdown = board(args.board).slowdown
     out = run(args.source, load(args.config), args.slowdown, args.timed_s, args.enrol_frames, args.repeats)
     print(json.dumps(out, indent=2))
     return 0

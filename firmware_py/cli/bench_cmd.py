@@ -20,6 +20,7 @@ BENCH_MODULES: list[str] = [
     "firmware_py.bench.backend",
     "firmware_py.bench.walkup",
     "firmware_py.bench.book",
+    "firmware_py.bench.boards",
 ]
 
 

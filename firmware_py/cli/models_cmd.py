@@ -30,21 +30,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = msub.add_parser(
         "verify",
-        help="check every model file's sha256, the int8 embedder's and the liveness nets' parity with their references",
-        description="Check every model file against its sha256, then measure the int8 embedder against the numpy reference forward "
-        "pass of dlib's model on aligned chips of real faces (the photos inside matplotlib and scikit-image; with --data also "
-        "held-out LFW faces), and with --data the MiniFASNet liveness nets against the numpy forward pass of their .pth "
-        "files on dev crops (max |dp_real| <= 0.02, else exit 3).  Needs numpy, the .dat and LiteRT, never TensorFlow.",
+        help="check the sha256 of the models the reader runs (--all: also the converter's inputs and the int8 embedder's parity)",
+        description="By default, what the reader runs: the sha256 of every runtime model (fetched or committed), and with --data "
+        "the MiniFASNet liveness nets against the numpy forward pass of their .pth files on dev crops (max |dp_real| <= 0.02, "
+        "else exit 3); exit 0 after a plain `device/bootstrap.sh`.  --all adds the converter's inputs and references (the dlib "
+        ".dat files, fetched by `bootstrap.sh --dev`) and measures the int8 embedder against the numpy reference forward pass "
+        "of dlib's model on aligned chips of real faces (the photos inside matplotlib and scikit-image; with --data also "
+        "held-out LFW faces).  Needs numpy and LiteRT, never TensorFlow.",
     )
+    v.add_argument("--all", action="store_true", help="also the converter's inputs (every role) and the int8 embedder's parity with dlib's .dat")
     v.add_argument("--config", help="config file")
     v.add_argument("--dir", type=Path, help="models directory (overrides the config)")
-    v.add_argument("--role", action="append", choices=["runtime", "build", "reference"], help="only models of this role")
+    v.add_argument("--role", action="append", choices=["runtime", "build", "reference"], help="only this role (default runtime; --all: every role)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--data", type=Path, help="the shared face data set (holding lfw-dev/) to add held-out LFW faces to the parity check")
     v.add_argument("--lfw-faces", type=int, default=1200, metavar="N", help="LFW images to use with --data, taken pair by pair (0 = all)")
     v.add_argument("--liveness-faces", type=int, default=600, metavar="N", help="dev stills for the liveness nets' parity with --data (default 600)")
     v.add_argument("--no-parity", action="store_true", help="only check the sha256 of the files")
-    v.add_argument("--target", choices=("all", "embedder", "liveness"), default="all", help="whose parity to measure (default all)")
+    v.add_argument(
+        "--target",
+        choices=("all", "embedder", "liveness"),
+        help="whose parity to measure (default: liveness with --data; with --all also the embedder; embedder needs the .dat)",
+    )
     v.set_defaults(func=cmd_verify)
 
     b = msub.add_parser(
@@ -105,12 +112,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _check_data(args.data)
     manifest = load_manifest()
     mdir = models_dir(args)
-    results = [manifest.check_file(m.name, mdir) for m in manifest.select(args.role)]
+    # The reader runs only the runtime models; the converter's inputs (dlib's .dat files) come with --dev and count with --all.
+    roles = args.role or (None if args.all else ["runtime"])
+    target = args.target or ("all" if args.all else "liveness")
+    results = [manifest.check_file(m.name, mdir) for m in manifest.select(roles)]
     out: dict[str, Any] = {
-        "models": [{"name": r.name, "sha256": r.found, "ok": r.ok, **({"problem": r.problem} if r.problem else {})} for r in results]
+        "scope": "all" if args.all else "runtime",
+        "models": [{"name": r.name, "sha256": r.found, "ok": r.ok, **({"problem": r.problem} if r.problem else {})} for r in results],
     }
     status = 0 if all(r.ok for r in results) else 3
-    if not args.no_parity and args.target in ("all", "embedder") and EMBEDDER in manifest.models:
+    if not args.no_parity and target == "liveness" and EMBEDDER in manifest.models:
+        dat = manifest.models[SOURCE].file if SOURCE in manifest.models else SOURCE
+        out["embedder_parity"] = {"skipped": f"needs the converter's input {dat} (`device/bootstrap.sh --dev`); measured with --all"}
+    if not args.no_parity and target in ("all", "embedder") and EMBEDDER in manifest.models:
         checks = {n: manifest.check_file(n, mdir) for n in (EMBEDDER, SOURCE, SHAPE_PREDICTOR)}
         bad = [c.problem for n, c in checks.items() if not c.ok and n != SHAPE_PREDICTOR]
         if bad:
@@ -125,7 +139,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             emb = load_embedder(mdir, threads=1)
             parity = embedder_parity(emb, ReferenceEmbedder(checks[SOURCE].path), sp, args.data, args.lfw_faces)
             out["embedder_parity"] = {"embedder": EMBEDDER, "version": emb.version, **parity}
-    if not args.no_parity and args.target in ("all", "liveness") and args.data is not None and "minifasnet_v2" in manifest.models:
+    if not args.no_parity and target in ("all", "liveness") and args.data is not None and "minifasnet_v2" in manifest.models:
         from firmware_py.eval.minifasnet_parity import learned_parity
 
         bad = [c.problem for c in (manifest.check_file(n, mdir) for n in ("minifasnet_v2", "minifasnet_v1se", "blazeface_short_range")) if not c.ok]
@@ -157,7 +171,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for r in results:
             print(f"{'ok' if r.ok else 'FAIL':>4}  {r.name}" + (f"  {r.problem}" if r.problem else ""))
         p = out.get("embedder_parity")
-        if p and "problem" in p:
+        if p and "skipped" in p:
+            print(f"parity: not measured: {p['skipped']}")
+        elif p and "problem" in p:
             print(f"parity: not measured: {p['problem']}")
         elif p:
             print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from firmware_py.paths import TREE
@@ -23,6 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--key", type=Path, required=True, help="release private key (PEM); passphrase from $KAOCLOCK_RELEASE_KEY_PASSPHRASE")
     b.add_argument("--tree", type=Path, default=TREE, help=f"source tree (default: this one, {TREE})")
     b.add_argument("--wheels", type=Path, help="folder of .whl files to ship (needed when the Python dependencies change)")
+    b.add_argument(
+        "--platform",
+        choices=("aarch64", "x86_64"),
+        help="download the runtime dependencies' wheels for this reader (Debian 12 / Raspberry Pi OS Bookworm: glibc 2.36, "
+        "Python 3.11) with pip and ship them (into --wheels DIR if given, else a temporary folder)",
+    )
+    b.add_argument(
+        "--board-check",
+        type=Path,
+        help="the board check's summary (default ~/.cache/kaoclock/aarch64/last-check.json): an aarch64 release is refused "
+        "unless device/check-aarch64.sh passed every step on this clean commit",
+    )
+    b.add_argument("--no-board-check", action="store_true", help="build an aarch64 bundle without a passing board check (test bundles)")
     b.add_argument("--min-from", dest="min_from", help="oldest running version this release may be installed over")
     b.add_argument("-o", "--output", type=Path, help="bundle file (default: dist/kaoclock-VERSION.bundle in the tree)")
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the report is always JSON")
@@ -54,9 +68,28 @@ def cmd_build(args: argparse.Namespace) -> int:
     key = load_private_key(args.key)
     out = args.output or (args.tree / "dist" / f"kaoclock-{tree_version(args.tree)}.bundle")
     out.parent.mkdir(parents=True, exist_ok=True)
-    m = build_bundle(args.tree, out, key, wheels_dir=args.wheels, min_from_version=args.min_from)
+    if args.platform is None:
+        m = build_bundle(args.tree, out, key, wheels_dir=args.wheels, min_from_version=args.min_from)
+        doc = {"bundle": str(out), "version": m.version, "files": len(m.files), "bytes": out.stat().st_size, "unpacked_bytes": m.total_size}
+        doc.update(key_id=m.key_id, source=m.source, wheels=m.has_wheels)
+        print(json.dumps(doc, indent=2))
+        return 0
+    import tempfile
+
+    from firmware_py.update.bundle import git_source
+    from firmware_py.update.requirements import read_requirements
+    from firmware_py.update.wheels import default_board_check, download, platform_named, require_board_check
+
+    plat = platform_named(args.platform)
+    if not args.no_board_check:
+        require_board_check(plat, git_source(args.tree), args.board_check or default_board_check(plat))
+    with tempfile.TemporaryDirectory(prefix="kaoclock-wheels-") as tmp:
+        wdir = args.wheels or Path(tmp)
+        print(f"release: downloading the {plat.name} wheels (Python {plat.python[0]}.{plat.python[1]}) into {wdir}", file=sys.stderr, flush=True)
+        wheels = download(read_requirements(args.tree / "pyproject.toml"), plat, wdir)
+        m = build_bundle(args.tree, out, key, wheels_dir=wdir, min_from_version=args.min_from)
     doc = {"bundle": str(out), "version": m.version, "files": len(m.files), "bytes": out.stat().st_size, "unpacked_bytes": m.total_size}
-    doc.update(key_id=m.key_id, source=m.source, wheels=m.has_wheels)
+    doc.update(key_id=m.key_id, source=m.source, wheels=m.has_wheels, platform=plat.name, wheel_files=[w.name for w in wheels])
     print(json.dumps(doc, indent=2))
     return 0
 

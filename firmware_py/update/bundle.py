@@ -274,7 +274,7 @@ def _file_entry(path: Path, rel: str) -> FileEntry:
     return FileEntry(rel, size, h.hexdigest(), mode)
 
 
-def _git_source(tree: Path) -> str:
+def git_source(tree: Path) -> str:
     try:
         out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty", "--tags"], check=True, capture_output=True, text=True)
         return f"git {out.stdout.strip()}"
@@ -324,7 +324,7 @@ def build_bundle(
         requires_python=requires_python,
         files=tuple(e for _, e in files),
         key_id=key_id(private_key.public_key()),
-        source=source if source is not None else _git_source(tree),
+        source=source if source is not None else git_source(tree),
         min_from_version=min_from_version,
     )
     raw = manifest.to_bytes()
@@ -558,5 +558,5 @@ def copy_tree_files(tree: Path, dest: Path, on_file: Callable[[int, int], None] 
         requires_python=requires_python,
         files=tuple(e for _, e in files),
         key_id="",
-        source=f"unsigned checkout {tree.resolve()} ({_git_source(tree)})",
+        source=f"unsigned checkout {tree.resolve()} ({git_source(tree)})",
     )
