@@ -14,10 +14,11 @@ import shutil
 import pytest
 
 from firmware_py.cli.main import main
+from firmware_py.devtools.postgres import find_bindir
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("mosquitto") is None and not any(shutil.which(p) for p in ("pg_ctl", "initdb")),
-    reason="mosquitto and PostgreSQL are not installed (device/bootstrap.sh --dev installs them)",
+    shutil.which("mosquitto") is None or find_bindir() is None,
+    reason="mosquitto or PostgreSQL's server binaries are not installed (device/bootstrap.sh --dev installs them)",
 )
 
 
