@@ -84,12 +84,20 @@ def browser(tmp_path: Path) -> Iterator[object]:
 def test_book_fleet_and_an_hr_correction_in_chromium(server: str, browser: object, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.remote.webelement import WebElement
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     drv: WebDriver = browser  # type: ignore[assignment]
 
     def text(css: str) -> str:
         return str(drv.find_element(By.CSS_SELECTOR, css).text)
+
+    def click_and_load(element: WebElement) -> None:
+        # A click that navigates returns before the next page is there: wait until the old page is gone.
+        old = drv.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(drv, 20).until(expected_conditions.staleness_of(old))
 
     drv.get(server + "/")  # the newest month with punches
     assert "Attendance book 2026-12" in text("h1")
@@ -104,7 +112,7 @@ def test_book_fleet_and_an_hr_correction_in_chromium(server: str, browser: objec
     fleet = {r.get_attribute("data-reader"): r.text for r in drv.find_elements(By.CSS_SELECTOR, "#fleet tr[data-reader]")}
     assert sorted(fleet) == ["site-a/gate-1", "site-a/gate-2", "site-b/gate-9"]
     assert "online" in fleet["site-a/gate-1"] and "v3, 2 people" in fleet["site-a/gate-1"] and "never_seen" in fleet["site-b/gate-9"]
-    drv.find_element(By.LINK_TEXT, "site-a/gate-1").click()
+    click_and_load(drv.find_element(By.LINK_TEXT, "site-a/gate-1"))
     assert "12 telemetry messages" in text("body")
     temp = drv.find_element(By.CSS_SELECTOR, "svg[aria-label^='CPU temperature'] polyline").get_attribute("points") or ""
     ys = [float(p.split(",")[1]) for p in temp.split()]
@@ -115,16 +123,16 @@ def test_book_fleet_and_an_hr_correction_in_chromium(server: str, browser: objec
     # HR logs in and corrects alice's missing OUT of 12-02 from her month's page
     drv.get(server + "/person/alice?month=2026-12")
     assert not drv.find_elements(By.NAME, "reason")  # not logged in: no correction forms
-    drv.find_element(By.LINK_TEXT, "Log in").click()
+    click_and_load(drv.find_element(By.LINK_TEXT, "Log in"))
     drv.find_element(By.NAME, "name").send_keys("hr1")
     drv.find_element(By.NAME, "password").send_keys(PASSWORD)
-    drv.find_element(By.ID, "login").click()
+    click_and_load(drv.find_element(By.ID, "login"))
     assert text("#user") == "HR: hr1" and "alice" in text("h1")
     missing = drv.find_element(By.XPATH, "//table[@id='anomalies']//tr[td[2]='in_without_out']")
     anomaly_id = missing.get_attribute("data-id")
     Select(missing.find_element(By.NAME, "action")).select_by_visible_text("add_out")
     missing.find_element(By.NAME, "value").send_keys("17:30")
-    missing.find_element(By.TAG_NAME, "button").click()  # without a reason: refused, nothing stored
+    click_and_load(missing.find_element(By.TAG_NAME, "button"))  # without a reason: refused, nothing stored
     assert text("h1") == "400" and "a correction needs a reason" in text("#error")
     drv.back()
     drv.refresh()
@@ -132,7 +140,7 @@ def test_book_fleet_and_an_hr_correction_in_chromium(server: str, browser: objec
     Select(missing.find_element(By.NAME, "action")).select_by_visible_text("add_out")
     missing.find_element(By.NAME, "value").send_keys("17:30")
     missing.find_element(By.NAME, "reason").send_keys("forgot to punch out")
-    missing.find_element(By.TAG_NAME, "button").click()
+    click_and_load(missing.find_element(By.TAG_NAME, "button"))
     assert f"{anomaly_id}: corrected (add_out)" in text(".msg")
     day2 = drv.find_element(By.XPATH, "//table[@id='days']//tr[td[1]='2026-12-02']").find_elements(By.TAG_NAME, "td")
     assert [day2[3].text, day2[4].text, day2[9].text] == ["17:30", "8.5", "1"]  # last OUT, worked hours, corrected
