@@ -24,17 +24,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from punching_reader import SCRIPT, collect
 
 from firmware_py.backend.home import BackendHome
 from firmware_py.backend.registry import DeviceRegistry
@@ -45,54 +44,8 @@ from firmware_py.keys.store import backend_public_path, device_key_path, init_pr
 CYCLES = 50
 REPO = Path(__file__).resolve().parents[1]
 CONSUMER_ID = "chaos-backend"
-
-READER = textwrap.dedent(
-    """
-    import random, sys, time
-    from firmware_py.config import load, with_changes
-    from firmware_py.decision.outcome import Decision
-    from firmware_py.events import EventBus
-    from firmware_py.mqtt.device_link import DeviceLink
-    from firmware_py.outbox.store import Outbox
-    from firmware_py.compose.punch_path import recorder_from_config
-
-    home, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-    cfg = with_changes(load(None), {
-        "device.data_dir": home, "device.site": "site-a", "device.id": "reader-1",
-        "mqtt.enabled": True, "mqtt.brokers": [url], "mqtt.max_inflight": 10,
-        "mqtt.reconnect_min_s": 0.05, "mqtt.reconnect_max_s": 0.3, "telemetry.interval_s": 3600,
-        "outbox.receipt_timeout_s": 0.5, "outbox.resend_max_s": 1.0,
-    })
-    bus = EventBus()
-    outbox = Outbox.from_config(cfg, bus)
-    recorder = recorder_from_config(cfg, bus, outbox)
-    link = DeviceLink.from_config(cfg, bus, outbox=outbox)
-    link.start()
-    print("READY", flush=True)
-    if mode == "punch":
-        rnd = random.Random()
-        for i in range(100000):  # walk-ups: one accepted decision after another
-            d = Decision(True, "match", i, person_id=f"emp-{i % 7}", distance=0.4, threshold=0.55)
-            pid = recorder.record(d, "in" if i % 2 == 0 else "out")
-            print(pid, flush=True)  # only after record() returned: the punch is durable
-            time.sleep(0.01 + rnd.random() * 0.03)
-    else:
-        deadline = time.monotonic() + 60
-        while outbox.depth() > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        link.stop()
-        print("DRAINED" if outbox.depth() == 0 else f"LEFT {outbox.depth()}", flush=True)
-    """
-)
-
-
-def _collect(stream: IO[bytes], lines: list[str], ready: threading.Event) -> None:
-    for raw in stream:
-        line = raw.decode().strip()
-        if line == "READY":
-            ready.set()
-        elif line:
-            lines.append(line)
+# The reader gives up waiting for a receipt quickly, so a lost one is resent within the test.
+RECEIPT_TIMING = json.dumps({"outbox.receipt_timeout_s": 0.5, "outbox.resend_max_s": 1.0})
 
 
 class Rig:
@@ -107,8 +60,7 @@ class Rig:
         )
         DeviceRegistry(self.bhome.devices_dir).add("site-a", "reader-1", public_jwk(load_private_key(device_key_path(self.home))))
         backend_public_path(self.home).write_text(json.dumps(public_jwk(load_private_key(self.bhome.key_file))))
-        self.script = tmp / "reader.py"
-        self.script.write_text(READER)
+        self.script = SCRIPT
         self.broker = LocalBroker(tmp / "broker", persistence=True).start()
         self.recorded: list[str] = []
         self.reader: subprocess.Popen[bytes] | None = None
@@ -119,14 +71,14 @@ class Rig:
 
     def start_reader(self) -> None:
         self.reader = subprocess.Popen(
-            [sys.executable, str(self.script), str(self.home), self.broker.url, "punch"],
+            [sys.executable, str(self.script), str(self.home), self.broker.url, "punch", "--config", RECEIPT_TIMING, "--pause", "0.01", "0.03"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=self.env,
         )
         self._ready = threading.Event()
         self._lines: list[str] = []
-        self._thread = threading.Thread(target=_collect, args=(self.reader.stdout, self._lines, self._ready), daemon=True)
+        self._thread = threading.Thread(target=collect, args=(self.reader.stdout, self._lines, self._ready), daemon=True)
         self._thread.start()
 
     def kill_reader(self) -> None:
@@ -234,7 +186,11 @@ def test_chaos_every_punch_stored_exactly_once_none_deleted_before_its_receipt(t
         rig.check_nothing_deleted_early(f"end, seed {seed}")
         # Calm: a clean reader run drains whatever waits, through receipts.
         done = subprocess.run(
-            [sys.executable, str(rig.script), str(rig.home), rig.broker.url, "drain"], capture_output=True, text=True, timeout=90, env=rig.env
+            [sys.executable, str(rig.script), str(rig.home), rig.broker.url, "drain", "--config", RECEIPT_TIMING],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=rig.env,
         )
         assert "DRAINED" in done.stdout, (seed, done.stdout, done.stderr[-2000:])
     finally:

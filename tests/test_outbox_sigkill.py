@@ -13,13 +13,12 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from punching_reader import SCRIPT, collect
 
 from firmware_py.backend.consumer import PunchConsumer
 from firmware_py.backend.registry import DeviceRegistry
@@ -31,54 +30,6 @@ from firmware_py.outbox.store import Outbox
 
 KILLS = 24
 BROKER_RESTART_EVERY = 3
-
-CHILD = textwrap.dedent(
-    """
-    import random, sys, time
-    from firmware_py.config import load, with_changes
-    from firmware_py.decision.outcome import Decision
-    from firmware_py.events import EventBus
-    from firmware_py.mqtt.device_link import DeviceLink
-    from firmware_py.outbox.store import Outbox
-    from firmware_py.compose.punch_path import recorder_from_config
-
-    home, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-    cfg = with_changes(load(None), {
-        "device.data_dir": home, "device.site": "site-a", "device.id": "reader-1",
-        "mqtt.enabled": True, "mqtt.brokers": [url], "mqtt.max_inflight": 10,
-        "mqtt.reconnect_min_s": 0.05, "mqtt.reconnect_max_s": 0.3, "telemetry.interval_s": 3600,
-    })
-    bus = EventBus()
-    outbox = Outbox.from_config(cfg, bus)
-    recorder = recorder_from_config(cfg, bus, outbox)
-    link = DeviceLink.from_config(cfg, bus, outbox=outbox)
-    link.start()
-    print("READY", flush=True)
-    if mode == "punch":
-        rnd = random.Random()
-        for i in range(100000):
-            d = Decision(True, "match", i, person_id=f"emp-{i % 7}", distance=0.4, threshold=0.55)
-            pid = recorder.record(d, "in" if i % 2 == 0 else "out")
-            print(pid, flush=True)  # printed only after record() returned: the punch is durable
-            time.sleep(rnd.random() * 0.01)
-    else:
-        deadline = time.monotonic() + 60
-        while outbox.depth() > 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        link.stop()
-        print("DRAINED" if outbox.depth() == 0 else f"LEFT {outbox.depth()}", flush=True)
-    """
-)
-
-
-def collect(stream: Any, lines: list[str], ready: threading.Event) -> None:
-    for raw in stream:
-        line = raw.decode().strip()
-        if line == "READY":
-            ready.set()
-        elif line:
-            lines.append(line)
-    stream.close()
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -97,8 +48,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     broker = LocalBroker(tmp_path / "broker", persistence=True).start()
     link = consumer.connect([broker.url], client_id="backend-soak", reconnect_min_s=0.05, reconnect_max_s=0.3)
     assert link.wait_connected(10) is not None
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    script = SCRIPT
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's firmware_py
     enqueued: list[str] = []
     try:
