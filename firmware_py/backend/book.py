@@ -43,6 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from firmware_py.backend.csvfile import csv_rows
 from firmware_py.backend.db import Database
 from firmware_py.errors import ExitCode, KaoclockError
 
@@ -215,26 +216,10 @@ def _hhmm(text: str) -> int | None:
 
 def parse_schedule_csv(data: bytes, people: Iterable[str], sites: Iterable[str], where: str = "schedule CSV") -> list[ScheduleRow]:
     """The rows of a schedule CSV, or :class:`BookError` naming every bad row."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise BookError(f"{where}: line {line} is not UTF-8; save the file as UTF-8 and import it again") from None
     known_people, known_sites = set(people), set(sites)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in next(reader, [])]
-    if header != ["who", "days", "start", "end", "tz"]:
-        raise BookError(f"{where}: the header is {','.join(header)!r}; it must be who,days,start,end,tz")
     problems: list[str] = []
     rows: list[ScheduleRow] = []
-    for fields in reader:
-        line = reader.line_num
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        if len(fields) != 5:
-            problems.append(f"line {line}: {len(fields)} fields; expected 5 (who,days,start,end,tz)")
-            continue
-        who, days_t, start_t, end_t, tz = (f.strip() for f in fields)
+    for line, (who, days_t, start_t, end_t, tz) in csv_rows(data, ("who", "days", "start", "end", "tz"), where, problems, BookError):
         bad = []
         if who.startswith("site:"):
             if who[5:] not in known_sites:

@@ -15,9 +15,7 @@ extracted again when the embedder changes (:meth:`HrMaster.reextract`).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import re
 import secrets
 import time
@@ -30,6 +28,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from firmware_py.backend.csvfile import csv_rows
 from firmware_py.backend.db import Cursor, Database
 from firmware_py.errors import ExitCode, KaoclockError
 from firmware_py.gallery.store import DESCRIPTOR_DIM, ID_PATTERN, Person, Template, load_or_create_key
@@ -55,30 +54,12 @@ class StaffRow:
 
 def parse_staff_csv(data: bytes, known_sites: Iterable[str], where: str = "staff CSV") -> list[StaffRow]:
     """The rows of a staff CSV, or :class:`HrError` naming every bad row (line numbers as an editor shows them)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise HrError(f"{where}: line {line} is not UTF-8 (byte {exc.start}); save the file as UTF-8 and import it again") from None
     known = set(known_sites)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise HrError(f"{where} is empty; expected a header line id,name,sites") from None
-    if header[:3] != ["id", "name", "sites"] or len(header) != 3:
-        raise HrError(f"{where}: the header is {','.join(header)!r}; it must be id,name,sites")
     problems: list[str] = []
     rows: list[StaffRow] = []
     seen: dict[str, int] = {}
-    for fields in reader:
-        line = reader.line_num
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        if len(fields) != 3:
-            problems.append(f"line {line}: {len(fields)} fields; expected 3 (id,name,sites) - quote a name that contains a comma")
-            continue
-        pid, name, sites_text = (f.strip() for f in fields)
+    hint = " - quote a name that contains a comma"
+    for line, (pid, name, sites_text) in csv_rows(data, ("id", "name", "sites"), where, problems, HrError, hint):
         bad = []
         if not ID_RE.fullmatch(pid):
             bad.append(f"id {pid!r} must be 1-64 letters, digits, '.', '_' or '-'")
