@@ -59,8 +59,8 @@ class Recorder:
         self.stage.forget(track)
 
 
-def run(p: Presentation, front: FrontEnd, policy: str = "passive") -> tuple[bool, Recorder]:
-    rec = Recorder(LivenessDetector.from_config(with_changes(load(None), {"liveness.policy": policy})))
+def run(p: Presentation, front: FrontEnd, policy: str = "passive", all_cues: bool = False) -> tuple[bool, Recorder]:
+    rec = Recorder(LivenessDetector.from_config(with_changes(load(None), {"liveness.policy": policy}), all_cues=all_cues))
     timing = {"frontend_s": 0.0, "liveness_s": 0.0, "frames_seen": 0.0, "frames_fed": 0.0}
     out = run_presentation(p, front, rec, fps=10.0, max_seconds=6.0, timing=timing)
     assert out.acquired, f"{p.id}: no face found"
@@ -73,7 +73,15 @@ def test_printed_photo_sequence_is_rejected_with_cue_scores(dev: dict[str, Prese
     v = rec.verdicts[-1]
     assert v.reason.startswith("spoof suspected")
     assert v.score is not None and v.score < v.threshold
-    assert {"texture", "texture.colour_texture", "texture.context", "moire_peak", "nonplanar_motion"} <= set(v.cues)
+    # No frame scored live, so the texture cues (veto only) never ran: the learned score is the reason.
+    assert v.cues["texture_frames"] == 0 and "texture" not in v.cues
+    assert "learned liveness score" in v.reason and {"learned", "learned.min_frame", "nonplanar_motion"} <= set(v.cues)
+    # With every cue computed (what the cross-validation records) the verdict is the same and carries them all.
+    passed_all, rec_all = run(dev["nuaa-ImposterRaw-0008_00_00_01-seq"], front, all_cues=True)
+    v_all = rec_all.verdicts[-1]
+    assert not passed_all and v_all.score == v.score
+    assert {"texture", "texture.colour_texture", "texture.context", "moire_peak", "nonplanar_motion"} <= set(v_all.cues)
+    assert v_all.cues["texture_frames"] > 0
 
 
 def test_phone_replay_crop_is_rejected(dev: dict[str, Presentation], front: FrontEnd) -> None:
@@ -115,8 +123,10 @@ def test_a_print_sequence_through_the_decision_machine_emits_a_spoof_event_with_
     assert ev is not None and ev.type == "decision.spoof_attempt" and ev.severity == "alarm"
     lv = ev.data["liveness"]
     assert lv["policy"] == "passive" and lv["score"] < lv["threshold"]
-    assert {"texture", "texture.colour_texture", "texture.context", "moire_peak", "nonplanar_motion", "planarity", "frames"} <= set(lv["cues"])
-    assert lv["reason"].startswith("spoof suspected")
+    # Rejected on the learned score: the veto-only texture cues never ran (no frame scored live), the event says so.
+    assert {"learned", "learned.minifasnet_v2", "learned.minifasnet_v1se", "nonplanar_motion", "planarity", "frames"} <= set(lv["cues"])
+    assert lv["cues"]["texture_frames"] == 0
+    assert lv["reason"].startswith("spoof suspected: learned liveness score")
 
 
 def test_strict_policy_demands_a_blink(dev: dict[str, Presentation], front: FrontEnd) -> None:

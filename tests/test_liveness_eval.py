@@ -254,6 +254,7 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
     assert out["by_kind"]["image"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"replay": 0.0}}
     assert out["by_kind"]["frames"] == {"n_live": 1, "n_attack": 1, "bpcer": 0.0, "apcer": {"print": 0.0}}
     assert out["policy"] == "passive" and out["threshold"] == load(None).liveness.threshold and out["ms_per_frame"] > 0
+    assert out["cpu_ms_per_frame"] > 0 and out["parallel_nets"] is True and out["all_cues"] is False
     assert out["by_subject"] == {"a": {"n_live": 2, "n_attack": 2, "bpcer": 0.0, "apcer": {"print": 0.0, "replay": 0.0}}}
     assert out["worst_subject_apcer"] == 0.0 and out["worst_subject_bpcer"] == 0.0
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
@@ -272,8 +273,9 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
         "frames": {"p50": 9.0, "p90": 9.0, "max": 9.0},
         "seconds": {"p50": 0.8, "p90": 0.8, "max": 0.8},
     }
-    # --trace: the early rule off for the run, every frame's running cues up to the full window.
-    r = subprocess.run([*cmd, "--kinds", "frames", "--trace"], capture_output=True, text=True, timeout=300)
+    # --all-cues --trace: every cue on every other frame, the early rule off for the run, every frame's running
+    # cues up to the full window.
+    r = subprocess.run([*cmd, "--kinds", "frames", "--all-cues", "--trace"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
     trace = rows["seq"]["trace"]
@@ -296,8 +298,10 @@ def test_eval_and_bench_commands_end_to_end_on_real_photos(tmp_path: Path, astro
         "crop.minifasnet_v1se",
         "invoke.minifasnet_v2",
         "invoke.minifasnet_v1se",
+        "both_nets",
         "texture_cues",
     }
+    assert bench["parallel_nets"] is True
     assert min(parts.values()) > 0
 
 
@@ -371,3 +375,29 @@ def test_early_rule_is_chosen_without_the_held_out_unit_and_never_passes_a_train
     assert early["per_unit_choice"]["s0"] == {"early_threshold": 1.0, "early_min_frames": 0}  # s4 in view: no early pass
     assert early["out_of_fold_attack_sequences_passed_early"] == 1 and early["out_of_fold"]["print_accepted"] == 1  # ... and it says so
     assert early["out_of_fold_live_passed_early"] == "1/5" and early["shipped"] == {"early_threshold": 1.0, "early_min_frames": 0}
+
+
+def test_cross_validation_refuses_details_written_without_every_cue(tmp_path: Path) -> None:
+    """The reader skips the texture cues where the nets reject; the CV tries lower thresholds, so it needs them."""
+    import json
+
+    m = write(tmp_path, "a,attack,image,a.png,print,s1\nb,live,image,b.png,,s1\n")
+    lines = [
+        {"id": "a", "acquired": True, "label": "attack", "subject": "s1", "kind": "image", "cues": {"learned": 0.02, "texture_frames": 0.0}},
+        {"id": "b", "acquired": True, "label": "live", "subject": "s1", "kind": "image", "cues": {"learned": 0.9, "texture": 0.1}},
+    ]
+    details = tmp_path / "d.jsonl"
+    details.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = subprocess.run(
+        [sys.executable, "-m", "firmware_py.eval.liveness_cv", "--manifest", str(m), "--details", str(details), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0 and "a has a learned score but no texture cues" in r.stderr and "--all-cues" in r.stderr
+    lines[0]["cues"]["texture"] = -1.2  # as an --all-cues run writes it
+    details.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    from firmware_py.eval.liveness_cv import load_rows
+
+    rows = load_rows(m, details, 5.5, 0.06, 2.2)
+    assert [(r.id, r.texture) for r in rows] == [("a", -1.2), ("b", 0.1)]

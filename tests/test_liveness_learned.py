@@ -274,3 +274,19 @@ def test_early_pass_on_real_sequences_never_on_a_print(data_root: Path) -> None:
             assert o.passed and o.reason.startswith("live (early)") and o.cues["early"] == 1.0, o.reason
             assert o.frames_used < 9 and o.cues["window_s"] < cfg.liveness.passive_window_s
             assert {"texture", "moire_peak", "learned.minifasnet_v2", "learned.minifasnet_v1se"} <= set(o.cues)
+
+
+def test_parallel_nets_give_the_same_scores(learned: LearnedModel) -> None:
+    m = load_manifest()
+    par = LearnedModel({n: m.require(n, Path("/nonexistent")) for n in ("minifasnet_v2", "minifasnet_v1se")}, parallel=True)
+    try:
+        rng = np.random.default_rng(3)
+        for _ in range(5):
+            image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+            box = (100.0, 60.0, 200.0, 180.0)
+            assert learned.real_score(image, box) == par.real_score(image, box)  # the same arithmetic on two threads
+        assert par.parallel and not learned.parallel and par.invokes == 10 and par.invoke_s > 0
+    finally:
+        par.close()
+    # Closed, it scores on the caller's thread.
+    assert not par.parallel and par.real_score(image, box) == learned.real_score(image, box)

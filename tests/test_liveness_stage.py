@@ -31,9 +31,9 @@ class Observation:
     frame_ts: float
 
 
-def stage(policy: str, **changes: object) -> LivenessDetector:
+def stage(policy: str, all_cues: bool = False, **changes: object) -> LivenessDetector:
     cfg = with_changes(load(None), {"liveness.policy": policy, **{f"liveness.{k}": v for k, v in changes.items()}})
-    return LivenessDetector.from_config(cfg)
+    return LivenessDetector.from_config(cfg, all_cues=all_cues)
 
 
 @dataclass
@@ -163,8 +163,13 @@ def test_learned_threshold_decides_and_texture_can_only_veto(astronaut: np.ndarr
     feed(veto, astronaut, box, 10)
     v3 = veto.verdict(1)
     assert v3 is not None and not v3.passed and "texture score" in v3.reason and "learned liveness score" not in v3.reason
-    # A texture score far above the veto cannot rescue a learned score below its threshold (v2 had the same texture).
-    assert v2.cues["texture"] == v.cues["texture"]
+    # Every frame scored below the threshold, so the texture cues (veto only) never ran: they could not matter.
+    assert v2.cues["texture_frames"] == 0 and "texture" not in v2.cues and v.cues["texture_frames"] == 5  # every other of 10
+    # With every cue computed, the same frames: a texture score far above the veto cannot rescue the learned score.
+    hi_all = stage("passive", all_cues=True, threshold=1.0, strict_threshold=1.0)
+    feed(hi_all, astronaut, box, 10)
+    v4 = hi_all.verdict(1)
+    assert v4 is not None and not v4.passed and v4.cues["texture"] == v.cues["texture"] > v.cues["texture"] - 1
 
 
 def test_strict_needs_every_cue_so_a_still_photo_fails(astronaut: np.ndarray) -> None:

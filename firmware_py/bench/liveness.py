@@ -7,7 +7,8 @@ percentile, mean) in one run, so their ratio is meaningful on a busy machine.
 
 ``--parts``: where one frame's liveness time goes, each part timed in
 interleaved rounds on the same face (the nets' crops, each net's invoke,
-the bad-input check, the texture cues); with ``--float32-from DATA`` also the
+both nets as the stage runs them (``both_nets``: overlapped on two threads
+with ``[liveness] parallel_nets``), the bad-input check, the texture cues); with ``--float32-from DATA`` also the
 same nets rebuilt with float32 weights (TensorFlow needed, the ``models``
 extra), to see whether the float16 weights cost anything at run time.
 """
@@ -92,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         o = largest(front.analyze(image, 0.0, 0, str(args.image))[1])
         assert o is not None  # found above
         assert stage.learned is not None
+        out["parallel_nets"] = stage.learned.parallel
         out["parts_ms"] = parts(stage.learned, image, tuple(float(v) for v in o.detection.box), args.rounds, args.float32_from)  # type: ignore[arg-type]
     print(json.dumps(out, indent=1))
     return 0
@@ -122,6 +124,8 @@ def parts(learned: Any, image: np.ndarray, box: tuple[float, float, float, float
         for name, scale in lm.SCALES.items():
             it = load_interpreter_from_bytes(mc.convert(mc.fold(load_network(sources[name])), float16=False), 1)
             calls[f"invoke_float32.{name}"] = partial(_invoke, it, lm.crop(image, xywh, scale)[0])
+    # Both nets as the stage calls them: crops and invokes, overlapped on two threads with [liveness] parallel_nets.
+    calls["both_nets"] = partial(learned.probabilities, image, xywh)
     calls["texture_cues"] = lambda: frame_features(image, box)
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(max(1, rounds)):

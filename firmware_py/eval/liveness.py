@@ -29,13 +29,18 @@ Reported (JSON on stdout):
   p90, max);
 * failures to acquire (no face in any frame) counted apart in ``fta`` and
   left out of the rates;
-* ``ms_per_frame``: what the liveness stage adds per frame (the front-end's
-  own cost is ``frontend_ms_per_frame``); ``ms_per_frame_by_kind`` splits it
-  into stills (``image``: one frame pays for both nets and the texture cues)
-  and sequences (``frames``, ``video``: what a walk-up costs per frame);
-* with ``--details FILE --trace``: each presentation's running cues after
-  every frame (``LivenessDetector.progress``), the input of the early rule's
-  cross-validation (``python -m firmware_py.eval.liveness_cv --early``).
+* ``ms_per_frame``: what the liveness stage adds per frame, wall time (the
+  front-end's own cost is ``frontend_ms_per_frame``); ``cpu_ms_per_frame``
+  the CPU time behind it, all threads counted (with ``parallel_nets`` the two
+  nets overlap: a frame waits for one, the CPU pays for both);
+  ``ms_per_frame_by_kind`` splits the wall time into stills (``image``) and
+  sequences (``frames``, ``video``: what a walk-up costs per frame);
+* with ``--details FILE --all-cues``: the texture cues run on every other
+  frame even where the nets already reject (the reader skips them there), so
+  the details serve ``python -m firmware_py.eval.liveness_cv``, which tries
+  other thresholds; with ``--trace`` as well, each presentation's running cues
+  after every frame (``LivenessDetector.progress``), the input of the early
+  rule's cross-validation (``--early``).
 """
 
 from __future__ import annotations
@@ -99,9 +104,11 @@ def run_presentation(
             on_track = 0
             steps = []
         on_track += 1
+        c1 = time.process_time()
         stage.observe(obs, frame)
         verdict = stage.verdict(track)
         spent = time.perf_counter() - t1
+        timing["liveness_cpu_s"] = timing.get("liveness_cpu_s", 0.0) + time.process_time() - c1
         timing["liveness_s"] += spent
         timing["frames_fed"] += 1
         timing[f"liveness_s.{p.kind}"] = timing.get(f"liveness_s.{p.kind}", 0.0) + spent
@@ -120,9 +127,10 @@ def run_presentation(
         if p.kind != "image" and on_track < min_frames and stage.policy != "off":
             stage.forget(track)
             return Outcome(p, True, False, None, f"no verdict: the face's last track lasted {on_track} frame(s) < {min_frames}", used)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         verdict = stage.conclude(track)
         spent = time.perf_counter() - t1
+        timing["liveness_cpu_s"] = timing.get("liveness_cpu_s", 0.0) + time.process_time() - c1
         timing["liveness_s"] += spent
         timing[f"liveness_s.{p.kind}"] = timing.get(f"liveness_s.{p.kind}", 0.0) + spent
     stage.forget(track)
@@ -235,6 +243,11 @@ def evaluate(
     summary["policy"] = stage.policy
     summary["texture_threshold"] = stage.params.texture_threshold if stage.policy != "off" else None
     summary["ms_per_frame"] = round(1000 * timing["liveness_s"] / timing["frames_fed"], 3) if timing["frames_fed"] else None
+    # The CPU time behind it (all threads): with parallel nets a frame waits for one net but pays for two.
+    summary["cpu_ms_per_frame"] = round(1000 * timing.get("liveness_cpu_s", 0.0) / timing["frames_fed"], 3) if timing["frames_fed"] else None
+    learned = getattr(stage, "learned", None)
+    summary["parallel_nets"] = bool(learned is not None and learned.parallel)
+    summary["all_cues"] = bool(getattr(stage, "all_cues", False))
     # Stills cost more per frame than a walk-up: their one frame pays for both nets and the texture cues.
     summary["ms_per_frame_by_kind"] = {
         k: round(1000 * timing[f"liveness_s.{k}"] / timing[f"frames_fed.{k}"], 3)
@@ -268,6 +281,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --details: each line also carries the stage's running cues after every frame (for the early rule's "
         "cross-validation); the early verdict is switched off for the run so every trace reaches the full window",
     )
+    p.add_argument(
+        "--all-cues",
+        action="store_true",
+        help="run the texture cues on every other frame, also where the nets already reject (the reader skips them "
+        "there): what `python -m firmware_py.eval.liveness_cv` needs to try other thresholds; costs more per frame",
+    )
     p.set_defaults(func=_run)
 
 
@@ -296,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     chosen = select(pres, subjects, ids, kinds)
     if not chosen:
         raise ManifestError(f"no presentation of {args.manifest} is left after the --subjects / --ids / --kinds filters")
-    stage = LivenessDetector.from_config(cfg)
+    stage = LivenessDetector.from_config(cfg, all_cues=args.all_cues)
     summary, outcomes = evaluate(chosen, FrontEnd(cfg), stage, fps=args.fps, max_seconds=args.max_seconds, trace=args.trace)
     if args.details:
         with args.details.open("w") as fh:

@@ -53,7 +53,7 @@ def collect(
         return {k: z[k] for k in z.files}
     cfg = load(None)
     front = FrontEnd(cfg)
-    model = load_learned(cfg)
+    model = load_learned(cfg.models.dir)
     pres = [p for p in read_manifest(manifest) if p.kind == "image"]
     if limit:
         pres = pres[:: max(1, len(pres) // limit)]

@@ -17,6 +17,7 @@ counting as 0; candidates are compared worst error first, then the next
 (leximin).  Among the best, the weakest texture veto, then the middle of the
 learned thresholds.
 
+    kaoclock eval liveness --manifest $KAOCLOCK_DATA/liveness-dev.csv --json --details details.jsonl --all-cues
     python -m firmware_py.eval.liveness_cv --manifest $KAOCLOCK_DATA/liveness-dev.csv --details details.jsonl --json
 """
 
@@ -73,6 +74,11 @@ def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortio
             continue
         cues = d.get("cues") or {}
         learned = cues.get("learned")
+        if learned is not None and "texture" not in cues:
+            raise ValueError(
+                f"{details}: {d['id']} has a learned score but no texture cues: write the details with "
+                "`kaoclock eval liveness --details FILE --all-cues` (the reader skips the cues where the nets reject)"
+            )
         veto = False
         if learned is not None:
             veto = moire_peak > 0 and cues.get("moire_peak", 0.0) > moire_peak
@@ -309,11 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--early", action="store_true", help="also cross-validate the early pass (needs a details file written with --trace)")
     args = ap.parse_args(argv)
     c = load(None).liveness
-    rows = load_rows(args.manifest, args.details, c.moire_peak, c.planar_distortion, c.planar_ratio)
+    try:
+        rows = load_rows(args.manifest, args.details, c.moire_peak, c.planar_distortion, c.planar_ratio)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     out = cross_validate(rows)
     if args.early:
         if not any(r.trace for r in rows):
-            raise SystemExit("--early needs traces: write the details with `kaoclock eval liveness ... --details FILE --trace`")
+            raise SystemExit("--early needs traces: write the details with `kaoclock eval liveness ... --details FILE --all-cues --trace`")
         chosen = {
             u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in out["per_unit_choice"].items()
         }

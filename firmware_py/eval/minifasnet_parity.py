@@ -35,11 +35,7 @@ def learned_parity(models_dir: Path, data: Path, faces: int = 600) -> dict[str, 
     sources = check_sources(data)
     refs = {n: load_network(sources[n]) for n in SOURCES}
 
-    class _Cfg:
-        class models:  # the shape of cfg.models.dir
-            dir = models_dir
-
-    model = load_learned(_Cfg)
+    model = load_learned(models_dir)
     det = FaceDetector(load_manifest().require("blazeface_short_range", models_dir))
     stills = [p for p in read_manifest(manifest_csv) if p.kind == "image"]
     step = max(1, len(stills) // faces)

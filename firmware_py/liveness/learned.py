@@ -23,6 +23,7 @@ crop cannot be taken at its scale.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,9 @@ def input_problem(image: NDArray[np.uint8], box: Box, box_map: BoxMap = BOX_MAP)
 class LearnedModel:
     """The two LiteRT nets; :meth:`real_score` is the ensemble's real probability for one face."""
 
-    def __init__(self, paths: dict[str, Path], versions: dict[str, str] | None = None, threads: int = 1) -> None:
+    def __init__(self, paths: dict[str, Path], versions: dict[str, str] | None = None, threads: int = 1, parallel: bool = False) -> None:
+        """``parallel``: invoke the second net on a worker thread while the first runs on the caller's (LiteRT
+        releases the GIL inside ``invoke``), so a frame waits for one net, not two; the CPU work is the same."""
         from firmware_py.models.litert import load_interpreter
 
         if set(paths) != set(SCALES):
@@ -155,19 +158,53 @@ class LearnedModel:
             interp = load_interpreter(paths[name], threads)
             self._nets.append((name, scale, interp, interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]))
         self.invokes = 0
-        self.invoke_s = 0.0  # time inside the interpreters' invoke() (the pipeline counts it as model time)
+        # Wall time in which a net was invoking (the pipeline counts it as model time): with parallel nets
+        # the span of the two overlapping invokes, not their sum.
+        self.invoke_s = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minifasnet") if parallel else None
+
+    @property
+    def parallel(self) -> bool:
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the worker thread of parallel nets (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    @staticmethod
+    def _run(
+        net: tuple[str, float, Any, int, int], image: NDArray[np.uint8], xywh: tuple[float, float, float, float]
+    ) -> tuple[NDArray[np.float32], float, float]:
+        """One net on its crop: (softmax vector, invoke start, invoke end)."""
+        _, scale, interp, i_in, i_out = net
+        c, _ = crop(image, xywh, scale)
+        interp.set_tensor(i_in, c[None].astype(np.float32))
+        t0 = time.perf_counter()
+        interp.invoke()
+        t1 = time.perf_counter()
+        return interp.get_tensor(i_out)[0].copy(), t0, t1
 
     def probabilities(self, image: NDArray[np.uint8], xywh: tuple[float, float, float, float]) -> dict[str, NDArray[np.float32]]:
         """Each net's softmax vector for the face at ``xywh`` (the RetinaFace-style box)."""
         out = {}
-        for name, scale, interp, i_in, i_out in self._nets:
-            c, _ = crop(image, xywh, scale)
-            interp.set_tensor(i_in, c[None].astype(np.float32))
-            t = time.perf_counter()
-            interp.invoke()
-            self.invoke_s += time.perf_counter() - t
-            out[name] = interp.get_tensor(i_out)[0].copy()
-            self.invokes += 1
+        if self._pool is not None:
+            first, *rest = self._nets
+            futures = [(net[0], self._pool.submit(self._run, net, image, xywh)) for net in rest]
+            p, start, end = self._run(first, image, xywh)
+            out[first[0]] = p
+            for name, fut in futures:
+                p, t0, t1 = fut.result()
+                out[name] = p
+                start, end = min(start, t0), max(end, t1)
+            self.invoke_s += end - start
+        else:
+            for net in self._nets:
+                p, t0, t1 = self._run(net, image, xywh)
+                out[net[0]] = p
+                self.invoke_s += t1 - t0
+        self.invokes += len(self._nets)
         return out
 
     def real_score(self, image: NDArray[np.uint8], box: Box, box_map: BoxMap = BOX_MAP) -> tuple[float, dict[str, float]]:
@@ -177,10 +214,10 @@ class LearnedModel:
         return float(np.mean(list(per.values()))), per
 
 
-def load_learned(cfg: Any, threads: int = 1) -> LearnedModel:
-    """The shipped nets, each verified against its sha256 in the model manifest."""
+def load_learned(models_dir: Path, threads: int = 1, parallel: bool = False) -> LearnedModel:
+    """The shipped nets from ``models_dir``, each verified against its sha256 in the model manifest."""
     from firmware_py.models.manifest import load_manifest
 
     manifest = load_manifest()
-    paths = {n: manifest.require(n, cfg.models.dir) for n in SCALES}
-    return LearnedModel(paths, {n: manifest.entry(n).version for n in SCALES}, threads)
+    paths = {n: manifest.require(n, models_dir) for n in SCALES}
+    return LearnedModel(paths, {n: manifest.entry(n).version for n in SCALES}, threads, parallel=parallel)

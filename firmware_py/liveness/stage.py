@@ -94,7 +94,10 @@ CUE_TEXT = {
 MAX_FRAME_SCORE = 1.5
 
 # The texture cues (about 1.8 ms) only veto and are averaged over the window:
-# every other scored frame is enough (the first always), the nets run on every one.
+# every other frame is enough (the first always), the nets run on every one.
+# They run only on frames the nets score live (at least the policy's threshold):
+# a window of frames that all score below it has a mean below it and is
+# rejected on the learned score alone, so no veto can matter there.
 TEXTURE_EVERY = 2
 
 
@@ -155,23 +158,27 @@ class _Track:
     last_problem: str = ""
     close_frames: int = 0  # scored on a clamped crop: the face is too close for the 4.0 crop
     close_text: str = ""
+    texture_due: int = 0  # frames that asked for the texture cues (scored live, or every frame with all_cues)
     verdict: LivenessVerdict | None = None
 
 
 class LivenessDetector:
     """Per-track presentation-attack detection (implements the decision package's ``LivenessStage``)."""
 
-    def __init__(self, model: TextureModel | None, params: LivenessParams, learned: LearnedModel | None = None) -> None:
+    def __init__(self, model: TextureModel | None, params: LivenessParams, learned: LearnedModel | None = None, all_cues: bool = False) -> None:
+        """``all_cues``: run the texture cues on every other scored frame, also where the nets already reject
+        (for the cross-validation, which tries other thresholds on the recorded cues); off on the reader."""
         if params.policy != "off" and (model is None or learned is None):
             raise ValueError(f"policy {params.policy!r} needs the texture model and the learned model")
         self.model = model
         self.learned = learned
         self.params = params
         self.policy = params.policy
+        self.all_cues = all_cues
         self._tracks: dict[int, _Track] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config) -> LivenessDetector:
+    def from_config(cls, cfg: Config, all_cues: bool = False) -> LivenessDetector:
         """The stage for ``[liveness]``, its coefficient file verified against the model manifest."""
         params = LivenessParams.from_config(cfg)
         if params.policy == "off":
@@ -179,7 +186,8 @@ class LivenessDetector:
         from firmware_py.liveness.fusion import load_default_model
         from firmware_py.liveness.learned import load_learned
 
-        return cls(load_default_model(cfg), params, load_learned(cfg))
+        learned = load_learned(cfg.models.dir, parallel=cfg.liveness.parallel_nets)
+        return cls(load_default_model(cfg), params, learned, all_cues=all_cues)
 
     # -- feeding -----------------------------------------------------------------
 
@@ -237,7 +245,10 @@ class LivenessDetector:
             tr.reals.append(real)
             for name, v in per.items():
                 tr.per_net.setdefault(name, []).append(v)
-            if (len(tr.reals) - 1) % TEXTURE_EVERY:
+            if not (self.all_cues or real >= self._threshold()):
+                return self._observe_points(tr, points)
+            tr.texture_due += 1
+            if (tr.texture_due - 1) % TEXTURE_EVERY:
                 return self._observe_points(tr, points)
             x = frame_features(image, box)
             tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
@@ -291,15 +302,12 @@ class LivenessDetector:
         For the cross-validation of the early rule (``kaoclock eval liveness --trace``); None before a scored frame.
         """
         tr = self._tracks.get(track_id)
-        if tr is None or not tr.reals or not tr.logits:
+        if tr is None or not tr.reals:
             return None
-        out = {
-            "t": round(tr.last_ts - tr.first_ts, 4),
-            "n": float(len(tr.reals)),
-            "learned": round(float(np.mean(tr.reals)), 4),
-            "texture": round(float(np.mean(tr.logits)), 4),
-            "moire_peak": round(float(np.median(tr.peaks)), 4),
-        }
+        out = {"t": round(tr.last_ts - tr.first_ts, 4), "n": float(len(tr.reals)), "learned": round(float(np.mean(tr.reals)), 4)}
+        if tr.logits:  # absent until a frame got the texture cues (always the first with all_cues)
+            out["texture"] = round(float(np.mean(tr.logits)), 4)
+            out["moire_peak"] = round(float(np.median(tr.peaks)), 4)
         if len(tr.points) >= 2:
             distortion, planarity = planar_motion(tr.points)
             out["planar_distortion"], out["planarity"] = round(distortion, 4), round(planarity, 4)
@@ -356,18 +364,25 @@ class LivenessDetector:
         p = self.params
         thr = max(p.early_threshold, p.threshold) if early else self._threshold()
         score = float(np.mean(tr.reals))
-        texture = float(np.mean(tr.logits))
-        assert self.model is not None and tr.feature_sum is not None
-        # The model is linear, so the group contributions of the mean feature
-        # vector are the mean of the per-frame contributions (before clipping).
-        groups = self.model.contributions(tr.feature_sum / len(tr.logits))
+        assert self.model is not None
         cues: dict[str, float] = {"learned": round(score, 4)}
         cues.update({f"learned.{n}": round(float(np.mean(v)), 4) for n, v in tr.per_net.items()})
         cues["learned.min_frame"] = round(float(np.min(tr.reals)), 4)
-        cues["texture"] = round(texture, 4)
-        cues.update({f"texture.{g}": round(v, 4) for g, v in groups.items()})
-        peak = float(np.median(tr.peaks))
-        cues["moire_peak"] = round(peak, 4)
+        # No texture frame means every frame scored below the threshold (so did their mean): rejected on the
+        # learned score, with no veto to explain.
+        texture: float | None = None
+        peak: float | None = None
+        groups: dict[str, float] = {}
+        if tr.logits and tr.feature_sum is not None:
+            texture = float(np.mean(tr.logits))
+            # The model is linear, so the group contributions of the mean feature
+            # vector are the mean of the per-frame contributions (before clipping).
+            groups = self.model.contributions(tr.feature_sum / len(tr.logits))
+            cues["texture"] = round(texture, 4)
+            cues.update({f"texture.{g}": round(v, 4) for g, v in groups.items()})
+            peak = float(np.median(tr.peaks))
+            cues["moire_peak"] = round(peak, 4)
+        cues["texture_frames"] = float(len(tr.logits))
         cues["frames"] = float(len(tr.reals))
         cues.update({f"unscored.{k}": float(v) for k, v in tr.problems.items()})
         if tr.close_frames:
@@ -388,10 +403,12 @@ class LivenessDetector:
         failures: list[str] = []
         if score < thr:
             failures.append(f"learned liveness score {score:.2f} < {thr:.2f}: looks like a printed photo or a screen")
-        if texture < p.texture_threshold:
+        if texture is None and score >= thr:  # cannot happen (a frame at or above thr got the cues): fail closed
+            failures.append("the texture cues were not computed")
+        if texture is not None and texture < p.texture_threshold:
             worst = min(groups, key=groups.__getitem__)
             failures.append(f"texture score {texture:.2f} < {p.texture_threshold:.2f}: {CUE_TEXT.get(worst, worst)}")
-        if p.moire_peak > 0 and peak > p.moire_peak:
+        if p.moire_peak > 0 and peak is not None and peak > p.moire_peak:
             failures.append(f"periodic screen or halftone pattern on the face (spectral peak {peak:.2f} > {p.moire_peak:.2f})")
         if (
             p.planar_ratio > 0

@@ -67,6 +67,11 @@ class LivenessConfig(Section):
     early_min_frames: int = setting(
         2, ge=0, le=300, doc="passive: scored frames the early pass needs at least; 0 = no early verdict (always the full window)."
     )
+    parallel_nets: bool = setting(
+        True,
+        doc="Run the two MiniFASNet nets of a frame at the same time on two cores (a frame waits about half as long; "
+        "the CPU work is the same). false on a single-core board.",
+    )
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
     strict_threshold: float = setting(
