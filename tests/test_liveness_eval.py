@@ -401,3 +401,80 @@ def test_cross_validation_refuses_details_written_without_every_cue(tmp_path: Pa
 
     rows = load_rows(m, details, 5.5, 0.06, 2.2)
     assert [(r.id, r.texture) for r in rows] == [("a", -1.2), ("b", 0.1)]
+
+
+def test_nested_cross_validation_never_trains_the_texture_model_on_the_held_out_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic features: live and print differ in one cue, except subject s3, whose prints look live to it."""
+    from firmware_py.eval import liveness_nested as ln
+    from firmware_py.eval.liveness_cv import Row, Step
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    rng = np.random.default_rng(7)
+    dims = len(FRAME_FEATURE_NAMES)
+    rows: list[Row] = []
+    feats: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for s in range(5):
+        for i in range(40):
+            for attack in (False, True):
+                rid = f"s{s}-{'a' if attack else 'l'}{i}"
+                x = rng.normal(0, 0.05, dims)
+                x[:10] += -1.0 if attack and s != 3 else 1.0  # s3's prints look live to the texture cues
+                x[ln.HF_PEAK] = 0.0  # no moire
+                # The learned score lets every print through (0.9): only the texture veto can stop them.
+                rows.append(Row(rid, f"s{s}", f"s{s}", "image", attack, "print" if attack else "", 0.9, 0.0, False))
+                feats[rid] = [(1, x)]
+        # one live sequence per subject, so the early rule has something to decide
+        steps = tuple(Step(j / 10, j + 1, 0.95, 0.0, False) for j in range(9))
+        xs = rng.normal(0, 0.05, (9, dims))
+        xs[:, :10] += 1.0
+        xs[:, ln.HF_PEAK] = 0.0
+        rows.append(Row(f"s{s}-seq", f"s{s}", f"s{s}", "frames", False, "", 0.95, 0.0, False, steps))
+        feats[f"s{s}-seq"] = [(j + 1, xs[j]) for j in range(0, 9, 2)]
+    seen: list[set[str]] = []
+    real_fit = ln.fit_and_calibrate
+
+    def spy(x, y, k, u, *rest):  # type: ignore[no-untyped-def]
+        seen.append(set(map(str, u)))
+        return real_fit(x, y, k, u, *rest)
+
+    monkeypatch.setattr(ln, "fit_and_calibrate", spy)
+    out = ln.nested(rows, feats, 5.5, 0.8)
+    assert len(seen) == 5 and all(len(s) == 4 for s in seen)
+    assert [next(iter({"s0", "s1", "s2", "s3", "s4"} - s)) for s in seen] == ["s0", "s1", "s2", "s3", "s4"]
+    # The veto stops the other subjects' prints; s3's, unseen by its fold's model, get through, and the figure says so.
+    by = out["out_of_fold_by_subject"]
+    assert by["s3"]["apcer_stills"]["print"] > 0.5 and all(by[f"s{s}"]["apcer_stills"]["print"] < 0.2 for s in (0, 1, 2, 4))
+    assert out["out_of_fold_worst_subject_print_apcer"] == by["s3"]["apcer_stills"]["print"]
+    assert out["training_rows"] == {"stills": 400, "clip_frames": 0}
+
+
+def test_nested_rescoring_reproduces_the_stage_and_refuses_details_without_features(tmp_path: Path, astronaut: np.ndarray) -> None:
+    import json
+
+    from firmware_py.config import load
+    from firmware_py.eval import liveness_nested as ln
+    from firmware_py.liveness.fusion import load_default_model
+
+    Image.fromarray(astronaut).save(tmp_path / "live.png")
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(10):
+        Image.fromarray(astronaut).save(seq / f"f_{i}.png")
+    m = write(tmp_path, "live,live,image,live.png,,a\nseq,live,frames,seq/f_*.png,,a\n")
+    details = tmp_path / "d.jsonl"
+    cmd = [sys.executable, "-m", "firmware_py", "eval", "liveness", "--manifest", str(m), "--json", "--details", str(details)]
+    r = subprocess.run([*cmd, "--features"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--features needs --details FILE and --all-cues" in r.stderr
+    r = subprocess.run([*cmd, "--all-cues", "--trace"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(ValueError, match="live has no feature vectors"):
+        ln.load(m, details, 5.5, 0.06, 2.2)
+    r = subprocess.run([*cmd, "--all-cues", "--trace", "--features"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = {d["id"]: d for d in map(json.loads, details.read_text().splitlines())}
+    assert len(lines["live"]["features"]) == 1 and len(lines["seq"]["features"]) == 5  # every other of 9 frames
+    rows, feats = ln.load(m, details, 5.5, 0.06, 2.2)
+    again = ln.rescore(load_default_model(load(None)), rows, feats)  # the shipped model: the stage's own scores
+    for a, b in zip(rows, again, strict=True):
+        assert b.texture == pytest.approx(a.texture, abs=1e-3)
+        assert [s.texture for s in b.trace] == pytest.approx([s.texture for s in a.trace], abs=1e-3)

@@ -40,7 +40,9 @@ Reported (JSON on stdout):
   the details serve ``python -m firmware_py.eval.liveness_cv``, which tries
   other thresholds; with ``--trace`` as well, each presentation's running cues
   after every frame (``LivenessDetector.progress``), the input of the early
-  rule's cross-validation (``--early``).
+  rule's cross-validation (``--early``); with ``--features`` as well, every
+  texture frame's feature vector, for the fully nested cross-validation
+  (``python -m firmware_py.eval.liveness_nested``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Outcome:
     frames_used: int
     cues: dict[str, float] | None = None
     trace: list[dict[str, float]] | None = None  # the stage's running cues after each frame (``--trace``)
+    features: list[list[float]] | None = None  # each texture frame: [scored frames so far, *feature vector] (``--features``)
 
 
 def run_presentation(
@@ -133,8 +136,11 @@ def run_presentation(
         timing["liveness_cpu_s"] = timing.get("liveness_cpu_s", 0.0) + time.process_time() - c1
         timing["liveness_s"] += spent
         timing[f"liveness_s.{p.kind}"] = timing.get(f"liveness_s.{p.kind}", 0.0) + spent
+    feats = None
+    if getattr(stage, "record_features", False):
+        feats = [[float(n), *(float(f"{v:.6g}") for v in x)] for n, x in stage.recorded_features(track)]
     stage.forget(track)
-    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used, dict(verdict.cues), steps if trace else None)
+    return Outcome(p, True, bool(verdict.passed), verdict.score, verdict.reason, used, dict(verdict.cues), steps if trace else None, feats)
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -287,6 +293,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the texture cues on every other frame, also where the nets already reject (the reader skips them "
         "there): what `python -m firmware_py.eval.liveness_cv` needs to try other thresholds; costs more per frame",
     )
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="with --details and --all-cues: each line also carries every texture frame's feature vector, for "
+        "`python -m firmware_py.eval.liveness_nested` (retrains the texture model without the held-out people)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -315,7 +327,9 @@ def _run(args: argparse.Namespace) -> int:
     chosen = select(pres, subjects, ids, kinds)
     if not chosen:
         raise ManifestError(f"no presentation of {args.manifest} is left after the --subjects / --ids / --kinds filters")
-    stage = LivenessDetector.from_config(cfg, all_cues=args.all_cues)
+    if args.features and not (args.details and args.all_cues):
+        raise ManifestError("--features needs --details FILE and --all-cues (the nested cross-validation reads them)")
+    stage = LivenessDetector.from_config(cfg, all_cues=args.all_cues, record_features=args.features)
     summary, outcomes = evaluate(chosen, FrontEnd(cfg), stage, fps=args.fps, max_seconds=args.max_seconds, trace=args.trace)
     if args.details:
         with args.details.open("w") as fh:
@@ -335,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
                             "attack_type": o.presentation.attack_type,
                             "cues": o.cues,
                             **({"trace": o.trace} if o.trace is not None else {}),
+                            **({"features": o.features} if o.features is not None else {}),
                         }
                     )
                     + "\n"

@@ -159,15 +159,25 @@ class _Track:
     close_frames: int = 0  # scored on a clamped crop: the face is too close for the 4.0 crop
     close_text: str = ""
     texture_due: int = 0  # frames that asked for the texture cues (scored live, or every frame with all_cues)
+    features: list[tuple[int, NDArray[np.float64]]] = field(default_factory=list)  # (scored frames so far, x): record_features only
     verdict: LivenessVerdict | None = None
 
 
 class LivenessDetector:
     """Per-track presentation-attack detection (implements the decision package's ``LivenessStage``)."""
 
-    def __init__(self, model: TextureModel | None, params: LivenessParams, learned: LearnedModel | None = None, all_cues: bool = False) -> None:
+    def __init__(
+        self,
+        model: TextureModel | None,
+        params: LivenessParams,
+        learned: LearnedModel | None = None,
+        all_cues: bool = False,
+        record_features: bool = False,
+    ) -> None:
         """``all_cues``: run the texture cues on every other scored frame, also where the nets already reject
-        (for the cross-validation, which tries other thresholds on the recorded cues); off on the reader."""
+        (for the cross-validation, which tries other thresholds on the recorded cues); off on the reader.
+        ``record_features``: keep each texture frame's feature vector (:meth:`recorded_features`), for the
+        nested cross-validation that retrains the texture model without the held-out people."""
         if params.policy != "off" and (model is None or learned is None):
             raise ValueError(f"policy {params.policy!r} needs the texture model and the learned model")
         self.model = model
@@ -175,10 +185,11 @@ class LivenessDetector:
         self.params = params
         self.policy = params.policy
         self.all_cues = all_cues
+        self.record_features = record_features
         self._tracks: dict[int, _Track] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config, all_cues: bool = False) -> LivenessDetector:
+    def from_config(cls, cfg: Config, all_cues: bool = False, record_features: bool = False) -> LivenessDetector:
         """The stage for ``[liveness]``, its coefficient file verified against the model manifest."""
         params = LivenessParams.from_config(cfg)
         if params.policy == "off":
@@ -187,7 +198,7 @@ class LivenessDetector:
         from firmware_py.liveness.learned import load_learned
 
         learned = load_learned(cfg.models.dir, parallel=cfg.liveness.parallel_nets)
-        return cls(load_default_model(cfg), params, learned, all_cues=all_cues)
+        return cls(load_default_model(cfg), params, learned, all_cues=all_cues, record_features=record_features)
 
     # -- feeding -----------------------------------------------------------------
 
@@ -253,6 +264,8 @@ class LivenessDetector:
             x = frame_features(image, box)
             tr.logits.append(float(np.clip(self.model.logit(x), -MAX_FRAME_SCORE, MAX_FRAME_SCORE)))
             tr.feature_sum = x if tr.feature_sum is None else tr.feature_sum + x
+            if self.record_features:
+                tr.features.append((len(tr.reals), np.asarray(x, np.float64)))
             tr.peaks.append(float(x[HF_PEAK]))
         self._observe_points(tr, points)
 
@@ -312,6 +325,11 @@ class LivenessDetector:
             distortion, planarity = planar_motion(tr.points)
             out["planar_distortion"], out["planarity"] = round(distortion, 4), round(planarity, 4)
         return out
+
+    def recorded_features(self, track_id: int) -> list[tuple[int, NDArray[np.float64]]]:
+        """With ``record_features``: each texture frame of the track as (scored frames so far, feature vector)."""
+        tr = self._tracks.get(track_id)
+        return list(tr.features) if tr is not None else []
 
     def conclude(self, track_id: int) -> LivenessVerdict:
         """A verdict now, on whatever the track gave (a still, or a track that ended early)."""
