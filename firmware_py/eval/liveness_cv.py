@@ -239,7 +239,7 @@ def cross_validate_early(rows: list[Row], chosen: dict[str, tuple[float, float]]
         "window_s": window,
         "margin": EARLY_MARGIN,
         "per_unit_choice": {u: {"early_threshold": e[0], "early_min_frames": e[1]} for u, e in early.items()},
-        "out_of_fold": {k: (_r(v) if isinstance(v, float) else v) for k, v in pooled.items()},
+        "out_of_fold": rounded(pooled),
         "out_of_fold_attack_sequences_passed_early": sum(
             1 for r in rows if r.attack and early_step(r, early[r.unit][0], early[r.unit][1], chosen[r.unit][1], window) is not None
         ),
@@ -257,17 +257,12 @@ def cross_validate_early(rows: list[Row], chosen: dict[str, tuple[float, float]]
     }
 
 
-def cross_validate(rows: list[Row]) -> dict[str, Any]:
-    units = sorted({r.unit for r in rows})
-    chosen: dict[str, tuple[float, float]] = {}
-    for u in units:
-        chosen[u] = choose([r for r in rows if r.unit != u])
-    oof = {r.id: passes(r, *chosen[r.unit]) for r in rows}
-    pooled = figures(rows, lambda r: oof[r.id])
+def subject_figures(rows: list[Row], decide: Any) -> tuple[dict[str, Any], float | None, float | None]:
+    """Per subject (stills' BPCER and APCER per type, sequences' errors), the worst print APCER and the worst BPCER."""
     by_subject: dict[str, Any] = {}
     for s in sorted({r.subject for r in rows}):
         sub = [r for r in rows if r.subject == s]
-        f = figures(sub, lambda r: oof[r.id])
+        f = figures(sub, decide)
         by_subject[s] = {
             "n_live": sum(1 for r in sub if not r.attack),
             "n_attack": sum(1 for r in sub if r.attack),
@@ -276,33 +271,49 @@ def cross_validate(rows: list[Row]) -> dict[str, Any]:
             "print_sequences_accepted": f"{f['print_accepted']}/{f['print_n']}",
             "live_sequences_rejected": f"{f['live_rejected']}/{f['live_n']}",
         }
+    prints = [v["apcer_stills"]["print"] for v in by_subject.values() if "print" in v["apcer_stills"]]
+    bpcers = [v["bpcer_stills"] for v in by_subject.values() if v["bpcer_stills"] is not None]
+    return by_subject, (max(prints) if prints else None), (max(bpcers) if bpcers else None)
+
+
+def cross_validate(rows: list[Row]) -> dict[str, Any]:
+    units = sorted({r.unit for r in rows})
+    chosen: dict[str, tuple[float, float]] = {}
+    for u in units:
+        chosen[u] = choose([r for r in rows if r.unit != u])
+    oof = {r.id: passes(r, *chosen[r.unit]) for r in rows}
+    pooled = figures(rows, lambda r: oof[r.id])
+    by_subject, worst_print, worst_bpcer = subject_figures(rows, lambda r: oof[r.id])
     ts = [c[0] for c in chosen.values()]
     tts = [c[1] for c in chosen.values()]
     ship = choose(rows)
     at_ship = figures(rows, lambda r: passes(r, *ship))
-    stills_apcer = [v["apcer_stills"].get("print") for v in by_subject.values() if "print" in v["apcer_stills"]]
-    stills_bpcer = [v["bpcer_stills"] for v in by_subject.values() if v["bpcer_stills"] is not None]
     return {
         "protocol": "leave-one-unit-out: each NUAA subject, each of 5 replay-crop blocks, each clip held out; thresholds chosen on the rest",
         "units": len(units),
-        "per_unit_choice": {u: {"threshold": c[0], "texture_threshold": _veto(c[1])} for u, c in chosen.items()},
+        "per_unit_choice": {u: {"threshold": c[0], "texture_threshold": veto_text(c[1])} for u, c in chosen.items()},
         "threshold_range": [min(ts), max(ts)],
-        "texture_threshold_range": [_veto(min(tts)), _veto(max(tts))],
-        "out_of_fold": {k: (_r(v) if isinstance(v, float) else v) for k, v in pooled.items()},
-        "out_of_fold_worst_subject_print_apcer": _r(max(stills_apcer)) if stills_apcer else None,
-        "out_of_fold_worst_subject_bpcer": _r(max(stills_bpcer)) if stills_bpcer else None,
+        "texture_threshold_range": [veto_text(min(tts)), veto_text(max(tts))],
+        "out_of_fold": rounded(pooled),
+        "out_of_fold_worst_subject_print_apcer": worst_print,
+        "out_of_fold_worst_subject_bpcer": worst_bpcer,
         "out_of_fold_by_subject": by_subject,
-        "shipped": {"threshold": ship[0], "texture_threshold": _veto(ship[1])},
-        "all_units_at_shipped (in-sample)": {k: (_r(v) if isinstance(v, float) else v) for k, v in at_ship.items()},
+        "shipped": {"threshold": ship[0], "texture_threshold": veto_text(ship[1])},
+        "all_units_at_shipped (in-sample)": rounded(at_ship),
     }
 
 
-def _veto(v: float) -> float | str:
+def veto_text(v: float) -> float | str:
     return "off" if v == -math.inf else v
 
 
 def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
+
+
+def rounded(f: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`figures` result with its rates rounded for the report."""
+    return {k: (_r(v) if isinstance(v, float) else v) for k, v in f.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

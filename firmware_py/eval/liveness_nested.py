@@ -122,38 +122,27 @@ def nested(rows: list[cv.Row], feats: dict[str, Frames], moire_peak: float, wind
         train = [r for r in scored if r.unit != unit]
         t, tt = cv.choose(train)
         et, nmin = cv.choose_early(train, t, tt, window)
-        choice[unit] = {"lambda": lam, "threshold": t, "texture_threshold": cv._veto(tt), "early_threshold": et, "early_min_frames": nmin}
+        choice[unit] = {"lambda": lam, "threshold": t, "texture_threshold": cv.veto_text(tt), "early_threshold": et, "early_min_frames": nmin}
         for r in scored:
             if r.unit == unit:
                 full[r.id] = cv.passes(r, t, tt)
                 early[r.id] = cv.decide_early(r, t, tt, et, nmin, window)
                 vetoed += int(r.learned is not None and r.learned >= t and not r.other_veto and r.texture < tt)
         if progress:
-            print(f"  {i + 1}/{len(units)} {unit}: lambda {lam:g}, threshold {t}, texture veto {cv._veto(tt)}, early {et}/{nmin}", file=sys.stderr)
-    by_subject: dict[str, Any] = {}
-    for s in sorted({r.subject for r in rows}):
-        sub = [r for r in rows if r.subject == s]
-        f = cv.figures(sub, lambda r: early[r.id][0])
-        by_subject[s] = {
-            "n_live": sum(1 for r in sub if not r.attack),
-            "n_attack": sum(1 for r in sub if r.attack),
-            "bpcer_stills": cv._r(f["bpcer"]),
-            "apcer_stills": {kk: cv._r(f[kk]) for kk in ("print", "replay") if f[kk] is not None},
-            "print_sequences_accepted": f"{f['print_accepted']}/{f['print_n']}",
-            "live_sequences_rejected": f"{f['live_rejected']}/{f['live_n']}",
-        }
+            print(
+                f"  {i + 1}/{len(units)} {unit}: lambda {lam:g}, threshold {t}, texture veto {cv.veto_text(tt)}, early {et}/{nmin}", file=sys.stderr
+            )
+    by_subject, worst_print, worst_bpcer = cv.subject_figures(rows, lambda r: early[r.id][0])
     seq_live = [r for r in rows if not r.attack and r.kind != "image" and r.trace]
-    apcer_print = [v["apcer_stills"]["print"] for v in by_subject.values() if "print" in v["apcer_stills"]]
-    bpcer = [v["bpcer_stills"] for v in by_subject.values() if v["bpcer_stills"] is not None]
     return {
         "protocol": "leave-one-unit-out; in each fold the texture model, then the thresholds, then the early rule, chosen on the other units only",
         "units": len(units),
         "training_rows": {"stills": int((k != VIDEO_KIND).sum()), "clip_frames": int((k == VIDEO_KIND).sum())},
         "per_unit_choice": choice,
-        "out_of_fold_full_window": {kk: (cv._r(v) if isinstance(v, float) else v) for kk, v in cv.figures(rows, lambda r: full[r.id]).items()},
-        "out_of_fold": {kk: (cv._r(v) if isinstance(v, float) else v) for kk, v in cv.figures(rows, lambda r: early[r.id][0]).items()},
-        "out_of_fold_worst_subject_print_apcer": cv._r(max(apcer_print)) if apcer_print else None,
-        "out_of_fold_worst_subject_bpcer": cv._r(max(bpcer)) if bpcer else None,
+        "out_of_fold_full_window": cv.rounded(cv.figures(rows, lambda r: full[r.id])),
+        "out_of_fold": cv.rounded(cv.figures(rows, lambda r: early[r.id][0])),
+        "out_of_fold_worst_subject_print_apcer": worst_print,
+        "out_of_fold_worst_subject_bpcer": worst_bpcer,
         "out_of_fold_live_passed_early": f"{sum(1 for r in seq_live if early[r.id][0] and (early[r.id][1] or 0) < window)}/{len(seq_live)}",
         "out_of_fold_texture_vetoes": vetoed,
         "out_of_fold_by_subject": by_subject,
