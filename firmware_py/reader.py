@@ -194,7 +194,7 @@ def build_reader(
         fleet.register(punch.commands)
     gate = GateEdge.from_config(cfg, bus, punch.recorder, pin_factory=pin_factory)
     door.target = gate.door
-    closers = [link_state_to_leds(bus, gate.feedback), PunchPrinter(bus, console_out).close]
+    closers = [link_state_to_leds(bus, gate.feedback), PunchPrinter(bus, console_out).close, pipeline.close]
 
     def apply_config(new: Config, changes: dict[str, Any]) -> str | None:
         running.apply(new)

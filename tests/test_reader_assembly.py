@@ -96,3 +96,36 @@ def test_accept_is_punched_durably_before_the_door_opens(walkup: Path, models_di
     claims = json.loads(verifier.payload)
     assert claims["person"] == "grace" and claims["direction"] == "in" and claims["seq"] == 1
     assert "PUNCH   in  seq 1" in out.getvalue() and "REJECT  unknown" in out.getvalue()
+
+
+def test_stopping_the_reader_stops_the_liveness_worker(walkup: Path, tmp_path: Path) -> None:
+    """With the default liveness (passive, the two nets side by side), a stopped reader leaves no net thread running."""
+    import threading
+
+    from gpiozero.pins.mock import MockFactory
+
+    from firmware_py.reader import build_reader
+
+    def net_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("minifasnet") and t.is_alive()]
+
+    cfg = with_changes(
+        load(None),
+        {
+            "device.data_dir": str(tmp_path / "state"),
+            "camera.source": str(walkup),
+            "camera.replay_realtime": False,
+            "camera.fps": 10.0,
+            "mqtt.enabled": False,
+            "console.device": "",
+            "card_reader.device": "",
+        },
+    )
+    assert cfg.liveness.policy == "passive" and cfg.liveness.parallel_nets
+    before = set(net_threads())
+    reader = build_reader(cfg, pin_factory=MockFactory())
+    stage = reader.daemon.pipeline.liveness
+    assert reader.run(max_frames=12) == 12
+    # The nets did run on the worker (a face was in view), and the worker is gone now.
+    assert stage.learned is not None and stage.learned.invokes > 0
+    assert not stage.learned.parallel and set(net_threads()) <= before

@@ -367,6 +367,11 @@ class LivenessDetector:
         """The track ended: drop its state."""
         self._tracks.pop(track_id, None)
 
+    def close(self) -> None:
+        """The reader stops: stop the nets' worker thread (idempotent; a closed stage still scores, on one thread)."""
+        if self.learned is not None:
+            self.learned.close()
+
     def _threshold(self) -> float:
         return self.params.threshold if self.policy == "passive" else self.params.strict_threshold
 

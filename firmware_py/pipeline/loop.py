@@ -96,6 +96,12 @@ class RecognitionPipeline:
         self.threshold, self.min_margin = threshold, min_margin
         self.set_gallery(gallery)
 
+    def close(self) -> None:
+        """The reader stops: let the liveness stage stop its threads (the parallel MiniFASNet nets' worker)."""
+        close = getattr(self.liveness, "close", None)
+        if callable(close):
+            close()
+
     def set_gallery(self, gallery: GalleryMatrix) -> None:
         """Swap in a new gallery (after enrolment or sync); in-flight tracks keep deciding on the new one."""
         self.gallery = gallery
