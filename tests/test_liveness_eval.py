@@ -403,6 +403,33 @@ def test_cross_validation_refuses_details_written_without_every_cue(tmp_path: Pa
     assert [(r.id, r.texture) for r in rows] == [("a", -1.2), ("b", 0.1)]
 
 
+def test_replay_crop_blocks_are_contiguous_file_numbers_of_both_folders(tmp_path: Path) -> None:
+    """The CV tools hold out the training script's units: block b of real/ and of fake/ together, by file number."""
+    import json
+
+    from firmware_py.eval.liveness_cv import load_rows
+
+    rows_csv, lines = [], []
+    for n in range(1, 11):  # 1..10: in the manifest's (text) order 10 comes before 2
+        for folder, label in (("real", "live"), ("fake", "attack")):
+            rid = f"replaycrop-{folder}-{n}"
+            rows_csv.append(f"{rid},{label},image,replay-crops/{folder}/{n}.png,{'replay' if label == 'attack' else ''},replaycrop")
+            cues = {"learned": 0.9 if label == "live" else 0.1, "texture": 0.0}
+            lines.append({"id": rid, "acquired": True, "label": label, "subject": "replaycrop", "kind": "image", "cues": cues})
+    rows_csv.sort()  # text order, as the dev manifest lists them
+    m = write(tmp_path, "\n".join(rows_csv) + "\n")
+    details = tmp_path / "d.jsonl"
+    details.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    unit = {r.id: r.unit for r in load_rows(m, details, 5.5, 0.06, 2.2)}
+    blocks = sorted(set(unit.values()))
+    assert blocks == [f"replaycrop-b{b}" for b in range(5)]
+    for b in blocks:  # every block holds live and attack stills, two of each, neighbours in time
+        ids = sorted((i for i, u in unit.items() if u == b), key=lambda i: (i.split("-")[1], int(i.split("-")[2])))
+        nums = sorted({int(i.split("-")[2]) for i in ids})
+        assert len(ids) == 4 and {i.split("-")[1] for i in ids} == {"real", "fake"} and nums[1] == nums[0] + 1
+    assert unit["replaycrop-real-9"] == unit["replaycrop-real-10"] == unit["replaycrop-fake-10"] == "replaycrop-b4"
+
+
 def test_nested_cross_validation_never_trains_the_texture_model_on_the_held_out_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Synthetic features: live and print differ in one cue, except subject s3, whose prints look live to it."""
     from firmware_py.eval import liveness_nested as ln

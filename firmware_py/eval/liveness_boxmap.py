@@ -33,17 +33,11 @@ DY = (0.0, 0.05, 0.1, 0.15)
 REPLAY_BLOCKS = 5
 
 
-def unit_of(p: Any, index_in_subject: int, n_in_subject: int) -> str:
-    """The unit held out whole: the NUAA subject, or one of 5 contiguous replay-crop blocks (one webcam, no subject ids)."""
-    if p.subject == "replaycrop":
-        return f"replaycrop-b{index_in_subject * REPLAY_BLOCKS // max(n_in_subject, 1)}"
-    return p.subject
-
-
 def collect(
     manifest: Path, cache: Path | None, limit: int | None, say: Any, grid_axes: tuple[tuple[float, ...], ...] = (SX, SY, DY)
 ) -> dict[str, Any]:
     from firmware_py.config import load
+    from firmware_py.eval.liveness_train import units
     from firmware_py.liveness.frontend import FrontEnd, largest
     from firmware_py.liveness.learned import BoxMap, load_learned
     from firmware_py.liveness.presentations import frames, read_manifest
@@ -54,19 +48,17 @@ def collect(
     cfg = load(None)
     front = FrontEnd(cfg)
     model = load_learned(cfg.models.dir)
-    pres = [p for p in read_manifest(manifest) if p.kind == "image"]
+    everything = read_manifest(manifest)
+    # The units every liveness tool holds out: NUAA subjects; each replay-crop folder cut into 5 blocks of
+    # contiguous file numbers, block b of real and fake one unit (liveness_train.units).
+    unit_of = units(everything, {"replaycrop": REPLAY_BLOCKS})
+    pres = [p for p in everything if p.kind == "image"]
     if limit:
         pres = pres[:: max(1, len(pres) // limit)]
     grid = list(itertools.product(*grid_axes))
-    counts: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    for p in pres:
-        counts[p.subject] = counts.get(p.subject, 0) + 1
-    probs, labels, units, kinds, boxes, shapes = [], [], [], [], [], []
+    probs, labels, unit_list, kinds, boxes, shapes = [], [], [], [], [], []
     t0 = time.perf_counter()
     for n, p in enumerate(pres):
-        i = seen.get(p.subject, 0)
-        seen[p.subject] = i + 1
         front.reset()
         ts, image = next(iter(frames(p)))
         _, obs = front.analyze(image, ts, 0, p.id)
@@ -82,7 +74,7 @@ def collect(
             row.append([pr["minifasnet_v2"][1], pr["minifasnet_v1se"][1]])
         probs.append(row)
         labels.append(int(p.is_attack))
-        units.append(unit_of(p, i, counts[p.subject]))
+        unit_list.append(unit_of[p.id])
         kinds.append(p.attack_type or "live")
         boxes.append(box)
         shapes.append(image.shape[:2])
@@ -91,7 +83,7 @@ def collect(
     out = {
         "probs": np.asarray(probs, np.float32),
         "attack": np.asarray(labels),
-        "units": np.asarray(units),
+        "units": np.asarray(unit_list),
         "kinds": np.asarray(kinds),
         "boxes": np.asarray(boxes),
         "shapes": np.asarray(shapes),

@@ -3,8 +3,10 @@
 Input: the per-presentation details of one ``kaoclock eval liveness --details``
 run (its verdicts carry every cue's score; when a verdict is reached does not
 depend on the thresholds, so one run serves every threshold).  Units held out
-whole: each NUAA subject, each of 5 contiguous replay-crop blocks (one
-webcam, no subject ids), each clip.  For every unit, the thresholds are chosen
+whole: each NUAA subject, each of 5 replay-crop blocks (one webcam, no
+subject ids: block b of ``real/`` and of ``fake/``, each folder cut into 5
+runs of contiguous file numbers, as ``liveness_train.units`` cuts them), each
+clip.  For every unit, the thresholds are chosen
 on the *other* units by the rule below and the unit is scored at them; the
 pooled and per-subject figures of those out-of-fold decisions are what the
 README reports.  The shipped thresholds are the rule applied to all units.
@@ -62,11 +64,12 @@ class Step:
 
 
 def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortion: float, planar_ratio: float) -> list[Row]:
+    from firmware_py.eval.liveness_train import units
     from firmware_py.liveness.presentations import read_manifest
 
-    pres = read_manifest(manifest)
-    replay = [p.id for p in pres if p.subject == "replaycrop"]
-    block = {pid: f"replaycrop-b{i * REPLAY_BLOCKS // len(replay)}" for i, pid in enumerate(replay)}
+    # The training script's units: each replay-crop folder (real, fake) cut into 5 blocks of contiguous file
+    # numbers, block b of both folders one unit, so every unit holds live and attack stills like a subject.
+    block = units(read_manifest(manifest), {"replaycrop": REPLAY_BLOCKS})
     rows = []
     for line in details.read_text().splitlines():
         d = json.loads(line)

@@ -22,9 +22,9 @@ Nothing the held-out unit shows reaches any choice made for it.  Training
 rows: the stills (live, or their attack type) and the live clips' texture
 frames (live, not counted in the rates), as ``liveness_train`` uses them; the
 NUAA sequences are frames of the stills' folders and are not trained on.
-Differences from the shipped model's training: the clips give the texture
-frames of their 0.8 s window (every other frame), not every 3rd frame of 6 s,
-and the replay crops are cut into ``liveness_cv``'s 5 blocks.
+Difference from the shipped model's training: the clips give the texture
+frames of their 0.8 s window (every other frame), not every 3rd frame of 6 s.
+The units are the training script's (``liveness_train.units``).
 
     kaoclock eval liveness --manifest $KAOCLOCK_DATA/liveness-dev.csv --json --details F --all-cues --trace --features
     python -m firmware_py.eval.liveness_nested --manifest $KAOCLOCK_DATA/liveness-dev.csv --details F --json
