@@ -475,6 +475,39 @@ def test_nested_cross_validation_never_trains_the_texture_model_on_the_held_out_
     assert out["training_rows"] == {"stills": 400, "clip_frames": 0}
 
 
+def test_nested_cross_validation_lets_each_fold_choose_between_candidate_runs() -> None:
+    """Two runs of the same presentations (say mirror_unsure off and on): each fold picks one on the other units."""
+    from dataclasses import replace
+
+    from firmware_py.eval import liveness_nested as ln
+    from firmware_py.eval.liveness_cv import Row
+    from firmware_py.liveness.texture import FRAME_FEATURE_NAMES
+
+    rng = np.random.default_rng(11)
+    dims = len(FRAME_FEATURE_NAMES)
+    rows: list[Row] = []
+    feats: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for s in range(4):
+        for i in range(30):
+            x = rng.normal(0, 0.05, dims)
+            x[ln.HF_PEAK] = 0.0
+            for attack in (False, True):  # the texture cues cannot tell these prints from live faces: the same vector
+                rid = f"s{s}-{'a' if attack else 'l'}{i}"
+                rows.append(Row(rid, f"s{s}", f"s{s}", "image", attack, "print" if attack else "", 0.9, 0.0, False))
+                feats[rid] = [(1, x)]
+    # "plain" lets every print through; "sharper" scores the prints low, as a better learned score would.
+    sharper = [replace(r, learned=0.05) if r.attack else r for r in rows]
+    out = ln.nested({"plain": rows, "sharper": sharper}, feats, 5.5, 0.8)
+    assert {c["candidate"] for c in out["per_unit_choice"].values()} == {"sharper"}  # listed second, chosen every time
+    assert out["out_of_fold"]["print"] == 0.0 and out["all_units_choice"]["candidate"] == "sharper"
+    assert out["candidates"] == ["plain", "sharper"]
+    # Equal candidates: the first (the cheaper, by the caller's order) wins every tie.
+    out = ln.nested({"plain": rows, "same": list(rows)}, feats, 5.5, 0.8)
+    alone = ln.nested(rows, feats, 5.5, 0.8)
+    assert {c["candidate"] for c in out["per_unit_choice"].values()} == {"plain"} and out["out_of_fold"] == alone["out_of_fold"]
+    assert "candidate" not in alone["per_unit_choice"]["s0"] and "candidates" not in alone
+
+
 def test_nested_rescoring_reproduces_the_stage_and_refuses_details_without_features(tmp_path: Path, astronaut: np.ndarray) -> None:
     import json
 

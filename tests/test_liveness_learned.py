@@ -175,19 +175,44 @@ def _stage(**changes: object):  # type: ignore[no-untyped-def]
     return LivenessDetector.from_config(with_changes(load(None), {f"liveness.{k}": v for k, v in changes.items()}))
 
 
+@pytest.mark.parametrize("mirror", [False, True])
 @pytest.mark.parametrize("early_min_frames, decided_at", [(0, (8, 9)), (2, (1,))])
-def test_nets_run_only_until_the_verdict(astronaut: np.ndarray, early_min_frames: int, decided_at: tuple[int, ...]) -> None:
-    st = _stage(policy="passive", early_min_frames=early_min_frames)
+def test_nets_run_only_until_the_verdict(astronaut: np.ndarray, early_min_frames: int, decided_at: tuple[int, ...], mirror: bool) -> None:
+    st = _stage(policy="passive", early_min_frames=early_min_frames, mirror_unsure=mirror)
     box = (175.0, 76.0, 265.0, 196.0)
     assert st.learned is not None
     done = None
     for i in range(30):
         st.observe_face(1, astronaut, box, None, 100 + i * 0.1)
-        if done is None and st.verdict(1) is not None:  # the daemon asks after every frame
+        v = st.verdict(1)
+        if done is None and v is not None:  # the daemon asks after every frame
             done = st.learned.invokes
-            # two 80x80 invokes per frame; the 0.8 s window, or the early pass on the 2nd frame
-            assert done == 2 * (i + 1) and i in decided_at
+            # two 80x80 invokes per frame, two more on each frame the nets are unsure of; the 0.8 s window,
+            # or the early pass on the 2nd frame
+            mirrored = int(v.cues["mirrored_frames"])
+            assert done == 2 * (i + 1) + 2 * mirrored and i in decided_at
+            assert mirrored == 0 if not mirror else 0 <= mirrored <= i + 1
     assert done is not None and st.learned.invokes == done  # later frames of a decided track cost nothing
+
+
+def test_unsure_frames_are_scored_on_the_mirrored_crops_too(learned: LearnedModel, astronaut: np.ndarray) -> None:
+    from firmware_py.liveness.learned import BOX_MAP, crop
+
+    box = (175.0, 76.0, 265.0, 196.0)
+    xywh = BOX_MAP.apply(box)
+    crops = [crop(astronaut, xywh, scale)[0] for scale in (2.7, 4.0)]
+    plain, per, mirrored = learned.real_score(astronaut, box)
+    assert not mirrored and plain == pytest.approx(np.mean(list(per.values())))
+    # The four views by hand: each net on its crop and on the crop flipped left-right.
+    flipped = learned._invoke_all([np.ascontiguousarray(c[:, ::-1]) for c in crops])
+    four = np.mean([*per.values(), *(float(p[1]) for p in flipped)])
+    band = min(plain, 1 - plain) - 1e-6  # just wide enough to call this frame unsure
+    before = learned.invokes
+    score, per2, mirrored = learned.real_score(astronaut, box, mirror_band=band)
+    assert mirrored and per2 == per and score == pytest.approx(four) and learned.invokes == before + 4
+    # A frame the nets are sure of costs two invokes, scored as before.
+    score, _, mirrored = learned.real_score(astronaut, box, mirror_band=min(plain, 1 - plain) + 1e-3)
+    assert not mirrored and score == plain and learned.invokes == before + 6
 
 
 def test_unscorable_frames_give_a_verdict_that_says_what_to_do(astronaut: np.ndarray) -> None:
@@ -284,8 +309,9 @@ def test_parallel_nets_give_the_same_scores(learned: LearnedModel) -> None:
         for _ in range(5):
             image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
             box = (100.0, 60.0, 200.0, 180.0)
-            assert learned.real_score(image, box) == par.real_score(image, box)  # the same arithmetic on two threads
-        assert par.parallel and not learned.parallel and par.invokes == 10 and par.invoke_s > 0
+            # the same arithmetic on two threads, the mirrored crops included
+            assert learned.real_score(image, box, mirror_band=0.0) == par.real_score(image, box, mirror_band=0.0)
+        assert par.parallel and not learned.parallel and par.invokes == 20 and par.invoke_s > 0
     finally:
         par.close()
     # Closed, it scores on the caller's thread.

@@ -35,6 +35,8 @@ Reported (JSON on stdout):
   nets overlap: a frame waits for one, the CPU pays for both);
   ``ms_per_frame_by_kind`` splits the wall time into stills (``image``) and
   sequences (``frames``, ``video``: what a walk-up costs per frame);
+  ``net_invokes_per_frame``: 2, plus 2 on each frame the nets are unsure of
+  (``mirror_band``: they are then also run on the mirrored crops);
 * with ``--details FILE --all-cues``: the texture cues run on every other
   frame even where the nets already reject (the reader skips them there), so
   the details serve ``python -m firmware_py.eval.liveness_cv``, which tries
@@ -253,6 +255,9 @@ def evaluate(
     summary["cpu_ms_per_frame"] = round(1000 * timing.get("liveness_cpu_s", 0.0) / timing["frames_fed"], 3) if timing["frames_fed"] else None
     learned = getattr(stage, "learned", None)
     summary["parallel_nets"] = bool(learned is not None and learned.parallel)
+    # Two invokes a frame, four on a frame the nets are unsure of ([liveness] mirror_unsure).
+    summary["mirror_band"] = getattr(stage.params, "mirror_band", None) if stage.policy != "off" else None
+    summary["net_invokes_per_frame"] = round(learned.invokes / timing["frames_fed"], 3) if learned is not None and timing["frames_fed"] else None
     summary["all_cues"] = bool(getattr(stage, "all_cues", False))
     # Stills cost more per frame than a walk-up: their one frame pays for both nets and the texture cues.
     summary["ms_per_frame_by_kind"] = {

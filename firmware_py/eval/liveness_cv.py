@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,7 @@ def rounded(f: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from firmware_py.config import load
+    from firmware_py.liveness.presentations import ManifestError
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, required=True)
@@ -331,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     c = load(None).liveness
     try:
         rows = load_rows(args.manifest, args.details, c.moire_peak, c.planar_distortion, c.planar_ratio)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except (ValueError, OSError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = cross_validate(rows)
     if args.early:
         if not any(r.trace for r in rows):
-            raise SystemExit("--early needs traces: write the details with `kaoclock eval liveness ... --details FILE --all-cues --trace`")
+            print("error: --early needs traces: write the details with `kaoclock eval liveness ... --all-cues --trace`", file=sys.stderr)
+            return 2
         chosen = {
             u: (v["threshold"], -math.inf if v["texture_threshold"] == "off" else v["texture_threshold"]) for u, v in out["per_unit_choice"].items()
         }

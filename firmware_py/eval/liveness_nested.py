@@ -70,6 +70,13 @@ def load(manifest: Path, details: Path, moire_peak: float, planar_distortion: fl
     return rows, feats
 
 
+def same_features(a: dict[str, Frames], b: dict[str, Frames]) -> bool:
+    """The same presentations with the same texture frames (the texture cues do not depend on the learned score)."""
+    return a.keys() == b.keys() and all(
+        len(a[i]) == len(b[i]) and all(n == m and np.allclose(x, y) for (n, x), (m, y) in zip(a[i], b[i], strict=True)) for i in a
+    )
+
+
 def training_set(rows: list[cv.Row], feats: dict[str, Frames]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.str_], NDArray[np.str_]]:
     """(features, label 1 = live, kind, unit) of the stills and the live clips' texture frames."""
     x: list[NDArray[np.float64]] = []
@@ -107,22 +114,54 @@ def rescore(model: TextureModel, rows: list[cv.Row], feats: dict[str, Frames]) -
     return out
 
 
-def nested(rows: list[cv.Row], feats: dict[str, Frames], moire_peak: float, window: float, progress: bool = False) -> dict[str, Any]:
-    x, y, k, u = training_set(rows, feats)
+def closeness(f: dict[str, Any]) -> float:
+    """After the goals (:func:`liveness_cv.badness`): the sum of the rates as fractions of their goals, the
+    sequence errors counted as in ``badness``; it separates candidates that both meet every goal."""
+    return sum((f[k] or 0.0) / goal for k, goal in cv.GOALS.items()) + 10.0 * (f["print_accepted"] + f["live_rejected"])
+
+
+Choice = tuple[float, float, float, int]  # threshold, texture veto, early threshold, early min frames
+
+
+def choose_all(train: list[cv.Row], window: float) -> tuple[Choice, tuple[float, ...]]:
+    """Thresholds, then the early rule, on these rows; and how good they are there (goals, then closeness)."""
+    t, tt = cv.choose(train)
+    et, nmin = cv.choose_early(train, t, tt, window)
+    f = cv.figures(train, lambda r: cv.decide_early(r, t, tt, et, nmin, window)[0])
+    return (t, tt, et, nmin), (*cv.badness(f), closeness(f))
+
+
+def nested(
+    rows: list[cv.Row] | dict[str, list[cv.Row]], feats: dict[str, Frames], moire_peak: float, window: float, progress: bool = False
+) -> dict[str, Any]:
+    """``rows``: one details file's rows, or several candidates' (name -> rows, in order of preference: the
+    same presentations scored another way, e.g. ``[liveness] mirror_unsure`` on and off).  With candidates,
+    each fold also picks one, on the other units, by the goals and then :func:`closeness`; ties to the earlier."""
+    candidates = rows if isinstance(rows, dict) else {"details": rows}
+    names = list(candidates)
+    first = candidates[names[0]]
+    x, y, k, u = training_set(first, feats)
     peaks = x[:, HF_PEAK]
-    units = sorted({r.unit for r in rows})
+    units = sorted({r.unit for r in first})
     choice: dict[str, dict[str, Any]] = {}
     full: dict[str, bool] = {}
     early: dict[str, tuple[bool, float | None, int | None]] = {}
     vetoed = 0  # held-out presentations whose learned score passed and whose (out-of-sample) texture veto fired
     for i, unit in enumerate(units):
         keep = u != unit
+        # The texture cues do not depend on the learned score (--all-cues): one model per fold serves every candidate.
         model, _, lam, _ = fit_and_calibrate(x[keep], y[keep], k[keep], u[keep], peaks[keep], LAMS, moire_peak)
-        scored = rescore(model, rows, feats)
-        train = [r for r in scored if r.unit != unit]
-        t, tt = cv.choose(train)
-        et, nmin = cv.choose_early(train, t, tt, window)
+        best: tuple[tuple[float, ...], int, str, Choice, list[cv.Row]] | None = None
+        for j, name in enumerate(names):
+            scored = rescore(model, candidates[name], feats)
+            picked, key = choose_all([r for r in scored if r.unit != unit], window)
+            if best is None or (key, j) < (best[0], best[1]):
+                best = (key, j, name, picked, scored)
+        assert best is not None
+        _, _, name, (t, tt, et, nmin), scored = best
         choice[unit] = {"lambda": lam, "threshold": t, "texture_threshold": cv.veto_text(tt), "early_threshold": et, "early_min_frames": nmin}
+        if len(names) > 1:
+            choice[unit]["candidate"] = name
         for r in scored:
             if r.unit == unit:
                 full[r.id] = cv.passes(r, t, tt)
@@ -130,11 +169,13 @@ def nested(rows: list[cv.Row], feats: dict[str, Frames], moire_peak: float, wind
                 vetoed += int(r.learned is not None and r.learned >= t and not r.other_veto and r.texture < tt)
         if progress:
             print(
-                f"  {i + 1}/{len(units)} {unit}: lambda {lam:g}, threshold {t}, texture veto {cv.veto_text(tt)}, early {et}/{nmin}", file=sys.stderr
+                f"  {i + 1}/{len(units)} {unit}: {name}, lambda {lam:g}, threshold {t}, texture veto {cv.veto_text(tt)}, early {et}/{nmin}",
+                file=sys.stderr,
             )
+    rows = first
     by_subject, worst_print, worst_bpcer = cv.subject_figures(rows, lambda r: early[r.id][0])
     seq_live = [r for r in rows if not r.attack and r.kind != "image" and r.trace]
-    return {
+    out: dict[str, Any] = {
         "protocol": "leave-one-unit-out; in each fold the texture model, then the thresholds, then the early rule, chosen on the other units only",
         "units": len(units),
         "training_rows": {"stills": int((k != VIDEO_KIND).sum()), "clip_frames": int((k == VIDEO_KIND).sum())},
@@ -147,23 +188,55 @@ def nested(rows: list[cv.Row], feats: dict[str, Frames], moire_peak: float, wind
         "out_of_fold_texture_vetoes": vetoed,
         "out_of_fold_by_subject": by_subject,
     }
+    if len(names) > 1:
+        # What all units choose, each candidate scored as recorded (the shipped texture model): what to ship.
+        keys = {name: choose_all(candidates[name], window) for name in names}
+        ship = min(names, key=lambda n: (keys[n][1], names.index(n)))
+        out["candidates"] = names
+        out["all_units_choice"] = {
+            "candidate": ship,
+            **{
+                n: {"threshold": c[0], "texture_threshold": cv.veto_text(c[1]), "early_threshold": c[2], "early_min_frames": c[3]}
+                for n, (c, _) in keys.items()
+            },
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from firmware_py.config import load as load_config
+    from firmware_py.liveness.presentations import ManifestError
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", type=Path, required=True)
-    ap.add_argument("--details", type=Path, required=True, help="the --details file of `kaoclock eval liveness ... --all-cues --trace --features`")
+    ap.add_argument(
+        "--details",
+        action="append",
+        required=True,
+        metavar="[NAME=]FILE",
+        help="the --details file of `kaoclock eval liveness ... --all-cues --trace --features`; give several (NAME=FILE, "
+        "in order of preference) to let each fold choose between runs of other settings (e.g. mirror_unsure on / off)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     args = ap.parse_args(argv)
     c = load_config(None).liveness
     try:
-        rows, feats = load(args.manifest, args.details, c.moire_peak, c.planar_distortion, c.planar_ratio)
-    except (ValueError, OSError) as exc:
+        candidates: dict[str, list[cv.Row]] = {}
+        feats: dict[str, Frames] = {}
+        for spec in args.details:
+            name, _, path = spec.rpartition("=")
+            name = name or Path(path).stem
+            if name in candidates:
+                raise ValueError(f"--details {spec}: the name {name!r} is given twice")
+            rows, f = load(args.manifest, Path(path), c.moire_peak, c.planar_distortion, c.planar_ratio)
+            if feats and not same_features(feats, f):
+                raise ValueError(f"--details {spec}: its presentations or texture features differ from the first file's (runs of one manifest?)")
+            candidates[name], feats = rows, feats or f
+    except (ValueError, OSError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = nested(rows, feats, c.moire_peak, c.passive_window_s, progress=sys.stderr.isatty())
+    rows = next(iter(candidates.values()))
+    out = nested(candidates if len(candidates) > 1 else rows, feats, c.moire_peak, c.passive_window_s, progress=sys.stderr.isatty())
     out["rows"] = len(rows)
     print(json.dumps(out, indent=1))
     return 0

@@ -8,7 +8,9 @@ frame can hold, shifted (not shrunk) inside the frame, resized to 80x80
 (:func:`crop_box` reproduces the original's integer arithmetic).  Scale 2.7
 for MiniFASNetV2, 4.0 for MiniFASNetV1SE.  The real score of a frame is the
 mean of the two nets' class-1 (real) softmax probabilities, as the original
-ensemble computes it.
+ensemble computes it; on a frame where that mean is unsure (``mirror_band``),
+the mean of four: both nets also on their crops flipped left-right (test-time
+augmentation; see the package README, "Mirrored crops").
 
 Our detector is BlazeFace, whose box is tighter than RetinaFace's;
 :data:`BOX_MAP` turns it into the box the nets expect (measured, see
@@ -174,44 +176,60 @@ class LearnedModel:
             self._pool = None
 
     @staticmethod
-    def _run(
-        net: tuple[str, float, Any, int, int], image: NDArray[np.uint8], xywh: tuple[float, float, float, float]
-    ) -> tuple[NDArray[np.float32], float, float]:
-        """One net on its crop: (softmax vector, invoke start, invoke end)."""
-        _, scale, interp, i_in, i_out = net
-        c, _ = crop(image, xywh, scale)
+    def _run(net: tuple[str, float, Any, int, int], c: NDArray[np.uint8]) -> tuple[NDArray[np.float32], float, float]:
+        """One net on its 80x80 crop: (softmax vector, invoke start, invoke end)."""
+        _, _, interp, i_in, i_out = net
         interp.set_tensor(i_in, c[None].astype(np.float32))
         t0 = time.perf_counter()
         interp.invoke()
         t1 = time.perf_counter()
         return interp.get_tensor(i_out)[0].copy(), t0, t1
 
-    def probabilities(self, image: NDArray[np.uint8], xywh: tuple[float, float, float, float]) -> dict[str, NDArray[np.float32]]:
-        """Each net's softmax vector for the face at ``xywh`` (the RetinaFace-style box)."""
-        out = {}
+    def _invoke_all(self, crops: list[NDArray[np.uint8]]) -> list[NDArray[np.float32]]:
+        """Each net on its crop (in ``self._nets`` order), side by side when parallel."""
+        out: list[NDArray[np.float32]] = []
         if self._pool is not None:
-            first, *rest = self._nets
-            futures = [(net[0], self._pool.submit(self._run, net, image, xywh)) for net in rest]
-            p, start, end = self._run(first, image, xywh)
-            out[first[0]] = p
-            for name, fut in futures:
+            futures = [self._pool.submit(self._run, net, c) for net, c in zip(self._nets[1:], crops[1:], strict=True)]
+            p, start, end = self._run(self._nets[0], crops[0])
+            out.append(p)
+            for fut in futures:
                 p, t0, t1 = fut.result()
-                out[name] = p
+                out.append(p)
                 start, end = min(start, t0), max(end, t1)
             self.invoke_s += end - start
         else:
-            for net in self._nets:
-                p, t0, t1 = self._run(net, image, xywh)
-                out[net[0]] = p
+            for net, c in zip(self._nets, crops, strict=True):
+                p, t0, t1 = self._run(net, c)
+                out.append(p)
                 self.invoke_s += t1 - t0
         self.invokes += len(self._nets)
         return out
 
-    def real_score(self, image: NDArray[np.uint8], box: Box, box_map: BoxMap = BOX_MAP) -> tuple[float, dict[str, float]]:
-        """(mean real probability of the two nets, each net's) for the detector's box."""
-        probs = self.probabilities(image, box_map.apply(box))
-        per = {n: float(p[REAL_CLASS]) for n, p in probs.items()}
-        return float(np.mean(list(per.values()))), per
+    def _crops(self, image: NDArray[np.uint8], xywh: tuple[float, float, float, float]) -> list[NDArray[np.uint8]]:
+        return [crop(image, xywh, scale)[0] for _, scale, _, _, _ in self._nets]
+
+    def probabilities(self, image: NDArray[np.uint8], xywh: tuple[float, float, float, float]) -> dict[str, NDArray[np.float32]]:
+        """Each net's softmax vector for the face at ``xywh`` (the RetinaFace-style box)."""
+        probs = self._invoke_all(self._crops(image, xywh))
+        return {net[0]: p for net, p in zip(self._nets, probs, strict=True)}
+
+    def real_score(
+        self, image: NDArray[np.uint8], box: Box, box_map: BoxMap = BOX_MAP, mirror_band: float | None = None
+    ) -> tuple[float, dict[str, float], bool]:
+        """(the frame's real score, each net's real probability on its crop, whether the mirrored crops were scored).
+
+        The score is the two nets' mean real probability.  With ``mirror_band`` = m, a frame whose mean lies in
+        [m, 1 - m] (the nets are unsure) is scored again on both crops flipped left-right, and its score is the
+        mean of the four; a frame the nets are sure of costs two invokes, an unsure one four.
+        """
+        crops = self._crops(image, box_map.apply(box))
+        probs = self._invoke_all(crops)
+        per = {net[0]: float(p[REAL_CLASS]) for net, p in zip(self._nets, probs, strict=True)}
+        score = float(np.mean(list(per.values())))
+        if mirror_band is None or not mirror_band <= score <= 1.0 - mirror_band:
+            return score, per, False
+        mirrored = self._invoke_all([np.ascontiguousarray(c[:, ::-1]) for c in crops])
+        return float(np.mean([*per.values(), *(float(p[REAL_CLASS]) for p in mirrored)])), per, True
 
 
 def load_learned(models_dir: Path, threads: int = 1, parallel: bool = False) -> LearnedModel:

@@ -118,8 +118,9 @@ class LivenessParams:
     planar_distortion: float = 0.06
     planar_ratio: float = 2.2
     texture_threshold: float = -1.0
-    early_threshold: float = 0.86
+    early_threshold: float = 0.84
     early_min_frames: int = 2
+    mirror_band: float | None = 0.05  # None: never score the mirrored crops
 
     @classmethod
     def from_config(cls, cfg: Config) -> LivenessParams:
@@ -140,6 +141,7 @@ class LivenessParams:
             c.texture_threshold,
             c.early_threshold,
             c.early_min_frames,
+            c.mirror_band if c.mirror_unsure else None,
         )
 
 
@@ -158,6 +160,7 @@ class _Track:
     last_problem: str = ""
     close_frames: int = 0  # scored on a clamped crop: the face is too close for the 4.0 crop
     close_text: str = ""
+    mirrored: int = 0  # frames the nets were unsure of, scored on the mirrored crops too
     texture_due: int = 0  # frames that asked for the texture cues (scored live, or every frame with all_cues)
     features: list[tuple[int, NDArray[np.float64]]] = field(default_factory=list)  # (scored frames so far, x): record_features only
     verdict: LivenessVerdict | None = None
@@ -252,7 +255,8 @@ class LivenessDetector:
                 image = None
         if image is not None:
             assert self.model is not None and self.learned is not None
-            real, per = self.learned.real_score(image, box)
+            real, per, mirrored = self.learned.real_score(image, box, mirror_band=self.params.mirror_band)
+            tr.mirrored += int(mirrored)
             tr.reals.append(real)
             for name, v in per.items():
                 tr.per_net.setdefault(name, []).append(v)
@@ -407,6 +411,7 @@ class LivenessDetector:
             cues["moire_peak"] = round(peak, 4)
         cues["texture_frames"] = float(len(tr.logits))
         cues["frames"] = float(len(tr.reals))
+        cues["mirrored_frames"] = float(tr.mirrored)
         cues.update({f"unscored.{k}": float(v) for k, v in tr.problems.items()})
         if tr.close_frames:
             cues["too_close_frames"] = float(tr.close_frames)

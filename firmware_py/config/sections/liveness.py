@@ -24,8 +24,9 @@ class LivenessConfig(Section):
         0.39,
         ge=0,
         le=1,
-        doc="Operating threshold on the learned score: the two MiniFASNet nets' mean real probability, averaged over the "
-        "walk-up window; chosen by subject-grouped cross-validation (firmware_py/liveness/README.md).",
+        doc="Operating threshold on the learned score: the two MiniFASNet nets' mean real probability (with their "
+        "mirrored crops on frames they are unsure of, see mirror_unsure), averaged over the walk-up window; "
+        "chosen by subject-grouped cross-validation (firmware_py/liveness/README.md).",
     )
     texture_threshold: float = setting(
         -1.0,
@@ -57,7 +58,7 @@ class LivenessConfig(Section):
     passive_window_s: float = setting(0.8, gt=0, le=10, doc="passive: the face must be watched this long before a verdict.")
     passive_min_frames: int = setting(3, ge=1, le=300, doc="passive: and at least this many frames of it.")
     early_threshold: float = setting(
-        0.86,
+        0.84,
         ge=0,
         le=1,
         doc="passive: pass before the window ends once the learned score's mean over early_min_frames or more frames "
@@ -71,6 +72,15 @@ class LivenessConfig(Section):
         True,
         doc="Run the two MiniFASNet nets of a frame at the same time on two cores (a frame waits about half as long; "
         "the CPU work is the same). false on a single-core board.",
+    )
+    mirror_unsure: bool = setting(
+        True,
+        doc="Score a frame the nets are unsure of (their mean real probability within [mirror_band, 1 - mirror_band]) "
+        "on both crops flipped left-right too, its score the mean of the four (test-time augmentation: two more invokes "
+        "on such frames only); chosen by subject-grouped cross-validation (firmware_py/liveness/README.md).",
+    )
+    mirror_band: float = setting(
+        0.05, ge=0, le=0.5, doc="How unsure a frame must be for the mirrored crops: the band [this, 1 - this] of the nets' mean."
     )
     strict_window_s: float = setting(2.5, gt=0, le=20, doc="strict: the longer watching window.")
     strict_min_frames: int = setting(8, ge=2, le=600, doc="strict: and at least this many frames of it.")
