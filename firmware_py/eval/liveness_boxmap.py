@@ -30,14 +30,13 @@ import numpy as np
 SX = (1.0, 1.1, 1.2, 1.3, 1.4)
 SY = (1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 DY = (0.0, 0.05, 0.1, 0.15)
-REPLAY_BLOCKS = 5
 
 
 def collect(
     manifest: Path, cache: Path | None, limit: int | None, say: Any, grid_axes: tuple[tuple[float, ...], ...] = (SX, SY, DY)
 ) -> dict[str, Any]:
     from firmware_py.config import load
-    from firmware_py.eval.liveness_train import units
+    from firmware_py.eval.liveness_train import SPLIT, units
     from firmware_py.liveness.frontend import FrontEnd, largest
     from firmware_py.liveness.learned import BoxMap, load_learned
     from firmware_py.liveness.presentations import frames, read_manifest
@@ -51,7 +50,7 @@ def collect(
     everything = read_manifest(manifest)
     # The units every liveness tool holds out: NUAA subjects; each replay-crop folder cut into 5 blocks of
     # contiguous file numbers, block b of real and fake one unit (liveness_train.units).
-    unit_of = units(everything, {"replaycrop": REPLAY_BLOCKS})
+    unit_of = units(everything, SPLIT)
     pres = [p for p in everything if p.kind == "image"]
     if limit:
         pres = pres[:: max(1, len(pres) // limit)]

@@ -36,7 +36,6 @@ from typing import Any
 THRESHOLDS = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))
 TEXTURE_VETOES = (-math.inf, -2.0, -1.5, -1.0, -0.75, -0.5)
 GOALS = {"bpcer": 0.02, "print": 0.003, "replay": 0.02}
-REPLAY_BLOCKS = 5
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,12 @@ class Step:
 
 
 def load_rows(manifest: Path, details: Path, moire_peak: float, planar_distortion: float, planar_ratio: float) -> list[Row]:
-    from firmware_py.eval.liveness_train import units
+    from firmware_py.eval.liveness_train import SPLIT, units
     from firmware_py.liveness.presentations import read_manifest
 
     # The training script's units: each replay-crop folder (real, fake) cut into 5 blocks of contiguous file
     # numbers, block b of both folders one unit, so every unit holds live and attack stills like a subject.
-    block = units(read_manifest(manifest), {"replaycrop": REPLAY_BLOCKS})
+    block = units(read_manifest(manifest), SPLIT)
     rows = []
     for line in details.read_text().splitlines():
         d = json.loads(line)

@@ -151,14 +151,14 @@ def nested(
         keep = u != unit
         # The texture cues do not depend on the learned score (--all-cues): one model per fold serves every candidate.
         model, _, lam, _ = fit_and_calibrate(x[keep], y[keep], k[keep], u[keep], peaks[keep], LAMS, moire_peak)
-        best: tuple[tuple[float, ...], int, str, Choice, list[cv.Row]] | None = None
-        for j, name in enumerate(names):
+        best: tuple[tuple[float, ...], str, Choice, list[cv.Row]] | None = None
+        for name in names:  # in order of preference: a tie keeps the earlier
             scored = rescore(model, candidates[name], feats)
             picked, key = choose_all([r for r in scored if r.unit != unit], window)
-            if best is None or (key, j) < (best[0], best[1]):
-                best = (key, j, name, picked, scored)
+            if best is None or key < best[0]:
+                best = (key, name, picked, scored)
         assert best is not None
-        _, _, name, (t, tt, et, nmin), scored = best
+        _, name, (t, tt, et, nmin), scored = best
         choice[unit] = {"lambda": lam, "threshold": t, "texture_threshold": cv.veto_text(tt), "early_threshold": et, "early_min_frames": nmin}
         if len(names) > 1:
             choice[unit]["candidate"] = name
@@ -172,16 +172,15 @@ def nested(
                 f"  {i + 1}/{len(units)} {unit}: {name}, lambda {lam:g}, threshold {t}, texture veto {cv.veto_text(tt)}, early {et}/{nmin}",
                 file=sys.stderr,
             )
-    rows = first
-    by_subject, worst_print, worst_bpcer = cv.subject_figures(rows, lambda r: early[r.id][0])
-    seq_live = [r for r in rows if not r.attack and r.kind != "image" and r.trace]
+    by_subject, worst_print, worst_bpcer = cv.subject_figures(first, lambda r: early[r.id][0])
+    seq_live = [r for r in first if not r.attack and r.kind != "image" and r.trace]
     out: dict[str, Any] = {
         "protocol": "leave-one-unit-out; in each fold the texture model, then the thresholds, then the early rule, chosen on the other units only",
         "units": len(units),
         "training_rows": {"stills": int((k != VIDEO_KIND).sum()), "clip_frames": int((k == VIDEO_KIND).sum())},
         "per_unit_choice": choice,
-        "out_of_fold_full_window": cv.rounded(cv.figures(rows, lambda r: full[r.id])),
-        "out_of_fold": cv.rounded(cv.figures(rows, lambda r: early[r.id][0])),
+        "out_of_fold_full_window": cv.rounded(cv.figures(first, lambda r: full[r.id])),
+        "out_of_fold": cv.rounded(cv.figures(first, lambda r: early[r.id][0])),
         "out_of_fold_worst_subject_print_apcer": worst_print,
         "out_of_fold_worst_subject_bpcer": worst_bpcer,
         "out_of_fold_live_passed_early": f"{sum(1 for r in seq_live if early[r.id][0] and (early[r.id][1] or 0) < window)}/{len(seq_live)}",
@@ -191,7 +190,7 @@ def nested(
     if len(names) > 1:
         # What all units choose, each candidate scored as recorded (the shipped texture model): what to ship.
         keys = {name: choose_all(candidates[name], window) for name in names}
-        ship = min(names, key=lambda n: (keys[n][1], names.index(n)))
+        ship = min(names, key=lambda n: keys[n][1])  # min keeps the first of equals: ties to the earlier
         out["candidates"] = names
         out["all_units_choice"] = {
             "candidate": ship,

@@ -66,6 +66,9 @@ from firmware_py.liveness.fusion import TextureModel
 from firmware_py.liveness.presentations import Presentation, frames, load_rgb, read_manifest
 from firmware_py.liveness.texture import FRAME_FEATURE_NAMES, frame_features
 
+# Subjects without person ids, each folder cut into K blocks of contiguous file numbers (block b of every
+# folder one unit): the hold-out units of every liveness tool (training, cross-validation, box map).
+SPLIT = {"replaycrop": 5}
 DEFAULT_HOLDOUT = "nuaa-0007,nuaa-0008,nuaa-0009,replaycrop-b4,clip-liveportrait_d9,clip-retalking_3"
 VIDEO_KIND = "live-video"  # frames of live clips: trained on as live, left out of the still-image rates
 GOALS = {"print": 0.01, "replay": 0.02, "bpcer": 0.03}
@@ -325,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boxes", type=Path, help="CSV path,x0,y0,x1,y1 of face boxes from the front-end (path relative to the manifest)")
     ap.add_argument("--write-boxes", type=Path, help="write the front-end's face boxes here (CSV for --boxes)")
     ap.add_argument("--holdout", default=DEFAULT_HOLDOUT, help=f"units never trained on (default {DEFAULT_HOLDOUT})")
-    ap.add_argument("--split-subject", default="replaycrop:5", help="SUBJECT:K cuts one subject into K blocks of file numbers")
+    ap.add_argument(
+        "--split-subject",
+        default=",".join(f"{s}:{k}" for s, k in SPLIT.items()),
+        help="SUBJECT:K cuts one subject into K blocks of file numbers",
+    )
     ap.add_argument("--lam", default="1e-3,1e-2", help="L2 regularisation per sample; a comma list is a grid chosen by leave-one-unit-out")
     ap.add_argument(
         "--threshold",
